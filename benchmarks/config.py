@@ -1,0 +1,171 @@
+"""Presets (TOML data in ``benchmarks/presets/``) and their overrides from the command line.
+
+A preset is a table with these keys (all checked; an unknown key is an error)::
+
+    description = "..."
+    dataset = "digits"                       # a name from benchmarks.data.DATASETS
+    methods = ["vanilla", "kd", ...]         # or ["all"]: every registered method
+    pairs = ["resnet20:resnet8", ...]        # teacher:student
+    seeds = [0, 1]                           # student seeds
+    teacher_seed = 0
+    [data]           options of the dataset loader (image_size, ...)
+    [train]          the student recipe (benchmarks.train.Recipe fields)
+    [train.lr_by_student]   per-student learning rate (RepDistiller: 0.01 for MobileNetV2/ShuffleV1/V2)
+    [teacher_train]  the teacher recipe: fields that differ from [train]
+    [method.<name>]  hyperparameter overrides of a method (checked against its defaults)
+
+``--set section.key=value`` overrides any of them (``train.epochs=5``,
+``teacher_train.lr=0.1``, ``data.image_size=16``, ``crd.nce_k=4096``); the
+value is parsed as a TOML value (``2.0``, ``[1, 2]``, ``"batch"``), falling
+back to a plain string.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .train import Recipe
+
+PRESET_DIR = Path(__file__).parent / "presets"
+TOP_KEYS = {"description", "dataset", "methods", "pairs", "seeds", "teacher_seed",
+            "data", "train", "teacher_train", "method"}
+RECIPE_KEYS = {f.name for f in dataclasses.fields(Recipe)}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if not (path.suffix == ".toml" and path.exists()):
+        path = PRESET_DIR / f"{name_or_path}.toml"
+    if not path.exists():
+        raise ConfigError(f"unknown preset {name_or_path!r}; known presets: {', '.join(list_presets())} "
+                          f"(or a path to a .toml file)")
+    try:
+        cfg = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"preset {path}: invalid TOML ({e})") from None
+    cfg.setdefault("description", "")
+    cfg["preset"] = path.stem
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: dict[str, Any]) -> None:
+    unknown = set(cfg) - TOP_KEYS - {"preset"}
+    if unknown:
+        raise ConfigError(f"unknown preset keys {sorted(unknown)}; allowed: {', '.join(sorted(TOP_KEYS))}")
+    for key in ("dataset", "methods", "pairs", "seeds"):
+        if key not in cfg:
+            raise ConfigError(f"preset {cfg.get('preset')!r} lacks {key!r}")
+    for section in ("train", "teacher_train"):
+        bad = set(cfg.get(section, {})) - RECIPE_KEYS - {"lr_by_student"}
+        if bad:
+            raise ConfigError(f"unknown {section} keys {sorted(bad)}; allowed: {', '.join(sorted(RECIPE_KEYS))}")
+    for seed in cfg["seeds"]:
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(f"seeds must be non-negative integers, got {seed!r}")
+    for pair in cfg["pairs"]:
+        parse_pair(pair)
+
+
+def parse_pair(pair: str) -> tuple[str, str]:
+    # timm models are written timm:<name>; split on the ':' that separates the two models
+    parts = pair.split(":")
+    if len(parts) == 2 and all(parts):
+        return parts[0], parts[1]
+    for i in range(1, len(parts)):
+        left, right = ":".join(parts[:i]), ":".join(parts[i:])
+        if left and right and (left != "timm") and (right != "timm") and not left.endswith(":timm") \
+                and not right.startswith(":"):
+            if (left.startswith("timm:") or ":" not in left) and (right.startswith("timm:") or ":" not in right):
+                return left, right
+    raise ConfigError(f"bad pair {pair!r}: expected teacher:student, e.g. resnet32x4:resnet8x4")
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_set(cfg: dict[str, Any], assignment: str, method_names: set[str]) -> None:
+    """Apply one ``--set section.key=value`` to ``cfg`` in place."""
+    if "=" not in assignment or "." not in assignment.split("=", 1)[0]:
+        raise ConfigError(f"bad --set {assignment!r}: expected section.key=value, e.g. train.epochs=5 or kd.T=2")
+    path, text = assignment.split("=", 1)
+    section, *keys = path.strip().split(".")
+    value = parse_value(text.strip())
+    if section in ("train", "teacher_train", "data"):
+        target = cfg.setdefault(section, {})
+    elif section in method_names:
+        target = cfg.setdefault("method", {}).setdefault(section, {})
+    else:
+        raise ConfigError(f"bad --set {assignment!r}: {section!r} is neither train, teacher_train, data "
+                          f"nor a method ({', '.join(sorted(method_names))})")
+    for key in keys[:-1]:
+        target = target.setdefault(key, {})
+    target[keys[-1]] = value
+
+
+def student_recipe(cfg: dict[str, Any], student: str) -> Recipe:
+    train = dict(cfg.get("train", {}))
+    lr_by = train.pop("lr_by_student", {})
+    if student in lr_by:
+        train["lr"] = lr_by[student]
+    return _recipe(train, "train")
+
+
+def teacher_recipe(cfg: dict[str, Any], teacher: str) -> Recipe:
+    train = {k: v for k, v in cfg.get("train", {}).items() if k != "lr_by_student"}
+    over = dict(cfg.get("teacher_train", {}))
+    lr_by = over.pop("lr_by_student", cfg.get("train", {}).get("lr_by_student", {}))
+    train.update(over)
+    if teacher in lr_by:
+        train["lr"] = lr_by[teacher]
+    return _recipe(train, "teacher_train")
+
+
+def _recipe(fields: dict[str, Any], section: str) -> Recipe:
+    defaults = Recipe()
+    out = {}
+    for key, value in fields.items():
+        want = type(getattr(defaults, key))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, want) or isinstance(value, bool):
+            raise ConfigError(f"{section}.{key} must be a {want.__name__}, got {value!r}")
+        out[key] = value
+    recipe = Recipe(**out)
+    if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
+        raise ConfigError(f"{section}: epochs and batch_size must be >= 1 and lr > 0")
+    return recipe
+
+
+def fingerprint(obj: Any, n: int = 12) -> str:
+    """Short stable hash of a JSON-able object (cache keys, config identity)."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:n]
+
+
+def protocol(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a config that change what a run computes (not which runs exist)."""
+    return {k: copy.deepcopy(cfg.get(k)) for k in ("dataset", "data", "train", "teacher_train", "method",
+                                                   "teacher_seed")}

@@ -1,0 +1,98 @@
+"""Model registry and the uniform feature interface every model exposes.
+
+timm-style: ``@register_model`` on a factory function, ``create_model(name,
+num_classes=...)`` to build one. Every model returned by ``create_model`` is a
+``KDModel``: ``model(x)`` gives logits, ``model.forward_kd(x, preact=False)``
+gives a ``ModelOutput`` with the logits, the stage feature maps and the pooled
+embedding, in the same layout as RepDistiller's ``is_feat=True`` lists, so that
+a method written against RepDistiller's indices (``hint_layer=2``,
+``feat[1:-1]``, ``feat[-1]``) reads the same tensors here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ModelOutput",
+    "KDModel",
+    "register_model",
+    "create_model",
+    "list_models",
+    "UnknownModelError",
+]
+
+
+@dataclass
+class ModelOutput:
+    """What a model hands to a distillation method.
+
+    features: stage feature maps, RepDistiller's ``feat[:-1]``: ``features[0]``
+        is the stem output, ``features[1..L]`` the outputs of the L stages
+        (post-activation), each ``(B, C_i, H_i, W_i)``.
+    preact_features: the same maps taken before the last ReLU of each stage
+        (RepDistiller's ``preact=True``); ``None`` unless asked for. For
+        architectures without a trailing ReLU they equal ``features``.
+    embedding: the pooled, flattened vector fed to the classifier
+        (RepDistiller's ``feat[-1]``), ``(B, D)``.
+    """
+
+    logits: torch.Tensor
+    features: list[torch.Tensor]
+    embedding: torch.Tensor
+    preact_features: list[torch.Tensor] | None = None
+
+
+class KDModel(nn.Module):
+    """Base class: subclasses implement ``forward_kd``; ``forward`` returns logits."""
+
+    def forward_kd(self, x: torch.Tensor, preact: bool = False) -> ModelOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_kd(x).logits
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; a plain line reads better
+        return str(self.args[0])
+
+
+_MODELS: dict[str, Callable[..., KDModel]] = {}
+
+
+def register_model(fn: Callable[..., KDModel] | None = None, *, name: str | None = None):
+    """Register a factory ``fn(num_classes=..., **kw) -> KDModel`` under ``name`` (default: its __name__)."""
+
+    def wrap(f):
+        key = name or f.__name__
+        if key in _MODELS:
+            raise ValueError(f"model {key!r} is registered twice")
+        _MODELS[key] = f
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def list_models() -> list[str]:
+    """Names of the built-in models (any ``timm:<name>`` works too)."""
+    return sorted(_MODELS, key=str.lower)
+
+
+def create_model(name: str, num_classes: int = 100, **kwargs) -> KDModel:
+    """Build model ``name``; ``timm:<timm name>`` wraps any timm model in the same interface."""
+    if name.startswith("timm:"):
+        from .timm_adapter import create_timm_model
+
+        return create_timm_model(name[len("timm:"):], num_classes=num_classes, **kwargs)
+    try:
+        factory = _MODELS[name]
+    except KeyError:
+        raise UnknownModelError(
+            f"unknown model {name!r}; known models: {', '.join(list_models())} "
+            f"(or timm:<name> for any timm model)"
+        ) from None
+    return factory(num_classes=num_classes, **kwargs)

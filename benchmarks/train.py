@@ -1,0 +1,266 @@
+"""The one training loop: teachers, students and the plain baseline all go through ``train_cohort``.
+
+A *cohort* is a list of student runs that share one batch stream (same pair,
+same seed): each batch is drawn and augmented once, the frozen teacher runs
+once, then every student takes its own step with its own method, optimizer,
+schedule and RNG. A solo run is a cohort of one, so cohort and solo training
+are the same code. The loop knows methods only through their declarations
+(``needs_teacher``, ``needs_preact``, ``prepare``'s ``extra_index``) and their
+named loss terms, which it weights, sums and logs.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from methods import Batch, Distiller
+
+__all__ = ["Recipe", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "seed_for", "freeze"]
+
+
+@dataclass
+class Recipe:
+    """SGD + multi-step schedule (RepDistiller's ``adjust_learning_rate``)."""
+
+    epochs: int = 240
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_decay_epochs: list[int] = field(default_factory=lambda: [150, 180, 210])
+    lr_decay_rate: float = 0.1
+    eval_batch_size: int = 256
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of 0-based ``epoch``: RepDistiller decays when the 1-based epoch exceeds a milestone."""
+        steps = sum(epoch + 1 > m for m in self.lr_decay_epochs)
+        return self.lr * self.lr_decay_rate**steps
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def seed_for(*parts: Any) -> int:
+    """A stable 31-bit seed from any labels (Python's hash() is salted per process)."""
+    return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Teacher mode: eval (BN uses running stats, never updates them) and no gradients."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+class DivergenceError(RuntimeError):
+    def __init__(self, run_id: str, epoch: int, step: int, terms: dict[str, float]):
+        self.epoch, self.step = epoch, step
+        bad = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+        super().__init__(f"{run_id}: loss is not finite at epoch {epoch + 1}, step {step} ({bad}); "
+                         f"lower the learning rate or the method's loss weights")
+
+
+class StudentRun:
+    """One student being trained with one method: its own model, optimizer, schedule and RNG."""
+
+    def __init__(self, run_id: str, model: nn.Module, method: Distiller, recipe: Recipe, seed: int):
+        self.run_id = run_id
+        self.model = model
+        self.method = method
+        self.recipe = recipe
+        self.seed = seed
+        # the method's own modules (regressors, embeddings) train with the student, as in RepDistiller
+        params = list(model.parameters()) + [p for p in method.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                                         weight_decay=recipe.weight_decay)
+        self.generator = torch.Generator().manual_seed(seed_for(seed, method.name, "method"))
+        self.epochs_done = 0
+        self.history: list[dict[str, Any]] = []
+        self.error: BaseException | None = None
+        self.time_s = 0.0
+        self._reset_epoch_stats()
+
+    # --- state ----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "method": self.method.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+                "epochs_done": self.epochs_done, "history": self.history, "time_s": self.time_s}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.epochs_done = state["epochs_done"]
+        self.history = list(state["history"])
+        self.time_s = state["time_s"]
+
+    # --- training ----------------------------------------------------------------
+    def _reset_epoch_stats(self) -> None:
+        self._sums: dict[str, torch.Tensor] = {}
+        self._weighted: dict[str, torch.Tensor] = {}
+        self._correct = 0
+        self._seen = 0
+        self._epoch_time = 0.0
+
+    def begin_epoch(self, epoch: int) -> None:
+        lr = self.recipe.lr_at(epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        self.method.train()
+        self._reset_epoch_stats()
+
+    def step(self, x, y, index, teacher_out, data, device, epoch: int, step: int) -> torch.Tensor:
+        """One optimizer step; returns the (detached) weighted total loss."""
+        t0 = time.perf_counter()
+        method = self.method
+        batch = Batch(x, y, index)
+        batch.extras = method.prepare(batch, self.generator)
+        student_out = self.model.forward_kd(x, preact=method.needs_preact)
+        extra_index = batch.extras.get("extra_index")
+        if extra_index is not None:
+            # a separate forward call (its own BN batch), as the triplet authors' code does
+            batch.extras["extra_student"] = self.model.forward_kd(
+                data.fetch(extra_index, self.generator, device), preact=method.needs_preact)
+        terms = {"ce": F.cross_entropy(student_out.logits, y)}
+        terms.update(method.losses(student_out, teacher_out, batch))
+        weights = {"ce": method.ce_weight(), **method.loss_weights()}
+        unweighted = set(terms) - set(weights)
+        if unweighted:
+            raise RuntimeError(f"method {method.name} returned terms without a weight: {sorted(unweighted)}")
+        weighted = {k: weights[k] * v for k, v in terms.items() if weights[k] != 0}
+        total = sum(weighted.values())
+        if not bool(torch.isfinite(total)):
+            raise DivergenceError(self.run_id, epoch, step, {k: float(v.detach()) for k, v in terms.items()})
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        n = y.numel()
+        with torch.no_grad():
+            for k, v in terms.items():
+                self._sums[k] = self._sums.get(k, 0.0) + v.detach() * n
+            for k, v in weighted.items():
+                self._weighted[k] = self._weighted.get(k, 0.0) + v.detach() * n
+            self._correct += (student_out.logits.argmax(1) == y).sum()
+        self._seen += n
+        self._epoch_time += time.perf_counter() - t0
+        return total.detach()
+
+    def end_epoch(self, epoch: int, data, device, shared_time: float) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        top1, top5 = evaluate(self.model, data, device, self.recipe.eval_batch_size)
+        seen = max(self._seen, 1)
+        losses = {k: float(v) / seen for k, v in self._sums.items()}
+        weighted = {k: float(v) / seen for k, v in self._weighted.items()}
+        train_time = self._epoch_time + shared_time
+        entry = {
+            "epoch": epoch + 1,
+            "lr": self.recipe.lr_at(epoch),
+            "loss": sum(weighted.values()),
+            "losses": losses,
+            "weighted_losses": weighted,
+            "train_top1": 100.0 * float(self._correct) / seen,
+            "test_top1": top1,
+            "test_top5": top5,
+            "time_s": train_time,
+            "eval_time_s": time.perf_counter() - t0,
+            "images_per_s": self._seen / train_time if train_time > 0 else math.nan,
+        }
+        self.history.append(entry)
+        self.epochs_done = epoch + 1
+        self.time_s += train_time + entry["eval_time_s"]
+        return entry
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data, device, batch_size: int = 256) -> tuple[float, float]:
+    """Top-1 and top-5 test accuracy in percent (top-k capped at the class count)."""
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = total = 0
+    for x, y in data.test_batches(batch_size, device):
+        logits = model(x)
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hit = top == y[:, None]
+        correct1 += int(hit[:, 0].sum())
+        correct5 += int(hit.any(dim=1).sum())
+        total += y.numel()
+    model.train(was_training)
+    return 100.0 * correct1 / total, 100.0 * correct5 / total
+
+
+def train_cohort(
+    runs: list[StudentRun],
+    data,
+    device: torch.device,
+    teacher: nn.Module | None = None,
+    data_generator: torch.Generator | None = None,
+    on_epoch_end: Callable[[int, list[StudentRun]], None] | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> list[StudentRun]:
+    """Train ``runs`` together on one batch stream; a run that fails is set aside, the others go on.
+
+    Every run must have the same ``epochs`` and ``batch_size`` and the same
+    ``epochs_done`` (resumed cohorts restart from a common epoch). The teacher,
+    if given, must be frozen (``freeze``); it runs once per batch, under
+    ``no_grad``, only if a method needs it, and its outputs are shared read-only.
+    """
+    if not runs:
+        return runs
+    first = runs[0].recipe
+    for r in runs:
+        if (r.recipe.epochs, r.recipe.batch_size) != (first.epochs, first.batch_size) or \
+                r.epochs_done != runs[0].epochs_done:
+            raise ValueError("a cohort's runs must share epochs, batch size and progress")
+    if teacher is not None and teacher.training:
+        raise ValueError("the teacher must be frozen (benchmarks.train.freeze) before training students")
+    generator = data_generator or torch.Generator().manual_seed(runs[0].seed)
+    for epoch in range(runs[0].epochs_done, first.epochs):
+        active = [r for r in runs if r.error is None]
+        if not active:
+            break
+        for r in active:
+            r.begin_epoch(epoch)
+        use_teacher = teacher is not None and any(r.method.needs_teacher for r in active)
+        preact = any(r.method.needs_preact for r in active)
+        shared_time = 0.0
+        batches = data.epoch_batches(first.batch_size, generator, device)
+        for step in itertools.count():
+            t0 = time.perf_counter()
+            try:
+                x, y, index = next(batches)  # drawn and augmented once for the whole cohort
+            except StopIteration:
+                break
+            teacher_out = None
+            if use_teacher:
+                with torch.no_grad():
+                    teacher_out = teacher.forward_kd(x, preact=preact)
+            shared_time += time.perf_counter() - t0
+            for r in active:
+                if r.error is not None:
+                    continue
+                try:
+                    r.step(x, y, index, teacher_out, data, device, epoch, step)
+                except Exception as e:  # one run's failure never stops its cohort
+                    r.error = e
+                    r.error_at = (epoch, step)
+            if on_step is not None:
+                on_step()
+        survivors = [r for r in active if r.error is None]
+        for r in survivors:
+            # the teacher pass and the batch preparation are shared: each run is charged its share
+            r.end_epoch(epoch, data, device, shared_time / max(len(survivors), 1))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, runs)
+    return runs

@@ -1,0 +1,22 @@
+"""The method registry: ``build_method("crd+kd", ctx)``, ``list_methods()``.
+
+Adding a method is one file in this folder: subclass ``Distiller``, decorate
+it with ``@register_method("name")``, import it below.
+"""
+from .base import (  # noqa: F401
+    Batch,
+    BuildContext,
+    Distiller,
+    HyperparameterError,
+    UnknownMethodError,
+    build_method,
+    check_override_keys,
+    list_methods,
+    method_class,
+    method_defaults,
+    register_method,
+    validate_method,
+)
+
+# one import per method file; registration happens on import
+from . import vanilla, kd, fitnet, at, rkd, crd, triplet, pair  # noqa: F401,E402

@@ -1,0 +1,108 @@
+"""Reports of a benchmark grid: ``build_report(results_dir)`` writes ``report.md`` and ``figures/*.png``.
+
+Command line: ``python -m reports results/<grid>``. Everything is computed from the run records
+(``benchmarks.records``) and the grid's ``grid.json``; re-running on the same records writes
+byte-identical files (fixed orders, no timestamps, PNGs without software/date metadata).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from . import aggregate as agg
+from . import tables
+from .aggregate import NoResultsError, load_results
+
+__all__ = ["build_report", "render_report", "NoResultsError", "load_results"]
+
+
+def _n(k: int, word: str) -> str:
+    return f"{k} {word}{'' if k == 1 else 's'}"
+
+
+def _header(res: agg.Results) -> str:
+    g = res.grid
+    c = res.counts()
+    runs = f"{c['complete']} complete, {c['failed']} failed, {c['missing']} missing"
+    for s in ("running", "corrupt"):
+        if c[s]:
+            runs += f", {c[s]} {s}"
+    runs += (f" (of {c['expected']} expected = {_n(len(g.methods), 'method')} × {_n(len(g.pairs), 'pair')}"
+             f" × {_n(len(g.seeds), 'seed')})")
+    proto = agg.protocol_summary(g.config)
+    epochs = sorted({int(e) for e in res.complete["epochs"].dropna()})
+    if epochs and "epochs=" not in proto:
+        proto = (proto + ", " if proto else "") + "epochs run=" + "/".join(map(str, epochs))
+    n_same = sum(agg.is_same_arch(*agg.parse_pair(p)) for p in g.pairs)
+    lines = [
+        f"# KD benchmark report: {g.name}",
+        "",
+        f"- **Dataset**: {g.dataset} · **preset**: {g.preset} · **seeds**: {', '.join(map(str, g.seeds)) or '–'}",
+        f"- **Runs**: {runs}",
+        f"- **Methods**: {', '.join(g.methods) or '–'} · **pairs**: {len(g.pairs)} "
+        f"({n_same} same-architecture, {len(g.pairs) - n_same} cross-architecture)",
+        f"- **Protocol**: {proto or 'not recorded in grid.json'}",
+    ]
+    if not g.from_file:
+        lines.append("- _No usable grid.json: methods, pairs and seeds are inferred from the records, and "
+                     "a run counts as missing when that product lacks it._")
+    return "\n".join(lines)
+
+
+def render_report(res: agg.Results, published=None) -> str:
+    """The markdown text (and, as a side effect, the figures under results_dir/figures)."""
+    from . import figures  # matplotlib is imported only when a report is built
+
+    last = agg.cell_stats(res, "top1_last")
+    best = agg.cell_stats(res, "top1_best")
+    teacher = agg.teacher_top1(res)
+    cost = agg.cost_table(res)
+    figs = figures.make_figures(res, last, teacher, cost)
+
+    sec = [_header(res)]
+    sec.append("## 1. Top-1 accuracy, last epoch (RepDistiller's convention)\n\n"
+               + tables.accuracy_tables(res, last, teacher) + "\n\n" + tables.ACCURACY_FOOTNOTE)
+    sec.append("## 2. Top-1 accuracy, best epoch (mdistiller's convention)\n\n"
+               + tables.accuracy_tables(res, best, teacher)
+               + "\n\nSame layout and marks as table 1, on each run's best-epoch test top-1 "
+                 "(an optimistic number: the epoch is picked on the test set).")
+    sec.append("## 3. Gains and average rank (last epoch)\n\n" + tables.gain_section(res, agg.mean_table(last)))
+    sec.append("## 4. Published numbers\n\n" + tables.published_section(res, last, best, teacher, published))
+    sec.append("## 5. Training cost\n\n" + tables.cost_section(res, cost))
+    sec.append("## 6. Run inventory\n\n" + tables.inventory_section(res))
+    fig_md = []
+    for f in figs:
+        if f.made:
+            fig_md.append(f"**{f.title}**: {f.caption}\n\n![{f.title}]({f.file})")
+        else:
+            fig_md.append(f"**{f.title}**: _skipped: {f.note}._")
+    sec.append("## 7. Figures\n\n" + "\n\n".join(fig_md))
+    return "\n\n".join(sec).rstrip() + "\n"
+
+
+def _write_utf8(path: Path, text: str) -> None:
+    """Atomic write, UTF-8 and '\\n' whatever the locale (the tables hold ±, →, †)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def build_report(results_dir, published=None) -> Path:
+    """Write ``results_dir/report.md`` and ``results_dir/figures/*.png``; return the report's path.
+
+    published: the reference table (path or DataFrame); default: the packaged CIFAR-100 CSV.
+    Raises ``NoResultsError`` when the directory has neither grid.json nor run records.
+    """
+    res = load_results(results_dir)
+    text = render_report(res, published)
+    path = Path(results_dir) / "report.md"
+    _write_utf8(path, text)
+    return path

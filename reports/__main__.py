@@ -1,0 +1,28 @@
+"""``python -m reports results/<grid> [--published CSV]``: write report.md and figures/ there."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import NoResultsError, build_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m reports",
+                                 description="Build report.md and figures/ for a results directory.")
+    ap.add_argument("results_dir", help="a results directory (with grid.json and runs/)")
+    ap.add_argument("--published", default=None,
+                    help="reference CSV (teacher,student,method,top1,protocol,source); "
+                         "default: the packaged CIFAR-100 table")
+    args = ap.parse_args(argv)
+    try:
+        path = build_report(args.results_dir, published=args.published)
+    except NoResultsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,492 @@
+"""Load a results directory (grid.json + run records) into pandas tables and summarise them.
+
+Everything here is pure computation: no formatting, no plotting. Orders are fixed
+(grid order for methods, pairs and seeds) so that every table built from these
+frames comes out the same on every run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.records import iter_records, metrics_path, run_id as make_run_id
+
+__all__ = [
+    "Grid",
+    "Results",
+    "NoResultsError",
+    "load_results",
+    "family",
+    "is_same_arch",
+    "parse_pair",
+    "t_quantile",
+    "cell_stats",
+    "best_and_indistinguishable",
+    "mean_table",
+    "gain_table",
+    "average_ranks",
+    "cost_table",
+    "teacher_top1",
+    "method_order",
+    "protocol_summary",
+]
+
+TEACHER = "teacher"
+VANILLA = "vanilla"
+KD = "kd"
+STATUSES = ("complete", "running", "failed", "corrupt", "missing")
+
+
+class NoResultsError(FileNotFoundError):
+    """The directory has neither a grid.json nor any run record."""
+
+
+# ---------------------------------------------------------------------------- model families
+_FAMILY_RULES: list[tuple[re.Pattern, str]] = [
+    (re.compile(r"^resnet\d+(x\d+)?$"), "resnet"),  # resnet8..resnet110, resnet8x4, resnet32x4
+    (re.compile(r"^wrn_"), "wrn"),
+    (re.compile(r"^vgg"), "vgg"),
+    (re.compile(r"^ResNet\d+"), "ResNet"),  # ResNet50 (ImageNet-style bottleneck ResNets)
+    (re.compile(r"^MobileNet"), "MobileNet"),
+    (re.compile(r"^Shuffle(Net)?V\d"), "ShuffleNet"),
+]
+
+
+def family(model: str) -> str:
+    """Architecture family of a model name; ``timm:<name>`` (and anything unknown) is its own family."""
+    if model.startswith("timm:"):
+        return model[len("timm:"):]
+    for pattern, fam in _FAMILY_RULES:
+        if pattern.search(model):
+            return fam
+    return model
+
+
+def is_same_arch(teacher: str, student: str) -> bool:
+    return family(teacher) == family(student)
+
+
+def parse_pair(pair: str) -> tuple[str, str]:
+    """``"teacher:student"`` -> (teacher, student); ``timm:<name>`` models keep their prefix."""
+    tokens = pair.split(":")
+    models: list[str] = []
+    i = 0
+    while i < len(tokens):
+        if tokens[i] == "timm" and i + 1 < len(tokens):
+            models.append(f"timm:{tokens[i + 1]}")
+            i += 2
+        else:
+            models.append(tokens[i])
+            i += 1
+    if len(models) != 2:
+        raise ValueError(f"cannot read pair {pair!r}: expected 'teacher:student'")
+    return models[0], models[1]
+
+
+# ---------------------------------------------------------------------------- statistics
+# t_{0.975, df} for df = 1..30 (scipy.stats.t.ppf, 6 decimals); beyond 30 a Cornish-Fisher expansion.
+_T975 = [12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004,
+         2.262157, 2.228139, 2.200985, 2.178813, 2.160369, 2.144787, 2.13145, 2.119905,
+         2.109816, 2.100922, 2.093024, 2.085963, 2.079614, 2.073873, 2.068658, 2.063899,
+         2.059539, 2.055529, 2.051831, 2.048407, 2.04523, 2.042272]
+
+
+def t_quantile(df: int) -> float:
+    """Two-sided 95% Student-t critical value t_{0.975, df} (NaN for df < 1)."""
+    if df < 1:
+        return float("nan")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
+
+
+# ---------------------------------------------------------------------------- loading
+@dataclass
+class Grid:
+    name: str
+    preset: str
+    dataset: str
+    methods: list[str]
+    pairs: list[str]
+    seeds: list[int]
+    config: dict = field(default_factory=dict)
+    from_file: bool = True
+
+    def expected_ids(self) -> list[tuple[str, str, str, int]]:
+        """(run_id, method, pair, seed) for every expected run: methods x pairs x seeds, grid order."""
+        out = []
+        for m in self.methods:
+            for p in self.pairs:
+                t, s = parse_pair(p)
+                for seed in self.seeds:
+                    out.append((make_run_id(m, t, s, seed), m, p, seed))
+        return out
+
+
+@dataclass
+class Results:
+    results_dir: Path
+    grid: Grid
+    runs: pd.DataFrame  # one row per expected run (grid order), then records outside the grid
+    history: pd.DataFrame  # per-epoch test accuracy of complete runs
+
+    @property
+    def in_grid(self) -> pd.DataFrame:
+        return self.runs[self.runs["in_grid"]]
+
+    @property
+    def complete(self) -> pd.DataFrame:
+        return self.runs[(self.runs["status"] == "complete") & self.runs["in_grid"]]
+
+    def counts(self) -> dict[str, int]:
+        g = self.in_grid
+        c = {s: int((g["status"] == s).sum()) for s in STATUSES}
+        c["other"] = int((~g["status"].isin(STATUSES)).sum())
+        c["expected"] = len(g)
+        c["extra"] = int((~self.runs["in_grid"]).sum())
+        return c
+
+
+_RUN_COLUMNS = [
+    "run_id", "method", "teacher", "student", "pair", "seed", "status", "in_grid",
+    "top1_last", "top1_best", "best_epoch", "epochs", "teacher_top1",
+    "time_s", "epoch_time_s", "images_per_s", "peak_mem_mb", "extra_params", "student_params",
+    "error_type", "error_message", "error_epoch", "error_step", "epochs_done",
+]
+
+
+def _num(x: Any) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+    return v if math.isfinite(v) else float("nan")
+
+
+def _first_line(text: Any) -> str:
+    if text is None:
+        return ""
+    for line in str(text).strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _read_grid(results_dir: Path) -> dict | None:
+    path = results_dir / "grid.json"
+    if not path.is_file():
+        return None
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _infer_grid(results_dir: Path, records: list[dict], raw: dict | None) -> Grid:
+    raw = raw or {}
+    good = [r for r in records if r.get("status") != "corrupt"]
+    methods = list(raw.get("methods") or [])
+    pairs = list(raw.get("pairs") or [])
+    seeds = list(raw.get("seeds") or [])
+    from_file = bool(raw)
+    if not (methods and pairs and seeds):  # no usable grid.json: take what the records hold
+        from_file = from_file and bool(methods and pairs and seeds)
+        ms = {r.get("method") for r in good if r.get("method")}
+        methods = methods or ([VANILLA] if VANILLA in ms else []) + sorted(ms - {VANILLA})
+        ps = []
+        for r in good:
+            p = r.get("pair") or (f"{r['teacher']}:{r['student']}" if r.get("teacher") and r.get("student") else None)
+            if p and p not in ps:
+                ps.append(p)
+        pairs = pairs or ps
+        seeds = seeds or sorted({int(r["seed"]) for r in good if r.get("seed") is not None})
+
+    def first(key: str) -> str:
+        for r in good:
+            if r.get(key):
+                return str(r[key])
+        return "?"
+
+    return Grid(
+        name=str(raw.get("name") or results_dir.resolve().name),
+        preset=str(raw.get("preset") or first("preset")),
+        dataset=str(raw.get("dataset") or first("dataset")),
+        methods=[str(m) for m in methods],
+        pairs=[str(p) for p in pairs],
+        seeds=[int(s) for s in seeds],
+        config=raw.get("config") if isinstance(raw.get("config"), dict) else {},
+        from_file=from_file,
+    )
+
+
+def _history_of(results_dir: Path, rec: dict) -> list[dict]:
+    hist = rec.get("history")
+    if isinstance(hist, list) and hist:
+        return [h for h in hist if isinstance(h, dict)]
+    path = metrics_path(results_dir, rec.get("run_id", ""))
+    out = []
+    if path.is_file():
+        with open(path) as f:
+            for line in f:
+                try:
+                    h = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(h, dict):
+                    out.append(h)
+    return out
+
+
+def _row_from_record(rec: dict, hist: list[dict]) -> dict:
+    metrics = rec.get("metrics") or {}
+    cost = rec.get("cost") or {}
+    err = rec.get("error") or {}
+    if not isinstance(err, dict):
+        err = {"message": str(err)}
+    tinfo = rec.get("teacher_info") or {}
+    teacher, student = rec.get("teacher"), rec.get("student")
+    pair = rec.get("pair") or (f"{teacher}:{student}" if teacher and student else None)
+    if pair and not (teacher and student):
+        try:
+            teacher, student = parse_pair(pair)
+        except ValueError:
+            pass
+    epochs = _num(metrics.get("epochs"))
+    epoch_time = _num(cost.get("epoch_time_s"))
+    if math.isnan(epoch_time) and not math.isnan(_num(cost.get("time_s"))) and epochs > 0:
+        epoch_time = _num(cost.get("time_s")) / epochs
+    seed = rec.get("seed")
+    return {
+        "run_id": str(rec.get("run_id")),
+        "method": rec.get("method"),
+        "teacher": teacher,
+        "student": student,
+        "pair": pair,
+        "seed": int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None,
+        "status": str(rec.get("status") or "unknown"),
+        "top1_last": _num(metrics.get("top1_last")),
+        "top1_best": _num(metrics.get("top1_best")),
+        "best_epoch": _num(metrics.get("best_epoch")),
+        "epochs": epochs,
+        "teacher_top1": _num(tinfo.get("top1")) if isinstance(tinfo, dict) else float("nan"),
+        "time_s": _num(cost.get("time_s")),
+        "epoch_time_s": epoch_time,
+        "images_per_s": _num(cost.get("images_per_s")),
+        "peak_mem_mb": _num(cost.get("peak_mem_mb")),
+        "extra_params": _num(cost.get("extra_params")),
+        "student_params": _num(cost.get("student_params")),
+        "error_type": err.get("type") or "",
+        "error_message": _first_line(err.get("message")),
+        "error_epoch": _num(err.get("epoch")),
+        "error_step": _num(err.get("step")),
+        "epochs_done": float(len(hist)),
+    }
+
+
+def load_results(results_dir: Path | str) -> Results:
+    results_dir = Path(results_dir)
+    raw = _read_grid(results_dir)
+    records = list(iter_records(results_dir)) if results_dir.is_dir() else []
+    if raw is None and not records:
+        raise NoResultsError(f"{results_dir}: no grid.json and no run records under runs/")
+    grid = _infer_grid(results_dir, records, raw)
+
+    by_id: dict[str, dict] = {}
+    for rec in records:
+        rid = str(rec.get("run_id"))
+        by_id.setdefault(rid, rec)  # iter_records is sorted by file name; first wins
+
+    rows, hist_rows = [], []
+    expected = grid.expected_ids()
+    expected_set = {e[0] for e in expected}
+    for rid, method, pair, seed in expected:
+        teacher, student = parse_pair(pair)
+        rec = by_id.get(rid)
+        if rec is None:
+            row = {"run_id": rid, "status": "missing"}
+        elif rec.get("status") == "corrupt":
+            err = rec.get("error") or {}
+            row = {"run_id": rid, "status": "corrupt", "error_type": err.get("type", ""),
+                   "error_message": _first_line(err.get("message"))}
+        else:
+            hist = _history_of(results_dir, rec)
+            row = _row_from_record(rec, hist)
+            if row["status"] == "complete":
+                for h in hist:
+                    ep, acc = _num(h.get("epoch")), _num(h.get("test_top1"))
+                    if not (math.isnan(ep) or math.isnan(acc)):
+                        hist_rows.append({"run_id": rid, "method": method, "pair": pair,
+                                          "seed": seed, "epoch": int(ep), "test_top1": acc})
+        # the grid decides where a run belongs; a record's own fields only fill in the rest
+        row.update(method=method, pair=pair, teacher=teacher, student=student, seed=seed, in_grid=True)
+        rows.append(row)
+    for rid in sorted(set(by_id) - expected_set):
+        rec = by_id[rid]
+        if rec.get("status") == "corrupt":
+            err = rec.get("error") or {}
+            row = {"run_id": rid, "status": "corrupt", "error_type": err.get("type", ""),
+                   "error_message": _first_line(err.get("message"))}
+        else:
+            row = _row_from_record(rec, _history_of(results_dir, rec))
+        row["in_grid"] = False
+        rows.append(row)
+
+    runs = pd.DataFrame(rows, columns=_RUN_COLUMNS)
+    runs["in_grid"] = runs["in_grid"].fillna(False).astype(bool)
+    history = pd.DataFrame(hist_rows, columns=["run_id", "method", "pair", "seed", "epoch", "test_top1"])
+    return Results(results_dir=results_dir, grid=grid, runs=runs, history=history)
+
+
+# ---------------------------------------------------------------------------- summaries
+def method_order(grid: Grid) -> list[str]:
+    """Student rows of the tables: vanilla first, then the grid's method order."""
+    return ([VANILLA] if VANILLA in grid.methods else []) + [m for m in grid.methods if m != VANILLA]
+
+
+def cell_stats(res: Results, metric: str = "top1_last") -> pd.DataFrame:
+    """Per (method, pair): n, mean, std (ddof=1), half-width of the 95% t-interval, over seeds.
+
+    Index: MultiIndex (method, pair) covering every grid cell, in grid order (n = 0 where no data).
+    """
+    done = res.complete.dropna(subset=[metric])
+    out = []
+    for m in method_order(res.grid):
+        for p in res.grid.pairs:
+            vals = done.loc[(done["method"] == m) & (done["pair"] == p), metric].to_numpy(dtype=float)
+            n = len(vals)
+            mean = float(np.mean(vals)) if n else float("nan")
+            std = float(np.std(vals, ddof=1)) if n >= 2 else float("nan")
+            half = t_quantile(n - 1) * std / math.sqrt(n) if n >= 2 else float("nan")
+            out.append({"method": m, "pair": p, "n": n, "mean": mean, "std": std, "half": half})
+    return pd.DataFrame(out).set_index(["method", "pair"])
+
+
+def best_and_indistinguishable(col: pd.DataFrame) -> tuple[set[str], set[str]]:
+    """For one pair's rows (index = method; columns mean, half): (bold methods, dagger methods).
+
+    Bold: the highest mean (all of them on an exact tie). Dagger: not bold, and the cell's 95%
+    t-interval overlaps the interval of some best cell. A cell or best with n < 2 has no interval.
+    """
+    col = col.dropna(subset=["mean"])
+    if col.empty:
+        return set(), set()
+    top = col["mean"].max()
+    best = {m for m, v in col["mean"].items() if abs(v - top) <= 1e-9}
+    dagger = set()
+    for m, row in col.iterrows():
+        if m in best or math.isnan(row["half"]):
+            continue
+        for b in sorted(best):
+            hb = col.at[b, "half"]
+            if not math.isnan(hb) and abs(col.at[b, "mean"] - row["mean"]) <= hb + row["half"]:
+                dagger.add(m)
+    return best, dagger
+
+
+def mean_table(stats: pd.DataFrame) -> pd.DataFrame:
+    """methods x pairs of mean top-1 (NaN where no complete run), grid order kept."""
+    t = stats["mean"].unstack("pair")
+    methods = list(dict.fromkeys(stats.index.get_level_values("method")))
+    pairs = list(dict.fromkeys(stats.index.get_level_values("pair")))
+    return t.reindex(index=methods, columns=pairs)
+
+
+def gain_table(means: pd.DataFrame, reference: str) -> pd.DataFrame | None:
+    """Mean top-1 minus the reference method's mean top-1, per pair (None if no such row)."""
+    if reference not in means.index:
+        return None
+    return means - means.loc[reference]
+
+
+def average_ranks(means: pd.DataFrame) -> pd.DataFrame:
+    """Rank per pair (1 = best mean; ties share the average rank) and its average over pairs.
+
+    Returns a frame indexed by method with columns ``avg_rank`` and ``n_pairs`` (pairs ranked in).
+    """
+    ranks = means.rank(axis=0, ascending=False, method="average")
+    return pd.DataFrame({"avg_rank": ranks.mean(axis=1, skipna=True), "n_pairs": ranks.notna().sum(axis=1)})
+
+
+def teacher_top1(res: Results) -> dict[str, list[float]]:
+    """Per pair, the distinct teacher top-1 values found in its records (complete runs first)."""
+    out: dict[str, list[float]] = {}
+    g = res.in_grid
+    for p in res.grid.pairs:
+        sub = g[g["pair"] == p]
+        order = pd.concat([sub[sub["status"] == "complete"], sub[sub["status"] != "complete"]])
+        vals = [float(v) for v in order["teacher_top1"].dropna()]
+        out[p] = list(dict.fromkeys(round(v, 6) for v in vals))
+    return out
+
+
+def cost_table(res: Results) -> pd.DataFrame:
+    """Per method, averages over its complete runs of the cost fields (grid order)."""
+    done = res.complete
+    cols = ["epoch_time_s", "images_per_s", "peak_mem_mb", "extra_params", "time_s"]
+    rows = []
+    for m in method_order(res.grid):
+        sub = done[done["method"] == m]
+        row = {"method": m, "runs": len(sub)}
+        for c in cols:
+            v = sub[c].dropna()
+            row[c] = float(v.mean()) if len(v) else float("nan")
+        row["time_total_s"] = float(sub["time_s"].dropna().sum()) if sub["time_s"].notna().any() else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
+
+
+# ---------------------------------------------------------------------------- protocol line
+_PROTOCOL_KEYS = [
+    "epochs", "batch_size", "optimizer", "lr", "learning_rate", "lr_schedule", "schedule",
+    "lr_decay_epochs", "milestones", "lr_decay_rate", "gamma", "momentum", "weight_decay",
+    "warmup_epochs", "amp", "augment", "augmentation", "subset", "num_train",
+]
+
+
+def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.extend(_flatten(v, f"{prefix}{k}."))
+    else:
+        out.append((prefix[:-1], d))
+    return out
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_short(x) for x in v) + "]"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def protocol_summary(config: dict, max_items: int = 10) -> str:
+    """A short ``key=value`` line of the training recipe found in the grid's config."""
+    flat = _flatten(config or {})
+    chosen: dict[str, str] = {}
+    # skip per-method hyper-parameters; keep the shared recipe
+    flat_recipe = [(k, v) for k, v in flat if not re.search(r"(^|\.)(methods?|hparams|overrides?)\.", k)]
+    for key in _PROTOCOL_KEYS:
+        for path, v in flat_recipe:
+            leaf = path.rsplit(".", 1)[-1]
+            if leaf == key and key not in chosen and not isinstance(v, dict):
+                chosen[key] = _short(v)
+    if not chosen:
+        for path, v in flat_recipe:
+            if "." not in path and isinstance(v, (int, float, str, bool)):
+                chosen[path] = _short(v)
+            if len(chosen) >= max_items:
+                break
+    return ", ".join(f"{k}={v}" for k, v in list(chosen.items())[:max_items])

@@ -1,0 +1,328 @@
+"""PNG figures of a report (matplotlib Agg canvas, seaborn styling; no pyplot state)."""
+from __future__ import annotations
+
+import math
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from . import aggregate as agg
+
+__all__ = ["FigureResult", "make_figures", "FIGURE_FILES", "DPI"]
+
+DPI = 120
+FIGURE_FILES = {
+    "bars": "top1_bars.png",
+    "heatmap": "gain_heatmap.png",
+    "curves": "test_curves.png",
+    "cost": "gain_vs_cost.png",
+}
+_RC = {
+    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+    "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.titlesize": 11,
+    "svg.hashsalt": "kdbench", "figure.dpi": DPI, "savefig.dpi": DPI,
+}
+
+
+@dataclass
+class FigureResult:
+    key: str
+    file: str  # relative to results_dir
+    title: str
+    caption: str
+    made: bool
+    note: str = ""  # why it was skipped
+
+
+@contextmanager
+def _style():
+    with sns.axes_style("whitegrid"), mpl.rc_context(_RC):
+        yield
+
+
+def _new_fig(w: float, h: float) -> Figure:
+    fig = Figure(figsize=(w, h), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # no "Software"/date chunks: the same records give the same bytes
+    fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
+
+
+def palette(methods: list[str]) -> dict[str, tuple]:
+    colors = sns.color_palette("tab10" if len(methods) <= 10 else "husl", len(methods))
+    return dict(zip(methods, colors))
+
+
+def _facet_grid(n: int, max_cols: int = 3) -> tuple[int, int]:
+    ncols = min(n, max_cols)
+    return math.ceil(n / ncols), ncols
+
+
+def _rotate(ax, labels: list[str], axis: str = "x") -> None:
+    long = sum(len(s) for s in labels) > 28 or max((len(s) for s in labels), default=0) > 8
+    if axis == "x":
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=35 if long or len(labels) > 4 else 0,
+                           ha="right" if long or len(labels) > 4 else "center", rotation_mode="anchor")
+
+
+def _pair_title(pair: str) -> str:
+    t, s = agg.parse_pair(pair)
+    kind = "same arch" if agg.is_same_arch(t, s) else "cross arch"
+    return f"{t} → {s}\n({kind})"
+
+
+# ---------------------------------------------------------------------------- bar chart
+def _bars(res: agg.Results, stats: pd.DataFrame, teacher: dict, pal: dict, path: Path) -> str | None:
+    methods = agg.method_order(res.grid)
+    pairs = [p for p in res.grid.pairs if stats.xs(p, level="pair")["n"].sum() > 0]
+    if not pairs:
+        return "no complete runs"
+    done = res.complete.dropna(subset=["top1_last"])
+    nrows, ncols = _facet_grid(len(pairs), 3 if len(methods) <= 6 else 2)
+    fw = max(2.8, 0.42 * len(methods) + 1.3)
+    fig = _new_fig(fw * ncols + 1.5, 3.1 * nrows + 0.6)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, p in zip(axes.flat, pairs):
+        col = stats.xs(p, level="pair").reindex(methods)
+        lo, hi = [], []
+        for i, m in enumerate(methods):
+            mean, std, n = col.at[m, "mean"], col.at[m, "std"], col.at[m, "n"]
+            if n == 0:
+                continue
+            ax.bar(i, mean, width=0.7, color=pal[m], edgecolor="black", linewidth=0.5, zorder=2)
+            if not math.isnan(std):
+                ax.errorbar(i, mean, yerr=std, fmt="none", ecolor="black", capsize=4, lw=1, zorder=3)
+                lo.append(mean - std)
+                hi.append(mean + std)
+            ys = done.loc[(done["method"] == m) & (done["pair"] == p), "top1_last"].to_numpy()
+            xs = i + (np.linspace(-0.17, 0.17, len(ys)) if len(ys) > 1 else np.zeros(len(ys)))
+            ax.scatter(xs, ys, s=12, color="white", edgecolor="black", linewidth=0.6, zorder=4)
+            lo += [mean, *ys]
+            hi += [mean, *ys]
+        tv = teacher.get(p) or []
+        if tv:
+            tmean = float(np.mean(tv))
+            ax.axhline(tmean, ls="--", color="0.35", lw=1, zorder=1)
+            hi.append(tmean)
+        span = max(hi) - min(lo)
+        pad = max(0.12 * span, 0.5)
+        ax.set_ylim(min(lo) - pad, max(hi) + pad)
+        ax.set_xlim(-0.6, len(methods) - 0.4)
+        _rotate(ax, methods)
+        ax.set_title(_pair_title(p))
+        ax.grid(axis="x", visible=False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("top-1, last epoch (%)")
+    for ax in list(axes.flat)[len(pairs):]:
+        ax.set_visible(False)
+    handles = [
+        Line2D([], [], ls="--", color="0.35", label="teacher"),
+        Line2D([], [], marker="o", ls="none", markerfacecolor="white", markeredgecolor="black",
+               markersize=4, label="one seed"),
+        Line2D([], [], color="black", marker="_", markersize=8, label="± std over seeds"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+    fig.suptitle("Student top-1 by method, last epoch\n(bars = mean over seeds; y-axis does not start at 0)")
+    _save(fig, path)
+    return None
+
+
+# ---------------------------------------------------------------------------- heatmap
+def _heatmap(res: agg.Results, means: pd.DataFrame, path: Path) -> str | None:
+    gains = agg.gain_table(means, agg.VANILLA)
+    if gains is None:
+        return "the grid has no vanilla row"
+    gains = gains.drop(index=agg.VANILLA)
+    if gains.empty or gains.isna().all().all():
+        return "no pair has both a vanilla run and a distillation run complete"
+    gains.columns = [agg.parse_pair(p)[0] + " →\n" + agg.parse_pair(p)[1] for p in gains.columns]
+    annot = gains.map(lambda v: "" if pd.isna(v) else f"{0.0 if abs(v) < 0.005 else v:+.2f}")
+    lim = float(np.nanmax(np.abs(gains.to_numpy(dtype=float))))
+    lim = lim if lim > 0 else 1.0
+    fig = _new_fig(max(4.5, 1.05 * gains.shape[1] + 2.6), max(2.4, 0.42 * gains.shape[0] + 1.8))
+    ax = fig.add_subplot()
+    with warnings.catch_warnings():  # seaborn 0.13 calls Colormap.set_bad, deprecated in mpl 3.11
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        sns.heatmap(gains.astype(float), ax=ax, annot=annot.to_numpy(), fmt="", cmap="RdYlGn", center=0,
+                    vmin=-lim, vmax=lim, linewidths=0.5, linecolor="white", annot_kws={"fontsize": 8},
+                    cbar_kws={"label": "Δ top-1 vs vanilla (pp)"})
+    ax.set_xlabel("teacher → student")
+    ax.set_ylabel("method")
+    ax.tick_params(axis="x", rotation=0)
+    ax.tick_params(axis="y", rotation=0)
+    ax.set_title("Gain over the vanilla student\n(mean last-epoch top-1, percentage points)")
+    _save(fig, path)
+    return None
+
+
+# ---------------------------------------------------------------------------- curves
+def _curves(res: agg.Results, teacher: dict, pal: dict, path: Path) -> str | None:
+    hist = res.history
+    if hist.empty:
+        return "no per-epoch history in the complete runs"
+    methods = [m for m in agg.method_order(res.grid) if m in set(hist["method"])]
+    pairs = [p for p in res.grid.pairs if p in set(hist["pair"])]
+    nrows, ncols = _facet_grid(len(pairs))
+    fig = _new_fig(3.9 * ncols + 1.4, 3.0 * nrows + 0.6)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, p in zip(axes.flat, pairs):
+        sub = hist[hist["pair"] == p]
+        for m in methods:
+            g = sub[sub["method"] == m].groupby("epoch")["test_top1"]
+            if g.ngroups == 0:
+                continue
+            mean, std, cnt = g.mean(), g.std(ddof=1), g.count()
+            ax.plot(mean.index, mean.to_numpy(), color=pal[m], lw=1.4, label=m)
+            ok = cnt >= 2
+            if ok.any():
+                ax.fill_between(mean.index[ok], (mean - std)[ok], (mean + std)[ok], color=pal[m],
+                                alpha=0.2, lw=0)
+        tv = teacher.get(p) or []
+        if tv:
+            ax.axhline(float(np.mean(tv)), ls="--", color="0.35", lw=1)
+        ax.set_title(_pair_title(p))
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test top-1 (%)")
+    for ax in list(axes.flat)[len(pairs):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=pal[m], lw=2, label=m) for m in methods]
+    handles.append(Line2D([], [], ls="--", color="0.35", label="teacher"))
+    fig.legend(handles=handles, loc="outside right upper", frameon=False, title="method")
+    fig.suptitle("Test top-1 over training (line = mean over seeds, band = ± std)")
+    _save(fig, path)
+    return None
+
+
+# ---------------------------------------------------------------------------- gain vs cost
+def _place_labels(ax, xs, ys, labels, colors, fontsize=9) -> None:
+    """Annotate points with labels nudged apart so that no two labels (or a label and a marker) overlap."""
+    fig = ax.figure
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    pts = ax.transData.transform(np.column_stack([xs, ys]))
+    sizes = []
+    for lab in labels:
+        t = ax.text(0, 0, lab, fontsize=fontsize)
+        bb = t.get_window_extent(r)
+        sizes.append((bb.width, bb.height))
+        t.remove()
+    k = fig.dpi / 72.0
+    pos = pts + np.array([5 * k, 3 * k])  # lower-left corners of the label boxes, pixels
+    rad = 5 * k
+    n = len(labels)
+    for _ in range(400):
+        moved = False
+        for i in range(n):
+            wi, hi = sizes[i]
+            for j in range(n):  # other labels
+                if j <= i:
+                    continue
+                wj, hj = sizes[j]
+                dx = min(pos[i, 0] + wi, pos[j, 0] + wj) - max(pos[i, 0], pos[j, 0])
+                dy = min(pos[i, 1] + hi, pos[j, 1] + hj) - max(pos[i, 1], pos[j, 1])
+                if dx > 0 and dy > 0:
+                    up_i = (pos[i, 1] + hi / 2, -i) > (pos[j, 1] + hj / 2, -j)
+                    step = dy / 2 + 1
+                    pos[i, 1] += step if up_i else -step
+                    pos[j, 1] -= step if up_i else -step
+                    moved = True
+            for j in range(n):  # markers
+                dx = min(pos[i, 0] + wi, pts[j, 0] + rad) - max(pos[i, 0], pts[j, 0] - rad)
+                dy = min(pos[i, 1] + hi, pts[j, 1] + rad) - max(pos[i, 1], pts[j, 1] - rad)
+                if dx > 0 and dy > 0:
+                    pos[i, 1] += dy + 1 if pos[i, 1] + hi / 2 >= pts[j, 1] else -(dy + 1)
+                    moved = True
+        if not moved:
+            break
+    for i in range(n):
+        off = (pos[i] - pts[i]) / k
+        far = math.hypot(*(off - np.array([5, 3]))) > 6
+        ax.annotate(labels[i], (xs[i], ys[i]), xytext=tuple(off), textcoords="offset points",
+                    fontsize=fontsize, color="black", va="bottom", ha="left",
+                    arrowprops=dict(arrowstyle="-", color=colors[i], lw=0.7, shrinkA=0, shrinkB=3) if far else None)
+
+
+def _cost(res: agg.Results, means: pd.DataFrame, cost: pd.DataFrame, pal: dict, path: Path) -> str | None:
+    use_epoch = cost["epoch_time_s"].notna().any()
+    xcol = "epoch_time_s" if use_epoch else "time_s"
+    if not cost[xcol].notna().any():
+        return "no cost data in the complete runs"
+    gains = agg.gain_table(means, agg.VANILLA)
+    if gains is not None:
+        y = gains.mean(axis=1, skipna=True)
+        ylabel = "avg Δ top-1 vs vanilla over pairs (pp)"
+    else:
+        y = means.mean(axis=1, skipna=True)
+        ylabel = "mean top-1 over pairs (%)"
+    pts = [(m, cost.at[m, xcol], y.get(m, np.nan)) for m in agg.method_order(res.grid) if m in cost.index]
+    pts = [(m, x, v) for m, x, v in pts if not (math.isnan(x) or math.isnan(v))]
+    if not pts:
+        return "no method has both cost data and an accuracy"
+    fig = _new_fig(6.4, 4.4)
+    ax = fig.add_subplot()
+    xs = np.array([p[1] for p in pts])
+    ys = np.array([p[2] for p in pts])
+    for m, x, v in pts:
+        ax.scatter([x], [v], s=55, color=pal[m], edgecolor="black", linewidth=0.6, zorder=3)
+    if gains is not None:
+        ax.axhline(0, color="0.4", lw=0.8, ls=":", zorder=1)
+    xr = (xs.max() - xs.min()) or max(xs.max() * 0.2, 1.0)
+    yr = (ys.max() - ys.min()) or max(abs(ys.max()) * 0.2, 1.0)
+    ax.set_xlim(xs.min() - 0.12 * xr, xs.max() + 0.35 * xr)
+    ax.set_ylim(ys.min() - 0.2 * yr, ys.max() + 0.3 * yr)
+    ax.set_xlabel("mean time per epoch (s)" if use_epoch else "mean total time per run (s)")
+    ax.set_ylabel(ylabel)
+    ax.set_title("Accuracy gain vs training cost (one point per method)")
+    _place_labels(ax, xs, ys, [p[0] for p in pts], [pal[p[0]] for p in pts])
+    _save(fig, path)
+    return None
+
+
+# ---------------------------------------------------------------------------- all
+def make_figures(res: agg.Results, last: pd.DataFrame, teacher: dict, cost: pd.DataFrame) -> list[FigureResult]:
+    fig_dir = res.results_dir / "figures"
+    methods = agg.method_order(res.grid)
+    pal = palette(methods)
+    means = agg.mean_table(last)
+    specs = [
+        ("bars", "Top-1 by method, per pair",
+         "Bars: mean last-epoch top-1 over seeds; error bars: ± std; dots: single seeds; dashed: teacher.",
+         lambda p: _bars(res, last, teacher, pal, p)),
+        ("heatmap", "Gain over vanilla",
+         "Mean last-epoch top-1 of each method minus the vanilla student's, per pair (percentage points).",
+         lambda p: _heatmap(res, means, p)),
+        ("curves", "Test accuracy over epochs",
+         "Per-epoch test top-1 of complete runs; line: mean over seeds, band: ± std (where ≥ 2 seeds).",
+         lambda p: _curves(res, teacher, pal, p)),
+        ("cost", "Accuracy gain vs training cost",
+         "x: the method's mean time per epoch over its complete runs; y: its mean gain over vanilla "
+         "across pairs (mean top-1 when there is no vanilla row).",
+         lambda p: _cost(res, means, cost, pal, p)),
+    ]
+    out = []
+    with _style():
+        for key, title, caption, fn in specs:
+            rel = f"figures/{FIGURE_FILES[key]}"
+            path = res.results_dir / rel
+            note = fn(path)
+            if note is not None and path.exists():
+                path.unlink()  # a stale figure from an earlier run would contradict the report
+            out.append(FigureResult(key, rel, title, caption, made=note is None, note=note or ""))
+    return out

@@ -1,0 +1,301 @@
+"""Tests of the reporting layer (reports/): tables, marks, ranks, inventory, figures, determinism, CLI.
+
+The records are written by hand below; every expected string is computed in the comments.
+"""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks.records import record_path, run_id, write_json
+from reports import build_report
+from reports import aggregate as agg
+
+ROOT = Path(__file__).resolve().parents[1]
+A = "resnet32x4:resnet8x4"  # same architecture (resnet -> resnet)
+B = "vgg13:MobileNetV2"  # cross architecture (vgg -> MobileNet)
+METHODS = ["vanilla", "kd", "crd"]
+SEEDS = [0, 1, 2]
+TEACHER_TOP1 = {A: 79.42, B: 74.64}
+FAILED = ("kd", B, 2)
+MISSING = ("crd", B, 2)
+
+# last-epoch top-1 per (method, pair), seeds 0, 1, 2 (None: failed / missing)
+LAST = {
+    ("vanilla", A): [70.0, 70.5, 71.0],  # mean 70.50, std sqrt((.25+0+.25)/2) = 0.50
+    ("kd", A): [73.0, 73.5, 74.0],       # mean 73.50, std 0.50
+    ("crd", A): [74.0, 75.0, 76.0],      # mean 75.00, std sqrt((1+0+1)/2) = 1.00
+    ("vanilla", B): [64.0, 65.0, 66.0],  # mean 65.00, std 1.00
+    ("kd", B): [69.0, 70.0, None],       # mean 69.50, std sqrt((.25+.25)/1) = 0.7071 -> 0.71, n=2
+    ("crd", B): [68.0, 69.0, None],      # mean 68.50, std 0.71, n=2
+}
+# best-epoch top-1 = last + delta (a shift: same std)
+BEST_DELTA = {"vanilla": 0.5, "kd": 0.5, "crd": 0.2}
+EPOCH_TIME = {"vanilla": 10.0, "kd": 12.0, "crd": 15.0}
+PEAK_MEM = {"vanilla": 1000.0, "kd": 1500.0, "crd": 2000.0}
+EXTRA = {"vanilla": 0, "kd": 0, "crd": 270000}
+EPOCHS = 5
+
+
+def _record(method, pair, seed, last, dataset, status="complete"):
+    t, s = pair.split(":")
+    best = None if last is None else round(last + BEST_DELTA[method], 6)
+    hist_acc = [] if last is None else [30.0, 50.0, 65.0, best, last]
+    history = [{"epoch": e + 1, "lr": 0.05, "loss": 2.0 / (e + 1), "losses": {"ce": 1.0},
+                "weighted_losses": {"ce": 1.0}, "train_top1": a + 5, "test_top1": a, "test_top5": a + 15,
+                "time_s": EPOCH_TIME[method], "images_per_s": 50000 / EPOCH_TIME[method]}
+               for e, a in enumerate(hist_acc)]
+    rec = {
+        "schema": 1, "run_id": run_id(method, t, s, seed), "status": status,
+        "method": method, "teacher": t, "student": s, "pair": pair, "seed": seed,
+        "dataset": dataset, "preset": "test", "config": {"train": {"epochs": EPOCHS}},
+        "env": {"python": "3"},
+        "teacher_info": {"key": f"{t}-{dataset}", "top1": TEACHER_TOP1[pair], "top5": 95.0, "path": "x"},
+        "metrics": {"top1_last": last, "top5_last": None if last is None else last + 15, "top1_best": best,
+                    "top5_best": None, "best_epoch": 4, "epochs": EPOCHS},
+        "history": history,
+        "cost": {"time_s": EPOCH_TIME[method] * EPOCHS, "epoch_time_s": EPOCH_TIME[method],
+                 "images_per_s": 50000 / EPOCH_TIME[method], "peak_mem_mb": PEAK_MEM[method],
+                 "extra_params": EXTRA[method], "student_params": 1_000_000},
+        "error": None, "started_at": "2024-01-01T00:00:00", "finished_at": "2024-01-01T01:00:00",
+    }
+    return rec
+
+
+def make_results(root: Path, dataset: str = "cifar100") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / "grid.json", {
+        "name": "unit", "preset": "test", "dataset": dataset, "methods": METHODS, "pairs": [A, B],
+        "seeds": SEEDS, "config": {"train": {"epochs": EPOCHS, "batch_size": 64, "lr": 0.05}},
+    })
+    for (method, pair), vals in LAST.items():
+        for seed, v in zip(SEEDS, vals):
+            if (method, pair, seed) == MISSING:
+                continue
+            rec = _record(method, pair, seed, v, dataset)
+            if (method, pair, seed) == FAILED:
+                rec = _record(method, pair, seed, None, dataset, status="failed")
+                rec["history"] = rec["history"][:0]
+                rec["metrics"] = {}
+                rec["error"] = {"type": "RuntimeError",
+                                "message": "CUDA out of memory. Tried to allocate 2.00 GiB\n"
+                                           "Traceback (most recent call last): ...",
+                                "epoch": 3, "step": 120}
+                rec["finished_at"] = None
+            write_json(record_path(root, rec["run_id"]), rec)
+    return root
+
+
+def section(text: str, number: int) -> str:
+    """The text of '## <number>.' up to the next '## '."""
+    start = text.index(f"## {number}.")
+    end = text.find("\n## ", start + 1)
+    return text[start: end if end >= 0 else None]
+
+
+def table_list(text: str) -> list[list[str]]:
+    """The cells of every pipe-table row in ``text`` (header rows included, rule rows not)."""
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("|") and not line.startswith("|:") and not line.startswith("|-"):
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    """First column -> the other cells (a later row with the same first cell wins)."""
+    return {r[0]: r[1:] for r in table_list(text)}
+
+
+def sub_table(sec: str, title: str) -> dict[str, list[str]]:
+    start = sec.index(f"**{title}**")
+    nxt = sec.find("\n\n**", start + 5)
+    return table_rows(sec[start: nxt if nxt >= 0 else None])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = make_results(tmp_path_factory.mktemp("grid") / "unit")
+    path = build_report(root)
+    return root, path.read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------- header
+def test_header(built):
+    _, text = built
+    assert text.startswith("# KD benchmark report: unit\n")
+    # 18 expected = 3 methods x 2 pairs x 3 seeds; 1 failed, 1 missing -> 16 complete
+    assert "16 complete, 1 failed, 1 missing (of 18 expected" in text
+    assert "**seeds**: 0, 1, 2" in text
+    assert "epochs=5, batch_size=64, lr=0.05" in text
+
+
+# ---------------------------------------------------------------------------- main tables
+def test_last_epoch_table_cells_bold_and_dagger(built):
+    _, text = built
+    sec = section(text, 1)
+    assert "last epoch" in sec.splitlines()[0]
+    same = sub_table(sec, "Same-architecture pairs")
+    cross = sub_table(sec, "Cross-architecture pairs")
+    assert list(same)[:4] == ["method", "teacher", "vanilla", "kd"]
+    assert same["method"] == ["resnet32x4 → resnet8x4"]
+    assert cross["method"] == ["vgg13 → MobileNetV2"]
+    assert same["teacher"] == ["79.42"] and cross["teacher"] == ["74.64"]
+    # Pair A (n = 3, t(0.975, 2) = 4.302653, half-width = t * std / sqrt(3)):
+    #   crd 75.00 +- 4.302653*1.0/1.732 = 75 +- 2.484 -> [72.516, 77.484]   best -> bold
+    #   kd  73.50 +- 4.302653*0.5/1.732 = 73.5 +- 1.242 -> [72.258, 74.742] overlaps -> dagger
+    #   vanilla 70.50 +- 1.242 -> [69.258, 71.742] < 72.516 -> clearly worse, no mark
+    assert same["crd"] == ["**75.00 ± 1.00 (3)**"]
+    assert same["kd"] == ["73.50 ± 0.50 (3)†"]
+    assert same["vanilla"] == ["70.50 ± 0.50 (3)"]
+    # Pair B: kd 69.50 best (n=2: t(0.975,1) = 12.706, half = 12.706*0.7071/1.414 = 6.353);
+    #   crd 68.50 (n=2) -> overlaps -> dagger; vanilla 65.00 +- 2.484 = [62.516, 67.484] overlaps
+    #   kd's [63.147, 75.853] -> dagger
+    assert cross["kd"] == ["**69.50 ± 0.71 (2)**"]
+    assert cross["crd"] == ["68.50 ± 0.71 (2)†"]
+    assert cross["vanilla"] == ["65.00 ± 1.00 (3)†"]
+    assert "95% t-interval" in sec and "overlaps the best" in sec
+
+
+def test_best_epoch_table(built):
+    _, text = built
+    sec = section(text, 2)
+    assert "best epoch" in sec.splitlines()[0]
+    same = sub_table(sec, "Same-architecture pairs")
+    cross = sub_table(sec, "Cross-architecture pairs")
+    # best = last + 0.5 (vanilla, kd) or + 0.2 (crd): a shift, std unchanged
+    assert same["crd"] == ["**75.20 ± 1.00 (3)**"]   # [72.716, 77.684]
+    assert same["kd"] == ["74.00 ± 0.50 (3)†"]        # [72.758, 75.242] overlaps
+    assert same["vanilla"] == ["71.00 ± 0.50 (3)"]    # [69.758, 72.242] < 72.716
+    assert cross["kd"] == ["**70.00 ± 0.71 (2)**"]
+    assert cross["crd"] == ["68.70 ± 0.71 (2)†"]
+
+
+def test_single_seed_and_dagger_helper():
+    from reports.tables import fmt_cell
+    assert fmt_cell(71.234, float("nan"), 1) == "71.23 (n=1)"
+    assert fmt_cell(float("nan"), float("nan"), 0) == "–"
+    col = pd.DataFrame({"mean": [75.0, 74.9, 70.0, 74.0],
+                        "half": [0.5, 0.5, 0.5, float("nan")]}, index=["a", "b", "c", "d"])
+    # a best; b: |75-74.9| = 0.1 <= 0.5+0.5 -> dagger; c: 5 > 1 -> none; d: n=1, no interval -> none
+    assert agg.best_and_indistinguishable(col) == ({"a"}, {"b"})
+    assert math.isclose(agg.t_quantile(2), 4.302653)
+    assert math.isclose(agg.t_quantile(100), 1.983972, abs_tol=1e-4)
+
+
+# ---------------------------------------------------------------------------- gains and ranks
+def test_gain_table_and_average_ranks(built):
+    _, text = built
+    rows = table_rows(section(text, 3))
+    assert rows["method"][-3:] == ["avg gain vs vanilla", "avg gain vs kd", "avg rank"]
+    # crd: A 75.0-70.5 = +4.50, 75.0-73.5 = +1.50; B 68.5-65.0 = +3.50, 68.5-69.5 = -1.00
+    #      avg vs vanilla (4.5+3.5)/2 = +4.00, vs kd (1.5-1)/2 = +0.25; ranks A 1, B 2 -> 1.50
+    assert rows["crd"] == ["+4.50 / +1.50", "+3.50 / -1.00", "+4.00", "+0.25", "1.50"]
+    # kd: A +3.00, B 69.5-65 = +4.50 -> avg +3.75; ranks A 2, B 1 -> 1.50
+    assert rows["kd"] == ["+3.00 / –", "+4.50 / –", "+3.75", "–", "1.50"]
+    # vanilla: vs kd A 70.5-73.5 = -3.00, B 65-69.5 = -4.50 -> -3.75; rank 3 in both -> 3.00
+    assert rows["vanilla"] == ["– / -3.00", "– / -4.50", "–", "-3.75", "3.00"]
+
+
+def test_average_ranks_ties():
+    means = pd.DataFrame({"p1": [70.0, 70.0, 60.0], "p2": [50.0, 60.0, float("nan")]},
+                         index=["x", "y", "z"])
+    r = agg.average_ranks(means)
+    # p1: x, y tie for 1st -> 1.5 each, z 3; p2: y 1, x 2, z absent
+    assert r["avg_rank"].to_dict() == {"x": (1.5 + 2) / 2, "y": (1.5 + 1) / 2, "z": 3.0}
+    assert r["n_pairs"].to_dict() == {"x": 2, "y": 2, "z": 1}
+
+
+# ---------------------------------------------------------------------------- published
+def test_published_numbers_cifar100(built):
+    _, text = built
+    rows = {(c[0], c[1]): c for c in table_list(section(text, 4))}
+    kd = rows[("resnet32x4 → resnet8x4", "kd")]
+    # ours 73.50 (3 seeds, last epoch), published 73.33 (CRD paper) -> +0.17
+    assert kd[2:6] == ["73.50 (3)", "74.00 (3)", "73.33", "+0.17"]
+    assert kd[6] == "last-epoch top-1"
+    # crd 75.00 vs 75.51 -> -0.51; teacher 79.42 vs 79.42 -> +0.00; cross pair kd 69.50 vs 67.37 -> +2.13
+    assert rows[("resnet32x4 → resnet8x4", "crd")][5] == "-0.51"
+    assert rows[("resnet32x4 → resnet8x4", "teacher")][5] == "+0.00"
+    assert rows[("vgg13 → MobileNetV2", "kd")][5] == "+2.13"
+    assert "CRD paper (Tian et al., ICLR 2020)" in section(text, 4)
+
+
+# ---------------------------------------------------------------------------- cost and inventory
+def test_cost_table(built):
+    _, text = built
+    rows = table_rows(section(text, 5))
+    # crd: 5 complete runs, 15 s/epoch, 50000/15 = 3,333 img/s, 2,000 MB, 270000 -> "270.0 k",
+    # 75 s per run, 5 x 75 = 375 s = 6.2 min in all
+    assert rows["crd"] == ["5", "15.00", "3,333", "2,000", "270.0 k", "75.0 s", "6.2 min"]
+    assert rows["kd"][0] == "5" and rows["vanilla"][0] == "6"
+
+
+def test_inventory(built):
+    _, text = built
+    inv = section(text, 6)
+    assert "16 complete, 0 running, 1 failed, 0 corrupt, 1 missing (of 18 expected)" in inv
+    assert ("| `kd__vgg13-MobileNetV2__s2` | RuntimeError: CUDA out of memory. Tried to allocate "
+            "2.00 GiB |       3 |    120 |") in inv
+    assert "Traceback" not in text  # only the error's first line
+    assert "- `crd__vgg13-MobileNetV2__s2`" in inv
+    assert "`crd__resnet32x4-resnet8x4__s0`" in inv  # complete runs listed too
+
+
+# ---------------------------------------------------------------------------- figures and determinism
+def test_figures_exist_and_are_linked(built):
+    root, text = built
+    figs = sorted((root / "figures").glob("*.png"))
+    assert [f.name for f in figs] == sorted(["top1_bars.png", "gain_heatmap.png", "test_curves.png",
+                                             "gain_vs_cost.png"])
+    for f in figs:
+        data = f.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert len(data) > 5000, f.name
+        assert b"matplotlib" not in data  # no Software metadata
+        assert f"](figures/{f.name})" in text
+
+
+def test_rebuild_is_byte_identical(built):
+    root, _ = built
+    files = [root / "report.md", *sorted((root / "figures").glob("*.png"))]
+    before = {f: f.read_bytes() for f in files}
+    build_report(root)
+    assert {f: f.read_bytes() for f in files} == before
+
+
+# ---------------------------------------------------------------------------- degenerate grids, CLI
+def test_no_complete_runs_skips_figures_and_not_cifar(tmp_path):
+    root = tmp_path / "digits"
+    write_json(root / "grid.json", {"name": "d", "preset": "digits", "dataset": "digits",
+                                    "methods": ["vanilla", "kd"], "pairs": ["resnet56:resnet20"],
+                                    "seeds": [0], "config": {}})
+    rec = _record("kd", A, 0, None, "digits", status="running")
+    rec.update(run_id=run_id("kd", "resnet56", "resnet20", 0), teacher="resnet56", student="resnet20",
+               pair="resnet56:resnet20", metrics={}, history=[{"epoch": 1, "test_top1": 20.0}])
+    write_json(record_path(root, rec["run_id"]), rec)
+    bad = record_path(root, run_id("vanilla", "resnet56", "resnet20", 0))
+    bad.write_text("{ not json")
+    out = subprocess.run([sys.executable, "-m", "reports", str(root)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = (root / "report.md").read_text(encoding="utf-8")
+    assert "0 complete, 0 failed, 0 missing, 1 running, 1 corrupt" in text
+    assert "No published numbers apply" in text and "`digits`" in text
+    assert "_skipped: no complete runs._" in text
+    assert "| `vanilla__resnet56-resnet20__s0` |" in section(text, 6)
+    assert not (root / "figures" / "top1_bars.png").exists()
+
+
+def test_cli_empty_dir_exits_2(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "reports", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no grid.json" in lines[0]
+    assert out.stdout == ""
