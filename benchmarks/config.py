@@ -151,12 +151,16 @@ def _recipe(fields: dict[str, Any], section: str) -> Recipe:
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, want) or isinstance(value, bool):
-            raise ConfigError(f"{section}.{key} must be a {want.__name__}, got {value!r}")
+            raise ConfigError(f"{section}.{key} must be {article(want.__name__)}, got {value!r}")
         out[key] = value
     recipe = Recipe(**out)
     if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
         raise ConfigError(f"{section}: epochs and batch_size must be >= 1 and lr > 0")
     return recipe
+
+
+def article(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
 def fingerprint(obj: Any, n: int = 12) -> str:

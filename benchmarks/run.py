@@ -29,7 +29,7 @@ from methods import (BuildContext, HyperparameterError, UnknownMethodError, buil
                      check_override_keys, list_methods, validate_method)
 
 from . import records
-from .config import (ConfigError, apply_set, fingerprint, list_presets, load_preset, parse_pair, protocol,
+from .config import (ConfigError, apply_set, check_config, fingerprint, list_presets, load_preset, parse_pair, protocol,
                      student_recipe, teacher_recipe)
 from .data import DataError, list_datasets, load_dataset
 from .models import UnknownModelError, create_model, list_models
@@ -111,6 +111,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         cfg.setdefault("train", {})["epochs"] = args.epochs
     for assignment in args.set:
         apply_set(cfg, assignment, set(list_methods()))
+    check_config(cfg)
     if cfg["methods"] == ["all"]:
         cfg["methods"] = list_methods()
     if cfg["dataset"] not in list_datasets():

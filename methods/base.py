@@ -262,7 +262,8 @@ def _coerce(method: str, key: str, default: Any, value: Any) -> Any:
     else:
         return value
     raise HyperparameterError(
-        f"{method}.{key} must be a {kind.__name__} (default {default!r}), got {value!r}"
+        f"{method}.{key} must be {'an' if kind.__name__[0] in 'aeiou' else 'a'} {kind.__name__} "
+        f"(default {default!r}), got {value!r}"
     )
 
 
