@@ -12,14 +12,14 @@ shape agrees (RepDistiller's module names differ from ours in places).
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from .checkpoints import atomic_torch_save
 from .config import fingerprint
+from .locks import FileLock
 from .models import create_model
 from .records import read_json, write_json
 from .train import Recipe, StudentRun, evaluate, freeze, seed_for, train_cohort
@@ -37,21 +37,6 @@ def teacher_path(teacher_dir: Path, data_desc: dict, arch: str, recipe: Recipe, 
     safe = arch.replace(":", "_").replace("/", "_")
     key = teacher_key(data_desc, arch, recipe, seed)
     return Path(teacher_dir) / data_desc["name"] / f"{safe}__s{seed}__{key}.pt"
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_state_dict_loose(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -98,7 +83,6 @@ def get_teacher(
     log: Callable[[str], None] = print,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A frozen teacher on ``device`` and its info (key, accuracy, where it came from)."""
-    desc = data.describe()
     if ckpt is not None:
         model = import_teacher(arch, ckpt, data.num_classes).to(device)
         top1, top5 = evaluate(model, data, device)
@@ -106,7 +90,14 @@ def get_teacher(
                 "key": "imported-" + fingerprint(str(Path(ckpt).resolve()))}
         log(f"teacher {arch}: imported {ckpt}, test top-1 {top1:.2f}")
         return freeze(model), info
-    path = teacher_path(teacher_dir, desc, arch, recipe, seed)
+    path = teacher_path(teacher_dir, data.describe(), arch, recipe, seed)
+    # one process trains a teacher; the others wait here, then find it in the cache
+    with FileLock(path.with_name(path.name + ".lock")):
+        return _cached_or_trained(arch, data, recipe, seed, device, path, log)
+
+
+def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log) -> tuple[torch.nn.Module, dict]:
+    desc = data.describe()
     meta_path = path.with_suffix(".json")
     if path.exists() and meta_path.exists():
         try:

@@ -8,7 +8,7 @@ import torch
 
 from benchmarks.data import InMemoryData, load_dataset
 from benchmarks.models import create_model
-from benchmarks.run import probe
+from benchmarks.grid import probe
 from benchmarks.train import DivergenceError, Recipe, StudentRun, freeze, seed_for, train_cohort
 from methods import BuildContext, build_method
 

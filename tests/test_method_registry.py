@@ -13,7 +13,7 @@ import torch
 from benchmarks.config import load_preset, parse_pair
 from benchmarks.data import InMemoryData
 from benchmarks.models import create_model
-from benchmarks.run import probe
+from benchmarks.grid import probe
 from benchmarks.train import Recipe, StudentRun, freeze
 from methods import (BuildContext, HyperparameterError, UnknownMethodError, build_method, list_methods,
                      method_class, validate_method)

@@ -1,0 +1,450 @@
+"""One large run (e.g. ImageNet) trained with DistributedDataParallel under torchrun.
+
+    python -m torch.distributed.run --nproc_per_node=8 -m benchmarks.distributed \\
+        --method kd --pair resnet34:resnet18 --dataset imagefolder --data-root /data/imagenet \\
+        --set train.batch_size=256 --teacher-ckpt resnet34=teacher.pth --results results
+
+Flags are the grid runner's (preset, ``--set``, ``--teacher-ckpt``, ...), for ONE
+method, pair and seed (``--method``/``--pair``/``--seed``; seed defaults to the
+preset's first). Rank 0 writes the run record where ``benchmarks.run`` would,
+with the same fingerprint, so a grid treats it as done. Without torchrun it
+runs as a world of one.
+
+Equivalence with a single-process run: every rank draws the same global batch
+from an identically seeded generator and keeps its contiguous slice (the batch
+size must divide by the world size; a last partial batch is split unevenly and
+each rank's loss is scaled by world * n_rank / n_global, a last batch smaller
+than the world is dropped). The student and the method's trainable modules
+form one module wrapped in DDP (its forward runs the student and the losses),
+so DDP averages every trainable gradient. BatchNorm uses the global batch:
+``nn.SyncBatchNorm`` on CUDA; on CPU, whose kernels SyncBatchNorm lacks,
+``CPUSyncBatchNorm`` computes the same statistics with all-reduces. Hence:
+
+  exact (same loss, gradients and updates as one process on the global batch,
+  up to float rounding): vanilla, kd, fitnet, at -- per-sample-mean losses;
+  triplet and pair with negatives="dataset" are exact in distribution (every
+  anchor's negative is drawn independently; per-rank streams differ from a
+  single process's). Everything else needs ``--allow-approximate``: rkd
+  (relations within each rank's slice), crd (memory banks updated per rank
+  with its own slice, per-rank Z and negatives), triplet/pair with
+  negatives="batch" (negatives only among the rank's slice).
+
+Image folders: each rank decodes only its slice of every global batch (same
+samples per global batch as the shuffled order; augmentation draws differ from
+a single-process run). Teacher: rank 0 loads it from the grid runner's cache
+(``benchmarks.teachers``) or ``--teacher-ckpt`` and broadcasts the weights; a
+missing cache entry is an error (train it with ``benchmarks.run`` first).
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import time
+import warnings
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from methods import Batch, BuildContext, build_method, method_class
+
+from . import records
+from .config import ConfigError, parse_pair, student_recipe, teacher_recipe
+from .data import load_dataset
+from .models import create_model
+from .grid import GridRunner, RunSpec, environment, peak_memory_mb, probe
+from .run import BAD_INPUT, build_parser, print_listing, resolve
+from .teachers import TeacherError, get_teacher, teacher_path
+from .train import DivergenceError, StudentRun, freeze, seed_for, train_cohort
+
+# torch >= 2.12 names broadcast_buffers forward_sync_buffers
+_NO_BUFFER_SYNC = next(k for k in ("forward_sync_buffers", "broadcast_buffers")
+                       if k in inspect.signature(DistributedDataParallel).parameters)
+# 1x1 convs' gradients come with other strides than DDP's buckets: a copy per step, not an error
+warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+
+EXACT = {"vanilla", "kd", "fitnet", "at"}
+WHY_APPROXIMATE = {
+    "rkd": "its distances and angles relate only the samples of each rank's slice, not the global batch",
+    "crd": "its memory banks are updated by each rank with its own slice only, with per-rank Z and negatives",
+    "triplet": "negatives='batch' draws each anchor's negative only among its rank's slice",
+    "pair": "negatives='batch' draws each anchor's negative only among its rank's slice",
+}
+
+
+def approximation(resolved: dict[str, dict]) -> str | None:
+    """Why a method (``{part: hparams}``) is not exact under DDP, or None when it is."""
+    why = [f"{part}: {WHY_APPROXIMATE.get(part, 'not checked for DDP')}" for part, hp in resolved.items()
+           if part not in EXACT and not (part in ("triplet", "pair") and hp.get("negatives") == "dataset")]
+    return "; ".join(why) or None
+
+
+def check_batch_size(batch_size: int, world: int) -> None:
+    if batch_size % world:
+        near = batch_size // world * world or world
+        raise ConfigError(f"train.batch_size={batch_size} (the global batch) is not divisible by the {world} "
+                          f"processes; use a multiple of {world}, e.g. --set train.batch_size={near}")
+
+
+# --- global-batch BatchNorm on CPU -----------------------------------------------
+class _SumOverRanks(torch.autograd.Function):
+    """all_reduce(SUM) whose gradient is the all-reduced gradient (every rank's loss depends on the sum)."""
+
+    @staticmethod
+    def forward(ctx, t):
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """``nn.SyncBatchNorm``'s maths for CPU tensors (gloo): training statistics of the global batch."""
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
+
+    def forward(self, x):
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        dims, shape = [0, *range(2, x.dim())], [1, -1] + [1] * (x.dim() - 2)
+        sums = _SumOverRanks.apply(torch.cat([x.sum(dims), x.new_tensor([x.numel() / x.shape[1]])]))
+        n = sums[-1].detach()
+        mean = sums[:-1] / n
+        centred = x - mean.view(shape)
+        var = _SumOverRanks.apply(centred.pow(2).sum(dims)) / n  # two passes, as accurate as one process
+        out = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), m)
+        return out
+
+
+def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` with global-batch BatchNorm: SyncBatchNorm on CUDA; on CPU, plain BatchNorm{1,2,3}d become
+    CPUSyncBatchNorm (other BN subclasses, e.g. timm's BatchNormAct2d, keep per-rank statistics there)."""
+    if device.type == "cuda":
+        try:  # timm's converter also handles its BatchNormAct layers (torch's would drop their activation)
+            from timm.layers import convert_sync_batchnorm
+        except ImportError:
+            convert_sync_batchnorm = nn.SyncBatchNorm.convert_sync_batchnorm
+        return convert_sync_batchnorm(module)
+    if type(module) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
+        bn = CPUSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                              module.track_running_stats).to(device)
+        bn.load_state_dict(module.state_dict())
+        return bn.train(module.training)
+    for name, child in module.named_children():
+        module.add_module(name, sync_batchnorm(child, device))
+    return module
+
+
+# --- this rank's share of the data -------------------------------------------------
+class ShardedData:
+    """The dataset as one rank sees it: each global batch cut to the rank's contiguous slice."""
+
+    def __init__(self, data, rank: int, world: int):
+        self.data, self.rank, self.world = data, rank, world
+
+    def __getattr__(self, name):  # everything else (fetch, test_batches, num_train, ...) is the dataset's
+        if name == "data":
+            raise AttributeError(name)
+        return getattr(self.data, name)
+
+    def _slice(self, n: int) -> slice:
+        return slice(n * self.rank // self.world, n * (self.rank + 1) // self.world)
+
+    def epoch_batches(self, batch_size, generator, device):
+        check_batch_size(batch_size, self.world)
+        if hasattr(self.data, "train_set"):  # image folders: decode only this rank's images
+            yield from self._folder_batches(batch_size, generator, device)
+            return
+        for x, y, index in self.data.epoch_batches(batch_size, generator, device):
+            if y.numel() >= self.world:
+                s = self._slice(y.numel())
+                yield x[s], y[s], index[s]
+
+    def _folder_batches(self, batch_size, generator, device):
+        from .folder_data import _Indexed
+
+        order = torch.randperm(self.data.num_train, generator=generator)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        mine = [b[self._slice(b.numel())].tolist() for b in order.split(batch_size) if b.numel() >= self.world]
+        loader = torch.utils.data.DataLoader(
+            _Indexed(self.data.train_set), batch_sampler=mine, num_workers=self.data.workers,
+            pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(seed_for(seed, self.rank)))
+        for x, y, i in loader:
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True), i.to(device)
+
+
+# --- the run -------------------------------------------------------------------------
+class StudentWithMethod(nn.Module):
+    """Student + method in one module, so DDP's forward produces the loss terms of every trainable parameter."""
+
+    def __init__(self, student: nn.Module, method: nn.Module):
+        super().__init__()
+        self.student, self.method = student, method
+
+    def forward(self, x, y, teacher_out, batch: Batch, extra_x=None):
+        preact = self.method.needs_preact
+        out = self.student.forward_kd(x, preact=preact)
+        if extra_x is not None:  # a separate forward (its own BN batch), as StudentRun.step
+            batch.extras["extra_student"] = self.student.forward_kd(extra_x, preact=preact)
+        terms = {"ce": F.cross_entropy(out.logits, y)}
+        terms.update(self.method.losses(out, teacher_out, batch))
+        return out.logits, terms
+
+
+class DistributedRun(StudentRun):
+    """A StudentRun whose step goes through DDP; ``step`` returns (and ``last_loss`` keeps) the global loss."""
+
+    def __init__(self, run_id, model, method, recipe, seed, device: torch.device):
+        super().__init__(run_id, model, method, recipe, seed)
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        if self.world > 1:  # the methods' draws (negatives) must be independent across ranks
+            self.generator.manual_seed(seed_for(seed, method.name, "method", "rank", self.rank, self.world))
+        # BN buffers are equal on every rank (global statistics): synced at init, never broadcast per step;
+        # device_ids=None: the inputs are on the device already and DDP passes them (dataclasses) untouched
+        self.ddp = DistributedDataParallel(StudentWithMethod(model, method), **{_NO_BUFFER_SYNC: False})
+        self.last_loss = None
+
+    def step(self, x, y, index, teacher_out, data, device, epoch: int, step: int) -> torch.Tensor:
+        t0 = time.perf_counter()
+        method = self.method
+        batch = Batch(x, y, index)
+        batch.extras = method.prepare(batch, self.generator)
+        extra = batch.extras.get("extra_index")
+        extra_x = None if extra is None else data.fetch(extra, self.generator, device)
+        logits, terms = self.ddp(x, y, teacher_out, batch, extra_x)
+        weights = {"ce": method.ce_weight(), **method.loss_weights()}
+        unweighted = set(terms) - set(weights)
+        if unweighted:
+            raise RuntimeError(f"method {method.name} returned terms without a weight: {sorted(unweighted)}")
+        weighted = {k: weights[k] * v for k, v in terms.items() if weights[k] != 0}
+        total = sum(weighted.values())
+        n = y.numel()
+        # one all-reduce: the global batch size and mean loss (so every rank agrees on divergence)
+        stats = torch.stack([total.detach() * n, total.new_tensor(float(n))])
+        dist.all_reduce(stats)
+        global_total = stats[0] / stats[1]
+        if not bool(torch.isfinite(global_total)):
+            raise DivergenceError(self.run_id, epoch, step, {k: float(v.detach()) for k, v in terms.items()})
+        self.optimizer.zero_grad(set_to_none=True)
+        scale = self.world * n / float(stats[1])  # DDP averages over ranks; uneven slices weigh by size
+        (total if scale == 1.0 else total * scale).backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            for k, v in terms.items():
+                self._sums[k] = self._sums.get(k, 0.0) + v.detach() * n
+            for k, v in weighted.items():
+                self._weighted[k] = self._weighted.get(k, 0.0) + v.detach() * n
+            self._correct += (logits.argmax(1) == y).sum()
+        self._seen += n
+        self._epoch_time += time.perf_counter() - t0
+        self.last_loss = global_total
+        return global_total
+
+    def end_epoch(self, epoch, data, device, shared_time):
+        """Sum the epoch's training statistics over ranks; rank 0 evaluates and keeps the history."""
+        ks, kw = list(self._sums), list(self._weighted)
+        f64 = dict(dtype=torch.float64, device=device)
+        vec = torch.stack([torch.as_tensor(self._sums[k], **f64) for k in ks] +
+                          [torch.as_tensor(self._weighted[k], **f64) for k in kw] +
+                          [torch.as_tensor(self._correct, **f64), torch.tensor(float(self._seen), **f64)])
+        dist.all_reduce(vec)
+        self._sums = dict(zip(ks, vec[:len(ks)]))
+        self._weighted = dict(zip(kw, vec[len(ks):len(ks) + len(kw)]))
+        self._correct, self._seen = vec[-2], int(vec[-1])
+        if self.rank == 0:
+            return super().end_epoch(epoch, data, device, shared_time)
+        self.epochs_done = epoch + 1
+        self.time_s += self._epoch_time + shared_time
+        self.history.append({"epoch": epoch + 1})
+        return self.history[-1]
+
+
+def build_student(spec: RunSpec, cfg: dict, data, teacher, device: torch.device):
+    """Student and method exactly as the grid runner builds them (same seeds, same probes)."""
+    torch.manual_seed(seed_for(spec.seed, "init", spec.student))
+    model = create_model(spec.student, num_classes=data.num_classes).to(device)
+    torch.manual_seed(seed_for(spec.seed, "method", spec.method))
+    ctx = BuildContext(probe(model, data.input_shape, device, True),
+                       probe(teacher, data.input_shape, device, True) if teacher is not None else None,
+                       data.num_classes, data.train_labels)
+    return model, build_method(spec.method, ctx, cfg.get("method", {})).to(device)
+
+
+# --- CLI -----------------------------------------------------------------------------
+def parser():
+    p = build_parser()
+    p.prog = "python -m torch.distributed.run --nproc_per_node=N -m benchmarks.distributed"
+    p.description = __doc__.split("\n\n")[0]
+    p.add_argument("--method", dest="methods", help="the method to train (one)")
+    p.add_argument("--pair", dest="pairs", help="teacher:student (one)")
+    p.add_argument("--seed", dest="seeds", help="the student seed (default: the preset's first)")
+    p.add_argument("--allow-approximate", action="store_true",
+                   help="train methods whose loss couples the samples of a batch (rkd, crd, ...) anyway")
+    return p
+
+
+def resolve_one(args) -> tuple[dict, RunSpec]:
+    launch = [f for f in ("shard", "workers", "gpus", "executor") if getattr(args, f, None) not in (None, 1)]
+    if launch:
+        raise ConfigError(f"--{launch[0]} is the grid runner's; here torchrun starts the processes")
+    cfg = resolve(args)
+    if len(cfg["methods"]) != 1 or len(cfg["pairs"]) != 1 or (args.seeds and len(cfg["seeds"]) != 1):
+        raise ConfigError(f"benchmarks.distributed trains one run: give one --method, --pair and --seed "
+                          f"(got methods {cfg['methods']}, pairs {cfg['pairs']}, seeds {cfg['seeds']})")
+    teacher, student = parse_pair(cfg["pairs"][0])
+    spec = RunSpec(cfg["methods"][0], teacher, student, cfg["seeds"][0])
+    why = approximation(cfg["resolved_methods"][spec.method])
+    if why and not args.allow_approximate:
+        raise ConfigError(f"{spec.method} is not exact under DDP ({why}); pass --allow-approximate to train it anyway")
+    cfg["distributed_approximate"] = why
+    return cfg, spec
+
+
+def init_distributed(requested: str) -> tuple[torch.device, str]:
+    cuda = requested != "cpu" and torch.cuda.is_available()
+    if requested.startswith("cuda") and not cuda:
+        raise ConfigError(f"--device {requested}: CUDA is not available on this machine; use --device cpu")
+    backend = "nccl" if cuda else "gloo"
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if dist.is_initialized():  # called from a program that set up its process group itself
+        return device, dist.get_backend()
+    if "WORLD_SIZE" in os.environ:  # launched by torchrun (or an env:// launcher)
+        dist.init_process_group(backend, device_id=device if cuda else None)
+    else:  # plain python: a world of one
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    return device, backend
+
+
+def load_teacher(runner: GridRunner, cfg: dict, spec: RunSpec, data, device, log):
+    """Rank 0 loads the teacher (cache or checkpoint) and broadcasts its weights; others wait for them."""
+    arch, info = spec.teacher, {}
+    model = create_model(arch, num_classes=data.num_classes)
+    if dist.get_rank() == 0:
+        recipe, ckpt = teacher_recipe(cfg, arch), runner.teacher_ckpts.get(arch)
+        path = teacher_path(runner.teacher_dir, data.describe(), arch, recipe, cfg["teacher_seed"])
+        if ckpt is None and not path.with_suffix(".json").exists():
+            raise TeacherError(f"teacher {arch} is not in the cache ({path}); train it with the grid runner "
+                               f"and the same preset/--set flags (python -m benchmarks.run ... --methods vanilla "
+                               f"--pairs {spec.pair}) or pass --teacher-ckpt {arch}=PATH")
+        model, info = get_teacher(arch, data, recipe, cfg["teacher_seed"], device, runner.teacher_dir, ckpt, log)
+    model = freeze(model.to(device))
+    for t in model.state_dict().values():
+        dist.broadcast(t, 0)
+    return model, info
+
+
+def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.device, backend: str) -> int:
+    rank, world = dist.get_rank(), dist.get_world_size()
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if rank == 0 else (lambda msg: None)
+    recipe = student_recipe(cfg, spec.student)
+    done = [False]
+    if rank == 0:
+        runner.check_writable()
+        done = [runner.is_done(spec)]
+    dist.broadcast_object_list(done, 0)
+    if done[0]:
+        log(f"{spec.run_id}: already complete in {runner.results_dir}")
+        return 0
+    data_opts = dict(cfg.get("data", {}))
+    if args.data_root:
+        data_opts["data_root"] = args.data_root
+    if rank == 0:  # first: it may download
+        data = load_dataset(cfg["dataset"], **data_opts, download=args.download)
+    dist.barrier()
+    if rank != 0:
+        data = load_dataset(cfg["dataset"], **data_opts, download=False)
+    needs_teacher = any(method_class(p).needs_teacher for p in cfg["resolved_methods"][spec.method])
+    teacher, teacher_info = load_teacher(runner, cfg, spec, data, device, log) if needs_teacher else (None, {})
+    model, method = build_student(spec, cfg, data, teacher, device)
+    model, method = sync_batchnorm(model, device), sync_batchnorm(method, device)
+    run = DistributedRun(spec.run_id, model, method, recipe, spec.seed, device)
+    if rank == 0:
+        runner.data, runner.env = data, {**environment(device), "world_size": world, "backend": backend}
+        runner.write_grid()
+        rec = runner.new_record(spec, teacher_info, method, model)
+        rec["config"].update(cohort=False, checkpoint_every=0)  # (no checkpoints: a failed run restarts)
+        rec["config"]["distributed"] = {"world_size": world, "backend": backend, "rank_batch_size":
+                                        recipe.batch_size // world, "approximate": cfg["distributed_approximate"]}
+        records.write_json(records.record_path(runner.results_dir, spec.run_id), rec)
+        records.metrics_path(runner.results_dir, spec.run_id).unlink(missing_ok=True)
+        log(f"{spec.run_id}: {world} x {device.type} ({backend}), global batch {recipe.batch_size} "
+            f"-> {runner.results_dir}")
+
+    def on_epoch_end(epoch, runs):
+        if rank == 0 and run.error is None:
+            h = run.history[-1]
+            records.append_jsonl(records.metrics_path(runner.results_dir, spec.run_id), h)
+            if not args.quiet:
+                log(f"epoch {h['epoch']}/{recipe.epochs}: loss {h['loss']:.4f}, test top-1 {h['test_top1']:.2f}, "
+                    f"{h['images_per_s']:.0f} img/s")
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    train_cohort([run], ShardedData(data, rank, world), device, teacher=teacher,
+                 data_generator=torch.Generator().manual_seed(seed_for(spec.seed, "data")), on_epoch_end=on_epoch_end)
+    if run.error is not None:
+        if rank == 0:  # logs it and records it
+            runner.fail(spec, rec, run.error, getattr(run, "error_at", None), run)
+        else:
+            print(f"[rank {rank}] {spec.run_id}: FAILED: {type(run.error).__name__}: {run.error}", file=sys.stderr)
+        return 1
+    if rank == 0:
+        runner.finish(spec, rec, run, peak_memory_mb(device))
+        if not args.no_report:
+            runner.write_report()
+    dist.barrier()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.list:
+        print_listing()
+        return 0
+    rank = int(os.environ.get("RANK", 0))
+    owner = not dist.is_initialized()
+    try:
+        cfg, spec = resolve_one(args)
+        check_batch_size(student_recipe(cfg, spec.student).batch_size, int(os.environ.get("WORLD_SIZE", 1)))
+        runner = GridRunner(cfg, args)
+        if args.dry_run:
+            print(f"{spec.run_id} -> {runner.results_dir} (approximate: {cfg['distributed_approximate']})")
+            return 0
+        device, backend = init_distributed(args.device)
+    except BAD_INPUT as e:
+        if rank == 0:
+            print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return train(cfg, spec, runner, args, device, backend)
+    except BAD_INPUT as e:
+        print(f"[rank {rank}] error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if owner:
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

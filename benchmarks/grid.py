@@ -1,0 +1,435 @@
+"""Running a grid: cohorts, records, checkpoints, resume and locks.
+
+For every (pair, seed) the runner trains the methods still to do as one cohort
+(``--no-cohort``: one by one). Durability rules:
+
+* each run checkpoints at the end of every ``checkpoint_every``-th epoch
+  (models, optimizer, method state such as CRD's memory, its RNG, the shared
+  data-stream RNG, history), atomically with the previous one kept;
+  rerunning the same command resumes every unfinished run from its last
+  readable checkpoint and skips finished ones;
+* a run holds a lock (``runs/<run_id>.lock``, flock) while it trains, so two
+  runner processes on the same grid never train the same run; a teacher has a
+  lock too, so one process trains it and the others wait and reuse it;
+* records are written atomically; an unreadable record or checkpoint is
+  reported and not trusted (the run is redone from the last good state).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from methods import BuildContext, build_method
+
+from . import checkpoints, records
+from .config import ConfigError, fingerprint, parse_pair, protocol, student_recipe, teacher_recipe
+from .data import load_dataset
+from .locks import FileLock
+from .models import create_model
+from .teachers import get_teacher
+from .train import Recipe, StudentRun, seed_for, train_cohort
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: str
+    teacher: str
+    student: str
+    seed: int
+
+    @property
+    def run_id(self) -> str:
+        return records.run_id(self.method, self.teacher, self.student, self.seed)
+
+    @property
+    def pair(self) -> str:
+        return f"{self.teacher}:{self.student}"
+
+
+def expand(cfg: dict[str, Any]) -> list[RunSpec]:
+    out = []
+    for pair in cfg["pairs"]:
+        t, s = parse_pair(pair)
+        for seed in cfg["seeds"]:
+            for m in cfg["methods"]:
+                out.append(RunSpec(m, t, s, seed))
+    return out
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if text is None:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"bad --shard {text!r}: expected i/n, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(f"bad --shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def shard(specs: list[RunSpec], index: int, count: int) -> list[RunSpec]:
+    """Shard ``index`` of ``count``: whole cohorts (pair, seed), dealt round-robin in grid order.
+
+    Deterministic from the grid alone, so independent machines agree on who does what.
+    """
+    keys = list(dict.fromkeys((s.pair, s.seed) for s in specs))
+    mine = {k for i, k in enumerate(keys) if i % count == index}
+    return [s for s in specs if (s.pair, s.seed) in mine]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"bad --device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    env = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+           "host": socket.gethostname(), "pid": os.getpid(), "device": str(device),
+           "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                           cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        env["git_commit"] = None
+    return env
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # process peak RSS (Linux reports KiB): an upper bound shared by a cohort's runs
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def probe(model: torch.nn.Module, input_shape, device, preact: bool):
+    """One eval-mode forward on zeros: real feature shapes for sizing a method's adapters, no state change."""
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model.forward_kd(torch.zeros(2, *input_shape, device=device), preact=preact)
+    model.train(was)
+    return out
+
+
+class GridRunner:
+    def __init__(self, cfg: dict[str, Any], args: argparse.Namespace):
+        self.cfg = cfg
+        self.args = args
+        self.results_dir = Path(args.results) / cfg["grid"]
+        self.teacher_dir = Path(args.teacher_dir) if args.teacher_dir else Path(args.results) / "teachers"
+        self.teacher_ckpts = {}
+        for item in args.teacher_ckpt:
+            if "=" not in item:
+                raise ConfigError(f"bad --teacher-ckpt {item!r}: expected ARCH=PATH")
+            arch, path = item.split("=", 1)
+            self.teacher_ckpts[arch] = path
+        self.device = pick_device(args.device)
+        self.checkpoint_every = args.checkpoint_every
+        if self.checkpoint_every < 0:
+            raise ConfigError("--checkpoint-every must be >= 0 (0: never)")
+        self.failed: list[str] = []
+        self.progress = None
+
+    # --- output -----------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        if self.progress is not None:
+            self.progress.write(msg, file=sys.stderr)
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
+    def check_writable(self) -> None:
+        try:
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+            probe_file = self.results_dir / f".write-test-{os.getpid()}"
+            probe_file.write_text("ok")
+            probe_file.unlink()
+        except OSError as e:
+            raise ConfigError(f"results directory {self.results_dir} is not writable ({e.strerror}); "
+                              f"choose another with --results DIR") from None
+
+    def write_grid(self) -> None:
+        cfg = self.cfg
+        path = self.results_dir / "grid.json"
+        grid = {"name": cfg["grid"], "preset": cfg["preset"], "dataset": cfg["dataset"],
+                "methods": list(cfg["methods"]), "pairs": list(cfg["pairs"]), "seeds": list(cfg["seeds"]),
+                "config": {k: cfg.get(k) for k in ("data", "train", "teacher_train", "method", "teacher_seed")}}
+        with FileLock(self.results_dir / "grid.lock"):
+            if path.exists():  # a later invocation with other methods/pairs/seeds widens the grid, never narrows it
+                try:
+                    old = records.read_json(path)
+                    for key in ("methods", "pairs", "seeds"):
+                        grid[key] = list(dict.fromkeys(old.get(key, []) + grid[key]))
+                except records.CorruptRecordError:
+                    self.log(f"{path} was unreadable; rewriting it")
+            records.write_json(path, grid)
+
+    def write_report(self) -> None:
+        from reports import build_report
+
+        with FileLock(self.results_dir / "report.lock"):
+            path = build_report(self.results_dir)
+        self.log(f"report: {path}")
+
+    # --- the grid ---------------------------------------------------------------
+    def load_data(self):
+        data_opts = dict(self.cfg.get("data", {}))
+        if self.args.data_root:
+            data_opts["data_root"] = self.args.data_root
+        data_opts["download"] = self.args.download
+        return load_dataset(self.cfg["dataset"], **data_opts)
+
+    def run(self, specs: list[RunSpec]) -> int:
+        self.check_writable()
+        self.data = self.load_data()
+        self.env = environment(self.device)
+        self.write_grid()
+        todo = [s for s in specs if not self.is_done(s)]
+        self.log(f"grid {self.cfg['grid']}: {len(specs)} runs, {len(specs) - len(todo)} already complete, "
+                 f"{len(todo)} to run on {self.device} -> {self.results_dir}")
+        cohorts: dict[tuple, list[RunSpec]] = {}
+        for s in todo:
+            key = (s.pair, s.seed) if not self.args.no_cohort else (s.run_id,)
+            cohorts.setdefault(key, []).append(s)
+        if not self.args.quiet and todo:
+            from tqdm.auto import tqdm
+
+            self.progress = tqdm(total=sum(self.student_recipe(s).epochs for s in todo), unit="epoch",
+                                 desc="students", dynamic_ncols=True, file=sys.stderr)
+        teachers: dict[str, tuple[torch.nn.Module, dict]] = {}
+        for cohort in cohorts.values():
+            locks = [FileLock(records.record_path(self.results_dir, s.run_id).with_suffix(".lock")) for s in cohort]
+            mine = [s for s, lock in zip(cohort, locks) if lock.acquire()]
+            try:
+                busy = [s.run_id for s in cohort if s not in mine]
+                if busy:
+                    self.log(f"skipping {len(busy)} run(s) another process is training: {', '.join(busy)}")
+                mine = [s for s in mine if not self.is_done(s)]  # finished by another process meanwhile
+                if not mine:
+                    continue
+                t = mine[0].teacher
+                if t not in teachers:
+                    teachers[t] = get_teacher(t, self.data, teacher_recipe(self.cfg, t), self.cfg["teacher_seed"],
+                                              self.device, self.teacher_dir, self.teacher_ckpts.get(t), self.log)
+                self.run_cohort(mine, *teachers[t])
+            finally:
+                for lock in locks:
+                    lock.release()
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+        if not self.args.no_report:
+            self.write_report()
+        if self.failed:
+            self.log(f"{len(self.failed)} run(s) failed: {', '.join(self.failed)} "
+                     f"(errors in {self.results_dir}/report.md)")
+            return 1
+        return 0
+
+    def student_recipe(self, spec: RunSpec) -> Recipe:
+        return student_recipe(self.cfg, spec.student)
+
+    def fingerprint_of(self, spec: RunSpec) -> str:
+        return fingerprint({"protocol": protocol(self.cfg), "method": self.cfg["resolved_methods"][spec.method],
+                            "recipe": self.student_recipe(spec).as_dict()})
+
+    def checkpoint_path(self, spec: RunSpec) -> Path:
+        return records.record_path(self.results_dir, spec.run_id).with_suffix(".ckpt.pt")
+
+    def is_done(self, spec: RunSpec) -> bool:
+        path = records.record_path(self.results_dir, spec.run_id)
+        if not path.exists():
+            return False
+        try:
+            rec = records.read_json(path)
+        except records.CorruptRecordError as e:
+            self.log(f"{spec.run_id}: {e}; redoing the run from its last good checkpoint")
+            return False
+        if rec.get("status") != "complete" or rec.get("schema") != records.SCHEMA_VERSION:
+            return False
+        if rec.get("config", {}).get("fingerprint") != self.fingerprint_of(spec):
+            stale = path.parent / "stale"
+            stale.mkdir(exist_ok=True)
+            os.replace(path, stale / path.name)
+            self.log(f"{spec.run_id}: record made with another configuration; moved to {stale}, rerunning")
+            return False
+        return True
+
+    def new_record(self, spec: RunSpec, teacher_info: dict, method, model) -> dict[str, Any]:
+        recipe = self.student_recipe(spec)
+        return {
+            "schema": records.SCHEMA_VERSION, "run_id": spec.run_id, "status": "running",
+            "method": spec.method, "teacher": spec.teacher, "student": spec.student, "pair": spec.pair,
+            "seed": spec.seed, "dataset": self.cfg["dataset"], "preset": self.cfg["preset"],
+            "config": {"fingerprint": self.fingerprint_of(spec), "train": recipe.as_dict(),
+                       "method": self.cfg["resolved_methods"][spec.method], "data": self.data.describe(),
+                       "cohort": not self.args.no_cohort, "teacher_seed": self.cfg["teacher_seed"],
+                       "checkpoint_every": self.checkpoint_every},
+            "env": self.env,
+            "teacher_info": {k: teacher_info.get(k) for k in ("key", "top1", "top5", "path", "source")},
+            "metrics": None, "history": [], "error": None,
+            "cost": {"extra_params": method.extra_parameters(),
+                     "student_params": sum(p.numel() for p in model.parameters())},
+            "started_at": now(), "finished_at": None,
+        }
+
+    def build_run(self, spec: RunSpec, teacher) -> StudentRun:
+        # same student init for every method of a seed; each method's modules from its own seed
+        torch.manual_seed(seed_for(spec.seed, "init", spec.student))
+        model = create_model(spec.student, num_classes=self.data.num_classes).to(self.device)
+        torch.manual_seed(seed_for(spec.seed, "method", spec.method))
+        # probing with preact costs nothing and serves every method
+        ctx = BuildContext(probe(model, self.data.input_shape, self.device, True),
+                           probe(teacher, self.data.input_shape, self.device, True),
+                           self.data.num_classes, self.data.train_labels)
+        method = build_method(spec.method, ctx, self.cfg.get("method", {})).to(self.device)
+        return StudentRun(spec.run_id, model, method, self.student_recipe(spec), spec.seed)
+
+    def resume(self, spec: RunSpec, run: StudentRun):
+        """Restore ``run`` from its checkpoint; returns the data-stream RNG state, or None to start fresh."""
+        state = checkpoints.load(self.checkpoint_path(spec), self.log)
+        if state is None:
+            return None
+        if state.get("fingerprint") != self.fingerprint_of(spec):
+            self.log(f"{spec.run_id}: checkpoint made with another configuration; starting over")
+            return None
+        run.load_state_dict(state["run"])
+        self.log(f"{spec.run_id}: resuming after epoch {run.epochs_done}")
+        return state["data_generator"]
+
+    def run_cohort(self, cohort: list[RunSpec], teacher, teacher_info: dict) -> None:
+        """Train ``cohort`` (same pair and seed); runs resumed at different epochs train as separate cohorts."""
+        groups: dict[int, list[tuple[RunSpec, StudentRun, dict]]] = {}
+        data_states: dict[int, Any] = {}
+        for spec in cohort:
+            try:
+                run = self.build_run(spec, teacher)
+            except Exception as e:
+                self.fail(spec, None, e, None)
+                continue
+            data_state = self.resume(spec, run)
+            rec = self.new_record(spec, teacher_info, run.method, run.model)
+            old = self.readable_record(spec)
+            if data_state is not None and old is not None:
+                rec["started_at"] = old.get("started_at", rec["started_at"])
+            records.write_json(records.record_path(self.results_dir, spec.run_id), rec)
+            metrics = records.metrics_path(self.results_dir, spec.run_id)
+            metrics.unlink(missing_ok=True)
+            for entry in run.history:  # the log restarts from what the checkpoint holds
+                records.append_jsonl(metrics, entry)
+            if data_state is not None:
+                data_states[run.epochs_done] = data_state
+            groups.setdefault(run.epochs_done, []).append((spec, run, rec))
+            self.log(f"run {spec.run_id}: start at epoch {run.epochs_done + 1}")
+            if self.progress is not None:
+                self.progress.update(run.epochs_done)
+        for start, members in sorted(groups.items()):
+            generator = torch.Generator().manual_seed(seed_for(cohort[0].seed, "data"))
+            if start in data_states:
+                generator.set_state(data_states[start])
+            self.train_group(members, teacher, generator)
+
+    def readable_record(self, spec: RunSpec) -> dict | None:
+        try:
+            return records.read_json(records.record_path(self.results_dir, spec.run_id))
+        except (OSError, records.CorruptRecordError):
+            return None
+
+    def train_group(self, members, teacher, generator: torch.Generator) -> None:
+        specs = {run.run_id: (spec, rec) for spec, run, rec in members}
+        runs = [run for _, run, _ in members]
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+        def on_epoch_end(epoch: int, all_runs: list[StudentRun]) -> None:
+            last = epoch + 1 == runs[0].recipe.epochs
+            for r in all_runs:
+                if r.error is not None or not r.history or r.history[-1]["epoch"] != epoch + 1:
+                    continue
+                records.append_jsonl(records.metrics_path(self.results_dir, r.run_id), r.history[-1])
+                if self.checkpoint_every and ((epoch + 1) % self.checkpoint_every == 0) and not last:
+                    spec = specs[r.run_id][0]
+                    checkpoints.atomic_torch_save(
+                        {"run": r.state_dict(), "data_generator": generator.get_state(),
+                         "fingerprint": self.fingerprint_of(spec)},
+                        self.checkpoint_path(spec), keep_previous=True)
+            if self.progress is not None:
+                self.progress.update(len(all_runs))
+                alive = [r for r in all_runs if r.history and r.error is None]
+                if alive:
+                    best = max(alive, key=lambda r: r.history[-1]["test_top1"])
+                    s0 = specs[runs[0].run_id][0]
+                    self.progress.set_postfix_str(f"{s0.pair} s{s0.seed} ep {epoch + 1}: best {best.method.name} "
+                                                  f"{best.history[-1]['test_top1']:.1f}%")
+
+        train_cohort(runs, self.data, self.device, teacher=teacher, data_generator=generator,
+                     on_epoch_end=on_epoch_end)
+        peak = peak_memory_mb(self.device)
+        for r in runs:
+            spec, rec = specs[r.run_id]
+            if r.error is not None:
+                self.fail(spec, rec, r.error, getattr(r, "error_at", None), r)
+            else:
+                self.finish(spec, rec, r, peak)
+
+    def finish(self, spec: RunSpec, rec: dict, run: StudentRun, peak_mb: float) -> None:
+        hist = run.history
+        best = max(hist, key=lambda h: h["test_top1"])
+        train_time = sum(h["time_s"] for h in hist)
+        rec.update({
+            "status": "complete", "history": hist, "finished_at": now(),
+            "metrics": {"top1_last": hist[-1]["test_top1"], "top5_last": hist[-1]["test_top5"],
+                        "top1_best": best["test_top1"], "top5_best": best["test_top5"],
+                        "best_epoch": best["epoch"], "epochs": len(hist)},
+            "cost": {**rec["cost"], "time_s": run.time_s, "epoch_time_s": train_time / len(hist),
+                     "images_per_s": len(hist) * self.data.num_train / train_time if train_time else None,
+                     "peak_mem_mb": peak_mb},
+        })
+        # final weights first, then the record that says "complete", then the checkpoints it supersedes
+        weights = records.record_path(self.results_dir, spec.run_id).with_suffix(".student.pt")
+        checkpoints.atomic_torch_save({"student": run.model.state_dict(), "method": run.method.state_dict()},
+                                      weights)
+        rec["weights"] = weights.name
+        records.write_json(records.record_path(self.results_dir, spec.run_id), rec)
+        checkpoints.remove(self.checkpoint_path(spec))
+
+    def fail(self, spec: RunSpec, rec: dict | None, error: BaseException, at, run: StudentRun | None = None):
+        self.failed.append(spec.run_id)
+        message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        self.log(f"{spec.run_id}: FAILED: {type(error).__name__}: {message}")
+        if rec is None:
+            rec = {"schema": records.SCHEMA_VERSION, "run_id": spec.run_id, "method": spec.method,
+                   "teacher": spec.teacher, "student": spec.student, "pair": spec.pair, "seed": spec.seed,
+                   "dataset": self.cfg["dataset"], "preset": self.cfg["preset"], "config": {},
+                   "env": self.env, "started_at": now()}
+        rec.update({"status": "failed", "finished_at": now(),
+                    "history": run.history if run is not None else [],
+                    "error": {"type": type(error).__name__, "message": message,
+                              "epoch": (at[0] + 1) if at else None, "step": at[1] if at else None,
+                              "traceback": "".join(traceback.format_exception(error))[-4000:]}})
+        records.write_json(records.record_path(self.results_dir, spec.run_id), rec)

@@ -1,0 +1,67 @@
+"""Smoke test of ``python -m benchmarks.speed``: tiny settings, in process, no timing assertions."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from benchmarks import speed
+
+TINY = ["--methods", "kd,triplet", "--pair", "resnet8:resnet8", "--image-size", "8", "--num-train", "128",
+        "--batch-size", "16", "--steps", "2", "--warmup", "1", "--repeats", "1", "--workers", "0",
+        "--device", "cpu"]
+
+
+def test_speed_writes_table_and_json(tmp_path, capsys):
+    out = tmp_path / "speed"
+    assert speed.main(TINY + ["--no-memory", "--out", str(out)]) == 0
+    md = (out / "speed.md").read_text()
+    assert md == capsys.readouterr().out  # what it prints is what it writes
+    number = r"\s*[0-9]+(\.[0-9]+)?\s*"
+    for m in ("kd", "triplet"):
+        row = next(line for line in md.splitlines() if line.startswith(f"| {m} "))
+        cells = [c for c in row.strip().strip("|").split("|")]
+        # method | plain img/s | solo img/s | solo/plain | memory
+        assert all(re.fullmatch(number, c) for c in cells[1:4]), row
+        assert float(cells[3]) > 0
+    assert "cohort/solo" in md and "images/s = (training images stepped, per student)" in md
+    assert "fast paths: device cpu, dtype fp32, channels_last no, compile no" in md
+
+    rec = json.loads((out / "speed.json").read_text())
+    assert {"config", "data", "quick_reductions", "fast_paths", "throughput_definition", "environment",
+            "results", "targets", "memory", "raw_seconds", "wall_s"} <= set(rec)
+    assert {"python", "torch", "device", "threads", "cpu_model"} <= set(rec["environment"])
+    assert set(rec["results"]["methods"]) == {"kd", "triplet"}
+    for r in rec["results"]["methods"].values():
+        assert {"plain_img_s", "solo_img_s", "solo_over_plain"} <= set(r) and r["solo_img_s"] > 0
+    assert {"plain_img_s", "solo_img_s", "cohort_img_s", "cohort_over_solo", "cohort_over_plain",
+            "solo_over_plain"} <= set(rec["results"]["overall"])
+    assert len(rec["raw_seconds"]["cohort"]) == 1 and len(rec["raw_seconds"]["plain"]["kd"]) == 1
+    assert rec["fast_paths"]["compile"] is False and rec["quick_reductions"] == []
+    # triplet's plain loop loads a negative image per sample, as the authors' dataset does
+    assert rec["plain_data_needs"]["triplet"]["negatives"] is True
+
+
+def test_plain_dataset_supplies_what_methods_draw():
+    data = speed.synthetic_data(64, 8, num_classes=4, num_test=4)
+    ds = speed.PlainDataset(data, negatives=True, contrast_k=5)
+    img, target, index, neg, sample = ds[3]
+    assert img.shape == neg.shape == (3, 8, 8) and index == 3
+    assert sample.shape == (6,) and sample[0] == 3
+    labels = data.train_labels
+    assert bool((labels[torch.as_tensor(sample[1:])] != target).all())
+
+
+def test_fast_paths_are_off_until_the_harness_has_them():
+    assert speed.harness_kwargs(dict(speed.FAST_PATHS_OFF)) == {}
+    with pytest.raises(NotImplementedError):
+        speed.harness_kwargs({**speed.FAST_PATHS_OFF, "compile": True})
+
+
+def test_memory_probe_reports_an_increase():
+    args = speed.build_parser().parse_args(TINY)
+    speed.resolve(args)
+    res = speed.memory_probe(args, "solo:kd")
+    assert res["increase_mb"] >= 0 and res["peak_mb"] >= res["base_mb"] > 0
