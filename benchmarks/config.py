@@ -86,17 +86,16 @@ def check_config(cfg: dict[str, Any]) -> None:
 
 
 def parse_pair(pair: str) -> tuple[str, str]:
-    # timm models are written timm:<name>; split on the ':' that separates the two models
-    parts = pair.split(":")
-    if len(parts) == 2 and all(parts):
-        return parts[0], parts[1]
-    for i in range(1, len(parts)):
-        left, right = ":".join(parts[:i]), ":".join(parts[i:])
-        if left and right and (left != "timm") and (right != "timm") and not left.endswith(":timm") \
-                and not right.startswith(":"):
-            if (left.startswith("timm:") or ":" not in left) and (right.startswith("timm:") or ":" not in right):
-                return left, right
-    raise ConfigError(f"bad pair {pair!r}: expected teacher:student, e.g. resnet32x4:resnet8x4")
+    """``"resnet32x4:resnet8x4"`` -> names; timm models keep their prefix: ``"timm:resnet50:resnet8"``."""
+    tokens, names = pair.split(":"), []
+    while tokens:
+        head = tokens.pop(0)
+        if head == "timm" and tokens:
+            head = f"timm:{tokens.pop(0)}"
+        names.append(head)
+    if len(names) != 2 or not all(names) or "timm" in names:
+        raise ConfigError(f"bad pair {pair!r}: expected teacher:student, e.g. resnet32x4:resnet8x4")
+    return names[0], names[1]
 
 
 def parse_value(text: str) -> Any:

@@ -39,7 +39,7 @@ from .data import load_dataset
 from .locks import FileLock
 from .models import create_model
 from .teachers import get_teacher
-from .train import Recipe, StudentRun, seed_for, train_cohort
+from .train import FastPaths, Recipe, StudentRun, seed_for, train_cohort
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,8 @@ class GridRunner:
             arch, path = item.split("=", 1)
             self.teacher_ckpts[arch] = path
         self.device = pick_device(args.device)
+        self.fast = FastPaths(args.amp, args.channels_last, args.teacher_inference_mode, args.compile) \
+            .resolve(self.device)
         self.checkpoint_every = args.checkpoint_every
         if self.checkpoint_every < 0:
             raise ConfigError("--checkpoint-every must be >= 0 (0: never)")
@@ -235,7 +237,8 @@ class GridRunner:
                 t = mine[0].teacher
                 if t not in teachers:
                     teachers[t] = get_teacher(t, self.data, teacher_recipe(self.cfg, t), self.cfg["teacher_seed"],
-                                              self.device, self.teacher_dir, self.teacher_ckpts.get(t), self.log)
+                                              self.device, self.teacher_dir, self.teacher_ckpts.get(t), self.log,
+                                              fast=self.fast)
                 self.run_cohort(mine, *teachers[t])
             finally:
                 for lock in locks:
@@ -255,8 +258,9 @@ class GridRunner:
         return student_recipe(self.cfg, spec.student)
 
     def fingerprint_of(self, spec: RunSpec) -> str:
+        # fast paths change the arithmetic (bf16), so they are part of a run's identity
         return fingerprint({"protocol": protocol(self.cfg), "method": self.cfg["resolved_methods"][spec.method],
-                            "recipe": self.student_recipe(spec).as_dict()})
+                            "recipe": self.student_recipe(spec).as_dict(), "fast": self.fast})
 
     def checkpoint_path(self, spec: RunSpec) -> Path:
         return records.record_path(self.results_dir, spec.run_id).with_suffix(".ckpt.pt")
@@ -289,7 +293,7 @@ class GridRunner:
             "config": {"fingerprint": self.fingerprint_of(spec), "train": recipe.as_dict(),
                        "method": self.cfg["resolved_methods"][spec.method], "data": self.data.describe(),
                        "cohort": not self.args.no_cohort, "teacher_seed": self.cfg["teacher_seed"],
-                       "checkpoint_every": self.checkpoint_every},
+                       "checkpoint_every": self.checkpoint_every, "fast_paths": self.fast},
             "env": self.env,
             "teacher_info": {k: teacher_info.get(k) for k in ("key", "top1", "top5", "path", "source")},
             "metrics": None, "history": [], "error": None,
@@ -388,7 +392,7 @@ class GridRunner:
                                                   f"{best.history[-1]['test_top1']:.1f}%")
 
         train_cohort(runs, self.data, self.device, teacher=teacher, data_generator=generator,
-                     on_epoch_end=on_epoch_end)
+                     on_epoch_end=on_epoch_end, fast=self.fast)
         peak = peak_memory_mb(self.device)
         for r in runs:
             spec, rec = specs[r.run_id]

@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use this checkpoint as teacher ARCH instead of training one (repeatable)")
     p.add_argument("--no-cohort", action="store_true",
                    help="train each run alone instead of one cohort per pair and seed")
+    fast = p.add_argument_group("speed (recorded in every run record; auto = on for CUDA, off on the CPU)")
+    fast.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp32"], help="autocast dtype")
+    fast.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
+    fast.add_argument("--teacher-inference-mode", default="auto", choices=["auto", "on", "off"])
+    fast.add_argument("--compile", action="store_true", help="torch.compile every model's forward (opt-in)")
     p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
                    help="checkpoint every N epochs so a killed run resumes (default 1; 0 = never)")
     scale = p.add_argument_group("scale-out (see README, 'Running on a cluster')")
@@ -110,7 +115,12 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     known = set(list_models())
     for t, s in pairs:
         for name in (t, s):
-            if not name.startswith("timm:") and name not in known:
+            if name.startswith("timm:"):
+                import timm
+
+                if not timm.is_model(name[len("timm:"):]):
+                    raise UnknownModelError(f"unknown timm model {name[5:]!r}; timm.list_models() lists them")
+            elif name not in known:
                 create_model(name)  # raises UnknownModelError listing the known models
         student_recipe(cfg, s)
         teacher_recipe(cfg, t)

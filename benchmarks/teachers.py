@@ -81,6 +81,7 @@ def get_teacher(
     teacher_dir: Path,
     ckpt: str | Path | None = None,
     log: Callable[[str], None] = print,
+    fast: dict[str, Any] | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A frozen teacher on ``device`` and its info (key, accuracy, where it came from)."""
     if ckpt is not None:
@@ -93,10 +94,10 @@ def get_teacher(
     path = teacher_path(teacher_dir, data.describe(), arch, recipe, seed)
     # one process trains a teacher; the others wait here, then find it in the cache
     with FileLock(path.with_name(path.name + ".lock")):
-        return _cached_or_trained(arch, data, recipe, seed, device, path, log)
+        return _cached_or_trained(arch, data, recipe, seed, device, path, log, fast)
 
 
-def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log) -> tuple[torch.nn.Module, dict]:
+def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast) -> tuple[torch.nn.Module, dict]:
     desc = data.describe()
     meta_path = path.with_suffix(".json")
     if path.exists() and meta_path.exists():
@@ -116,14 +117,15 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log) -> tup
     model = create_model(arch, num_classes=data.num_classes).to(device)
     method = build_method("vanilla", BuildContext(None, None, data.num_classes, data.train_labels))  # type: ignore[arg-type]
     run = StudentRun(f"teacher:{arch}", model, method, recipe, seed)
-    train_cohort([run], data, device, data_generator=torch.Generator().manual_seed(seed_for(seed, "data")))
+    train_cohort([run], data, device, data_generator=torch.Generator().manual_seed(seed_for(seed, "data")),
+                 fast=fast)
     if run.error is not None:
         raise TeacherError(f"teacher {arch} failed to train: {run.error}")
     last = run.history[-1]
     info = {"arch": arch, "key": teacher_key(desc, arch, recipe, seed), "seed": seed,
             "recipe": recipe.as_dict(), "data": desc, "top1": last["test_top1"], "top5": last["test_top5"],
             "top1_best": max(h["test_top1"] for h in run.history), "time_s": run.time_s,
-            "path": str(path), "source": "trained"}
+            "path": str(path), "source": "trained", "fast_paths": fast}
     atomic_torch_save({k: v.cpu() for k, v in model.state_dict().items()}, path)
     write_json(meta_path, info)
     log(f"teacher {arch}: test top-1 {info['top1']:.2f} after {recipe.epochs} epochs ({run.time_s:.0f}s)")

@@ -23,7 +23,7 @@ from torch import nn
 
 from methods import Batch, Distiller
 
-__all__ = ["Recipe", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "seed_for", "freeze"]
+__all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "seed_for", "freeze"]
 
 
 @dataclass
@@ -46,6 +46,58 @@ class Recipe:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class FastPaths:
+    """Speed settings, each recorded in the run record. ``auto``: on for CUDA, off on the CPU.
+
+    amp: autocast dtype for teacher and student forward passes ("bf16", "fp32"/"off").
+    channels_last: NHWC memory format for models and batches.
+    teacher_inference_mode: run the teacher under ``torch.inference_mode`` (outputs are then
+        cloned once so methods may save them for backward) instead of ``no_grad``.
+    compile: ``torch.compile`` each model's ``forward_kd`` (opt-in: compile time per model).
+    On the CPU none of these is on by default: bf16 autocast and channels_last make CPU
+    convolutions slower on the machines we measured, and exactness (bitwise cohort == solo) matters.
+    """
+
+    amp: str = "auto"
+    channels_last: str = "auto"
+    teacher_inference_mode: str = "auto"
+    compile: bool = False
+
+    def resolve(self, device: torch.device) -> dict[str, Any]:
+        cuda = device.type == "cuda"
+
+        def on(value: str, name: str) -> bool:
+            if value not in ("auto", "on", "off"):
+                raise ValueError(f"{name} must be auto, on or off, got {value!r}")
+            return cuda if value == "auto" else value == "on"
+
+        if self.amp not in ("auto", "bf16", "fp32", "off"):
+            raise ValueError(f"amp must be auto, bf16, fp32 or off, got {self.amp!r}")
+        amp = ("bf16" if cuda else "fp32") if self.amp == "auto" else ("fp32" if self.amp == "off" else self.amp)
+        return {"amp": amp, "channels_last": on(self.channels_last, "channels_last"),
+                "teacher_inference_mode": on(self.teacher_inference_mode, "teacher_inference_mode"),
+                "compile": bool(self.compile)}
+
+
+def _autocast(device: torch.device, fast: dict[str, Any]):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast.get("amp") == "bf16")
+
+
+def _detach_clone(out):
+    """A normal (non-inference) copy of a teacher's ModelOutput."""
+    from dataclasses import fields, replace
+
+    def copy(v):
+        if isinstance(v, torch.Tensor):
+            return v.clone()
+        if isinstance(v, list):
+            return [copy(t) for t in v]
+        return v
+
+    return replace(out, **{f.name: copy(getattr(out, f.name)) for f in fields(out)})
 
 
 def seed_for(*parts: Any) -> int:
@@ -86,6 +138,7 @@ class StudentRun:
         self.epochs_done = 0
         self.history: list[dict[str, Any]] = []
         self.error: BaseException | None = None
+        self.fast: dict[str, Any] = {}  # resolved FastPaths, set by train_cohort
         self.time_s = 0.0
         self._reset_epoch_stats()
 
@@ -126,14 +179,17 @@ class StudentRun:
         method = self.method
         batch = Batch(x, y, index)
         batch.extras = method.prepare(batch, self.generator)
-        student_out = self.model.forward_kd(x, preact=method.needs_preact)
-        extra_index = batch.extras.get("extra_index")
-        if extra_index is not None:
-            # a separate forward call (its own BN batch), as the triplet authors' code does
-            batch.extras["extra_student"] = self.model.forward_kd(
-                data.fetch(extra_index, self.generator, device), preact=method.needs_preact)
-        terms = {"ce": F.cross_entropy(student_out.logits, y)}
-        terms.update(method.losses(student_out, teacher_out, batch))
+        with _autocast(device, self.fast):
+            student_out = self.model.forward_kd(x, preact=method.needs_preact)
+            extra_index = batch.extras.get("extra_index")
+            if extra_index is not None:
+                # a separate forward call (its own BN batch), as the triplet authors' code does
+                extra_x = data.fetch(extra_index, self.generator, device)
+                if self.fast.get("channels_last"):
+                    extra_x = extra_x.contiguous(memory_format=torch.channels_last)
+                batch.extras["extra_student"] = self.model.forward_kd(extra_x, preact=method.needs_preact)
+            terms = {"ce": F.cross_entropy(student_out.logits, y)}
+            terms.update(method.losses(student_out, teacher_out, batch))
         weights = {"ce": method.ce_weight(), **method.loss_weights()}
         unweighted = set(terms) - set(weights)
         if unweighted:
@@ -208,6 +264,7 @@ def train_cohort(
     data_generator: torch.Generator | None = None,
     on_epoch_end: Callable[[int, list[StudentRun]], None] | None = None,
     on_step: Callable[[], None] | None = None,
+    fast: dict[str, Any] | None = None,
 ) -> list[StudentRun]:
     """Train ``runs`` together on one batch stream; a run that fails is set aside, the others go on.
 
@@ -226,6 +283,17 @@ def train_cohort(
     if teacher is not None and teacher.training:
         raise ValueError("the teacher must be frozen (benchmarks.train.freeze) before training students")
     generator = data_generator or torch.Generator().manual_seed(runs[0].seed)
+    fast = fast if fast is not None else FastPaths().resolve(device)
+    for r in runs:
+        r.fast = fast
+        if fast["channels_last"]:
+            r.model.to(memory_format=torch.channels_last)
+        if fast["compile"] and not hasattr(r.model, "_compiled_forward_kd"):
+            r.model._compiled_forward_kd = True
+            r.model.forward_kd = torch.compile(r.model.forward_kd)
+    if teacher is not None and fast["channels_last"]:
+        teacher.to(memory_format=torch.channels_last)
+    no_grad = torch.inference_mode if fast["teacher_inference_mode"] else torch.no_grad
     for epoch in range(runs[0].epochs_done, first.epochs):
         active = [r for r in runs if r.error is None]
         if not active:
@@ -242,10 +310,14 @@ def train_cohort(
                 x, y, index = next(batches)  # drawn and augmented once for the whole cohort
             except StopIteration:
                 break
+            if fast["channels_last"]:
+                x = x.contiguous(memory_format=torch.channels_last)
             teacher_out = None
             if use_teacher:
-                with torch.no_grad():
+                with no_grad(), _autocast(device, fast):
                     teacher_out = teacher.forward_kd(x, preact=preact)
+                if fast["teacher_inference_mode"]:
+                    teacher_out = _detach_clone(teacher_out)
             shared_time += time.perf_counter() - t0
             for r in active:
                 if r.error is not None:

@@ -170,3 +170,37 @@ def test_kd_defaults_are_repdistillers():
     # inside a composition KD's weight is 1 (RepDistiller's CRD+KD row: -r 1 -a 1 -b 0.8)
     combo = method_defaults("crd+kd")
     assert combo["kd"]["alpha"] == 1.0 and combo["crd"]["gamma"] == 1.0 and combo["crd"]["beta"] == 0.8
+
+
+def _train_fast(data, teacher, fast, methods=("kd", "fitnet", "crd", "triplet")):
+    runs = make_runs(list(methods), data, teacher, epochs=1)
+    return train_cohort(runs, data, CPU, teacher=teacher, fast=fast,
+                        data_generator=torch.Generator().manual_seed(seed_for(0, "data")))
+
+
+def test_teacher_inference_mode_changes_no_bit(small_digits, teacher):
+    base = {"amp": "fp32", "channels_last": False, "compile": False}
+    a = _train_fast(small_digits, teacher, {**base, "teacher_inference_mode": False})
+    b = _train_fast(small_digits, teacher, {**base, "teacher_inference_mode": True})
+    for x, y in zip(a, b):
+        assert x.error is None and y.error is None
+        assert_bitwise_equal(x, y)
+
+
+def test_cuda_fast_paths_run_on_cpu_too(small_digits, teacher):
+    """bf16 autocast + channels_last + inference-mode teacher: the code path CUDA uses by default."""
+    runs = _train_fast(small_digits, teacher, {"amp": "bf16", "channels_last": True,
+                                               "teacher_inference_mode": True, "compile": False})
+    for r in runs:
+        assert r.error is None, r.error
+        assert math.isfinite(r.history[-1]["loss"])
+        assert r.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fast_path_defaults():
+    from benchmarks.train import FastPaths
+
+    assert FastPaths().resolve(CPU) == {"amp": "fp32", "channels_last": False, "teacher_inference_mode": False,
+                                        "compile": False}
+    assert FastPaths().resolve(torch.device("cuda")) == {"amp": "bf16", "channels_last": True,
+                                                         "teacher_inference_mode": True, "compile": False}
