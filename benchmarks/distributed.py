@@ -7,8 +7,9 @@
 Flags are the grid runner's (preset, ``--set``, ``--teacher-ckpt``, ...), for ONE
 method, pair and seed (``--method``/``--pair``/``--seed``; seed defaults to the
 preset's first). Rank 0 writes the run record where ``benchmarks.run`` would,
-with the same fingerprint, so a grid treats it as done. Without torchrun it
-runs as a world of one.
+with the same fingerprint, so a grid treats it as done. The speed flags
+(``--amp``, ``--channels-last``, ...) are the grid runner's too (auto: on for
+CUDA). Without torchrun it runs as a world of one.
 
 Equivalence with a single-process run: every rank draws the same global batch
 from an identically seeded generator and keeps its contiguous slice (the batch
@@ -40,12 +41,10 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-import time
 import warnings
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -58,7 +57,7 @@ from .models import create_model
 from .grid import GridRunner, RunSpec, environment, peak_memory_mb, probe
 from .run import BAD_INPUT, build_parser, print_listing, resolve
 from .teachers import TeacherError, get_teacher, teacher_path
-from .train import DivergenceError, StudentRun, freeze, seed_for, train_cohort
+from .train import StudentRun, compute_terms, freeze, seed_for, train_cohort
 
 # torch >= 2.12 names broadcast_buffers forward_sync_buffers
 _NO_BUFFER_SYNC = next(k for k in ("forward_sync_buffers", "broadcast_buffers")
@@ -117,6 +116,8 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         dims, shape = [0, *range(2, x.dim())], [1, -1] + [1] * (x.dim() - 2)
+        in_dtype = x.dtype
+        x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics in float32 under amp
         sums = _SumOverRanks.apply(torch.cat([x.sum(dims), x.new_tensor([x.numel() / x.shape[1]])]))
         n = sums[-1].detach()
         mean = sums[:-1] / n
@@ -131,7 +132,7 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.lerp_(mean.detach(), m)
                 self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), m)
-        return out
+        return out.to(in_dtype)
 
 
 def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
@@ -200,13 +201,7 @@ class StudentWithMethod(nn.Module):
         self.student, self.method = student, method
 
     def forward(self, x, y, teacher_out, batch: Batch, extra_x=None):
-        preact = self.method.needs_preact
-        out = self.student.forward_kd(x, preact=preact)
-        if extra_x is not None:  # a separate forward (its own BN batch), as StudentRun.step
-            batch.extras["extra_student"] = self.student.forward_kd(extra_x, preact=preact)
-        terms = {"ce": F.cross_entropy(out.logits, y)}
-        terms.update(self.method.losses(out, teacher_out, batch))
-        return out.logits, terms
+        return compute_terms(self.student, self.method, x, y, teacher_out, batch, extra_x)
 
 
 class DistributedRun(StudentRun):
@@ -222,41 +217,20 @@ class DistributedRun(StudentRun):
         self.ddp = DistributedDataParallel(StudentWithMethod(model, method), **{_NO_BUFFER_SYNC: False})
         self.last_loss = None
 
-    def step(self, x, y, index, teacher_out, data, device, epoch: int, step: int) -> torch.Tensor:
-        t0 = time.perf_counter()
-        method = self.method
-        batch = Batch(x, y, index)
-        batch.extras = method.prepare(batch, self.generator)
-        extra = batch.extras.get("extra_index")
-        extra_x = None if extra is None else data.fetch(extra, self.generator, device)
-        logits, terms = self.ddp(x, y, teacher_out, batch, extra_x)
-        weights = {"ce": method.ce_weight(), **method.loss_weights()}
-        unweighted = set(terms) - set(weights)
-        if unweighted:
-            raise RuntimeError(f"method {method.name} returned terms without a weight: {sorted(unweighted)}")
-        weighted = {k: weights[k] * v for k, v in terms.items() if weights[k] != 0}
-        total = sum(weighted.values())
-        n = y.numel()
+    def forward_terms(self, x, y, teacher_out, batch, extra_x):
+        return self.ddp(x, y, teacher_out, batch, extra_x)  # through DDP, so gradients are all-reduced
+
+    def global_total(self, total, n):
         # one all-reduce: the global batch size and mean loss (so every rank agrees on divergence)
         stats = torch.stack([total.detach() * n, total.new_tensor(float(n))])
         dist.all_reduce(stats)
-        global_total = stats[0] / stats[1]
-        if not bool(torch.isfinite(global_total)):
-            raise DivergenceError(self.run_id, epoch, step, {k: float(v.detach()) for k, v in terms.items()})
-        self.optimizer.zero_grad(set_to_none=True)
-        scale = self.world * n / float(stats[1])  # DDP averages over ranks; uneven slices weigh by size
+        self._global_n = float(stats[1])
+        self.last_loss = stats[0] / stats[1]
+        return self.last_loss
+
+    def backward(self, total, n):
+        scale = self.world * n / self._global_n  # DDP averages over ranks; uneven slices weigh by size
         (total if scale == 1.0 else total * scale).backward()
-        self.optimizer.step()
-        with torch.no_grad():
-            for k, v in terms.items():
-                self._sums[k] = self._sums.get(k, 0.0) + v.detach() * n
-            for k, v in weighted.items():
-                self._weighted[k] = self._weighted.get(k, 0.0) + v.detach() * n
-            self._correct += (logits.argmax(1) == y).sum()
-        self._seen += n
-        self._epoch_time += time.perf_counter() - t0
-        self.last_loss = global_total
-        return global_total
 
     def end_epoch(self, epoch, data, device, shared_time):
         """Sum the epoch's training statistics over ranks; rank 0 evaluates and keeps the history."""
@@ -378,6 +352,8 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
     teacher, teacher_info = load_teacher(runner, cfg, spec, data, device, log) if needs_teacher else (None, {})
     model, method = build_student(spec, cfg, data, teacher, device)
     model, method = sync_batchnorm(model, device), sync_batchnorm(method, device)
+    if runner.fast["channels_last"]:  # before DDP builds its gradient buckets (train_cohort would do it after)
+        model.to(memory_format=torch.channels_last)
     run = DistributedRun(spec.run_id, model, method, recipe, spec.seed, device)
     if rank == 0:
         runner.data, runner.env = data, {**environment(device), "world_size": world, "backend": backend}
@@ -401,7 +377,7 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    train_cohort([run], ShardedData(data, rank, world), device, teacher=teacher,
+    train_cohort([run], ShardedData(data, rank, world), device, teacher=teacher, fast=runner.fast,
                  data_generator=torch.Generator().manual_seed(seed_for(spec.seed, "data")), on_epoch_end=on_epoch_end)
     if run.error is not None:
         if rank == 0:  # logs it and records it

@@ -43,6 +43,11 @@ def load_state_dict_loose(model: torch.nn.Module, state: dict[str, torch.Tensor]
     """Load by name; if names differ, by order when every shape matches; else one clear error."""
     own = model.state_dict()
     if set(own) == set(state):
+        wrong = [k for k in own if own[k].shape != state[k].shape]
+        if wrong:
+            raise TeacherError(f"{source}: shapes differ from {type(model).__name__} at {wrong[0]} "
+                               f"({tuple(state[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)}); "
+                               f"check the architecture name and the class count")
         model.load_state_dict(state)
         return
     own_items = [(k, v) for k, v in own.items() if not k.endswith("num_batches_tracked")]

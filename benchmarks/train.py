@@ -121,6 +121,20 @@ class DivergenceError(RuntimeError):
                          f"lower the learning rate or the method's loss weights")
 
 
+def compute_terms(model, method: Distiller, x, y, teacher_out, batch: Batch, extra_x=None):
+    """Student forward pass(es) and the method's named, unweighted loss terms (CE included).
+
+    The extra samples get a separate forward call (their own BN batch), as the
+    triplet authors' code does.
+    """
+    student_out = model.forward_kd(x, preact=method.needs_preact)
+    if extra_x is not None:
+        batch.extras["extra_student"] = model.forward_kd(extra_x, preact=method.needs_preact)
+    terms = {"ce": F.cross_entropy(student_out.logits, y)}
+    terms.update(method.losses(student_out, teacher_out, batch))
+    return student_out.logits, terms
+
+
 class StudentRun:
     """One student being trained with one method: its own model, optimizer, schedule and RNG."""
 
@@ -173,44 +187,58 @@ class StudentRun:
         self.method.train()
         self._reset_epoch_stats()
 
+    # step() in parts, so a distributed run (benchmarks/distributed.py) overrides only what differs
+    def prepare_batch(self, x, y, index, data, device) -> tuple[Batch, torch.Tensor | None]:
+        """The method's per-batch draws, and the extra samples it asked for (augmented), if any."""
+        batch = Batch(x, y, index)
+        batch.extras = self.method.prepare(batch, self.generator)
+        extra_index = batch.extras.get("extra_index")
+        if extra_index is None:
+            return batch, None
+        extra_x = data.fetch(extra_index, self.generator, device)
+        if self.fast.get("channels_last"):
+            extra_x = extra_x.contiguous(memory_format=torch.channels_last)
+        return batch, extra_x
+
+    def forward_terms(self, x, y, teacher_out, batch: Batch, extra_x):
+        return compute_terms(self.model, self.method, x, y, teacher_out, batch, extra_x)
+
+    def global_total(self, total: torch.Tensor, n: int) -> torch.Tensor:
+        """The loss that decides divergence (distributed: the mean over all ranks)."""
+        return total
+
+    def backward(self, total: torch.Tensor, n: int) -> None:
+        total.backward()
+
     def step(self, x, y, index, teacher_out, data, device, epoch: int, step: int) -> torch.Tensor:
         """One optimizer step; returns the (detached) weighted total loss."""
         t0 = time.perf_counter()
         method = self.method
-        batch = Batch(x, y, index)
-        batch.extras = method.prepare(batch, self.generator)
+        batch, extra_x = self.prepare_batch(x, y, index, data, device)
         with _autocast(device, self.fast):
-            student_out = self.model.forward_kd(x, preact=method.needs_preact)
-            extra_index = batch.extras.get("extra_index")
-            if extra_index is not None:
-                # a separate forward call (its own BN batch), as the triplet authors' code does
-                extra_x = data.fetch(extra_index, self.generator, device)
-                if self.fast.get("channels_last"):
-                    extra_x = extra_x.contiguous(memory_format=torch.channels_last)
-                batch.extras["extra_student"] = self.model.forward_kd(extra_x, preact=method.needs_preact)
-            terms = {"ce": F.cross_entropy(student_out.logits, y)}
-            terms.update(method.losses(student_out, teacher_out, batch))
+            logits, terms = self.forward_terms(x, y, teacher_out, batch, extra_x)
         weights = {"ce": method.ce_weight(), **method.loss_weights()}
         unweighted = set(terms) - set(weights)
         if unweighted:
             raise RuntimeError(f"method {method.name} returned terms without a weight: {sorted(unweighted)}")
         weighted = {k: weights[k] * v for k, v in terms.items() if weights[k] != 0}
         total = sum(weighted.values())
-        if not bool(torch.isfinite(total)):
+        n = y.numel()
+        checked = self.global_total(total, n)
+        if not bool(torch.isfinite(checked)):
             raise DivergenceError(self.run_id, epoch, step, {k: float(v.detach()) for k, v in terms.items()})
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        self.backward(total, n)
         self.optimizer.step()
-        n = y.numel()
         with torch.no_grad():
             for k, v in terms.items():
                 self._sums[k] = self._sums.get(k, 0.0) + v.detach() * n
             for k, v in weighted.items():
                 self._weighted[k] = self._weighted.get(k, 0.0) + v.detach() * n
-            self._correct += (student_out.logits.argmax(1) == y).sum()
+            self._correct += (logits.argmax(1) == y).sum()
         self._seen += n
         self._epoch_time += time.perf_counter() - t0
-        return total.detach()
+        return checked.detach()
 
     def end_epoch(self, epoch: int, data, device, shared_time: float) -> dict[str, Any]:
         t0 = time.perf_counter()

@@ -297,7 +297,6 @@ def _cost(res: agg.Results, means: pd.DataFrame, cost: pd.DataFrame, pal: dict, 
 
 # ---------------------------------------------------------------------------- all
 def make_figures(res: agg.Results, last: pd.DataFrame, teacher: dict, cost: pd.DataFrame) -> list[FigureResult]:
-    fig_dir = res.results_dir / "figures"
     methods = agg.method_order(res.grid)
     pal = palette(methods)
     means = agg.mean_table(last)

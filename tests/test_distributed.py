@@ -112,7 +112,7 @@ def worker(out: Path) -> None:
 
 def cli_flags(out: Path) -> list[str]:
     return ["--pair", "resnet8:resnet8", "--epochs", "1", "--teacher-ckpt", f"resnet8={out / 'teacher.pt'}",
-            "--quiet", "--no-report"]
+            "--quiet", "--no-report", "--channels-last", "on"]  # (a fast path that must precede DDP's buckets)
 
 
 def reference(m: str, data, teacher) -> dict:
@@ -212,6 +212,7 @@ def test_cli_under_torchrun_writes_the_grid_record(ddp_out, tmp_path, one_thread
     assert len(runs) == 1
     rec = records.read_json(runs[0])
     assert rec["status"] == "complete" and rec["config"]["distributed"]["world_size"] == 2
+    assert rec["config"]["fast_paths"]["channels_last"] and rec["config"]["fast_paths"]["amp"] == "fp32"
     assert len(rec["history"]) == 1 and (runs[0].parent / rec["weights"]).exists()
     assert len(records.metrics_path(runs[0].parent.parent, rec["run_id"]).read_text().splitlines()) == 1
     # the grid runner, one process, same flags: same grid folder and fingerprint (so it counts the DDP
