@@ -21,10 +21,19 @@ pair, three ways, side by side in one process:
           stream, one teacher forward per batch).
 
 Every measurement builds fresh models, runs ``--warmup`` steps, then times
-``--steps`` steps; measurements are interleaved (for each repeat: plain and
-solo of every method, then the cohort; the order reverses on odd repeats) and
-the median over ``--repeats`` is reported, so load from other processes hits
-all candidates alike.
+``--steps`` steps; measurements are interleaved (each repeat runs plain and
+solo of every method and the cohort, as a cycle rotated by a fraction of its
+length per repeat, plain/solo swapped on odd repeats) and the median over
+``--repeats`` is reported, so load from other processes hits all candidates
+alike (the JSON also has the best-of-repeats figures). One untimed pass of the
+cohort and the plain loop first absorbs the process's one-off start-up cost.
+``--breakdown`` then times the parts of the step (data, teacher forward,
+prepare, student forward, losses, backward, optimizer) of every configuration.
+
+On CPU the harness's batches come out of its on-device crop channels_last-
+strided (model weights stay NCHW); oneDNN convolutions are faster on them, and
+the output says so. The plain loop's DataLoader workers default to 0 on <= 2
+cores (they would compete with the training threads; measured slower).
 
 Throughput: images/s = (training images stepped, per student) x (number of
 students) / wall time. A triplet step counts its batch once, though it also
@@ -41,6 +50,7 @@ per-repeat times, settings, environment).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -50,16 +60,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from methods import Batch, BuildContext, build_method
+from methods import (Batch, BuildContext, HyperparameterError, UnknownMethodError, build_method,
+                     validate_method)
 
 from .data import CIFAR100_MEAN, CIFAR100_STD, DataError, InMemoryData, load_dataset
-from .models import create_model
+from .models import UnknownModelError, create_model
 from .train import Recipe, StudentRun, freeze, seed_for, train_cohort
 
 DEFAULT_METHODS = "vanilla,kd,fitnet,at,rkd,crd,triplet"
@@ -232,6 +243,13 @@ class Setup:
         return out
 
 
+def layout(x: torch.Tensor) -> str:
+    """Memory format of a batch: what a conv on it will see."""
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return "channels_last-strided"
+    return "contiguous NCHW" if x.is_contiguous() else f"strided {tuple(x.stride())}"
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -240,24 +258,37 @@ def sync(device: torch.device) -> None:
 # --- (b)/(c): kdbench's harness -----------------------------------------------------------
 
 def time_harness(setup: Setup, method_names: list[str], warmup: int, steps: int,
-                 batch_size: int | None = None) -> dict[str, Any]:
-    """Seconds for ``steps`` steps (after ``warmup``) of ``method_names`` as one cohort."""
+                 batch_size: int | None = None, timers: "Timers | None" = None) -> dict[str, Any]:
+    """Seconds for ``steps`` steps (after ``warmup``) of ``method_names`` as one cohort.
+
+    ``timers``: attribute the time to the step's parts (``--breakdown``), by wrapping from outside the
+    data, the teacher, each run's model, method and optimizer (``train_cohort`` itself is untouched).
+    """
     device = setup.device
     recipe = None if batch_size is None else Recipe(epochs=1, batch_size=batch_size, lr_decay_epochs=[])
     runs = setup.runs(method_names, recipe)
     stamps: list[float] = []
+    data = StepLimited(setup.data, warmup + steps)
+    if timers is not None:
+        data = timers.instrument_harness(data, setup.teacher, runs)
 
     def on_step():
         sync(device)
         stamps.append(time.perf_counter())
+        if timers is not None and len(stamps) == warmup:
+            timers.reset()
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     sync(device)
     t0 = time.perf_counter()
-    train_cohort(runs, StepLimited(setup.data, warmup + steps), device, teacher=setup.teacher,
-                 data_generator=torch.Generator().manual_seed(seed_for(setup.args.seed, "data")),
-                 on_step=on_step, **harness_kwargs(setup.fast))
+    try:
+        train_cohort(runs, data, device, teacher=setup.teacher,
+                     data_generator=torch.Generator().manual_seed(seed_for(setup.args.seed, "data")),
+                     on_step=on_step, **harness_kwargs(setup.fast))
+    finally:
+        if timers is not None:
+            timers.restore()
     failed = {r.run_id: f"{type(r.error).__name__}: {r.error}" for r in runs if r.error is not None}
     if failed:
         raise RuntimeError(f"harness run failed: {failed}")
@@ -338,12 +369,15 @@ def plain_needs(setup: Setup, method) -> dict[str, Any]:
     return needs
 
 
-def time_plain(setup: Setup, method_name: str, warmup: int, steps: int) -> dict[str, Any]:
+def time_plain(setup: Setup, method_name: str, warmup: int, steps: int,
+               timers: "Timers | None" = None) -> dict[str, Any]:
     """Seconds for ``steps`` steps (after ``warmup``) of the plain loop training ``method_name``."""
     device, args = setup.device, setup.args
     model, method = setup.build(method_name)
     teacher = setup.teacher
     needs = plain_needs(setup, method)
+    if timers is not None:
+        timers.instrument_models(teacher, model, method)
     dataset = PlainDataset(setup.data, needs["negatives"], needs["contrast_k"])
     workers = args.workers
     loader = torch.utils.data.DataLoader(
@@ -367,7 +401,8 @@ def time_plain(setup: Setup, method_name: str, warmup: int, steps: int) -> dict[
     it = iter(loader)
     for _ in range(warmup + steps):
         try:
-            item = next(it)
+            with (timers.section("data") if timers is not None else contextlib.nullcontext()):
+                item = next(it)
         except StopIteration:
             raise RuntimeError("the dataset has fewer than warmup + steps batches") from None
         x, y, index = (t.to(device, non_blocking=True) for t in item[:3])
@@ -395,13 +430,132 @@ def time_plain(setup: Setup, method_name: str, warmup: int, steps: int) -> dict[
         loss_sum += loss.item()  # RepDistiller's AverageMeter update
         sync(device)
         stamps.append(time.perf_counter())
+        if timers is not None and len(stamps) == warmup:
+            timers.reset()
     del it  # shuts the workers down, outside the timed window
+    if timers is not None:
+        timers.restore()
     start = stamps[warmup - 1] if warmup else t0
     return {"seconds": stamps[-1] - start, "needs": needs}
 
 
 def _seed_numpy(worker_id: int) -> None:
     np.random.seed(torch.initial_seed() % 2**32)
+
+
+# --- where the time goes (--breakdown) ------------------------------------------------------
+
+PARTS = ["data", "teacher fwd", "prepare", "student fwd", "extra fetch", "losses", "backward", "optimizer"]
+
+
+class Timers:
+    """Seconds per part of the step, by wrapping callables from outside (CPU: no sync needed; CUDA: synced)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds = {p: 0.0 for p in PARTS}
+        self._undo: list[Any] = []
+        self._depth = 0
+
+    def reset(self) -> None:
+        self.seconds = {p: 0.0 for p in PARTS}
+
+    @contextlib.contextmanager
+    def section(self, part: str):
+        if self._depth:  # nested (a loss calling backward, ...): counted by the outer part
+            yield
+            return
+        self._depth += 1
+        sync(self.device)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            sync(self.device)
+            self.seconds[part] += time.perf_counter() - t0
+            self._depth -= 1
+
+    def _wrap(self, obj, attr: str, part: str) -> None:
+        original = getattr(obj, attr)
+        had_own = attr in getattr(obj, "__dict__", {})
+
+        def wrapped(*a, **k):
+            with self.section(part):
+                return original(*a, **k)
+
+        setattr(obj, attr, wrapped)
+        self._undo.append((obj, attr, original if had_own else None))
+
+    def instrument_models(self, teacher, model, method) -> None:
+        self._wrap(teacher, "forward_kd", "teacher fwd")
+        self._wrap(model, "forward_kd", "student fwd")
+        self._wrap(method, "prepare", "prepare")
+        self._wrap(method, "losses", "losses")
+        self._wrap(torch.Tensor, "backward", "backward")
+        self._wrap(torch.optim.SGD, "step", "optimizer")
+
+    def instrument_harness(self, data: StepLimited, teacher, runs: list[StudentRun]):
+        timers = self
+
+        class Timed(StepLimited):
+            def epoch_batches(self, batch_size, generator, device):
+                it = StepLimited.epoch_batches(self, batch_size, generator, device)
+                while True:
+                    with timers.section("data"):
+                        batch = next(it, None)
+                    if batch is None:
+                        return
+                    yield batch
+
+            def fetch(self, index, generator, device):
+                with timers.section("extra fetch"):
+                    return self._data.fetch(index, generator, device)
+
+        self._wrap(teacher, "forward_kd", "teacher fwd")
+        for r in runs:
+            self._wrap(r.model, "forward_kd", "student fwd")
+            self._wrap(r.method, "prepare", "prepare")
+            self._wrap(r.method, "losses", "losses")
+        self._wrap(torch.Tensor, "backward", "backward")
+        self._wrap(torch.optim.SGD, "step", "optimizer")
+        return Timed(data._data, data._steps)
+
+    def restore(self) -> None:
+        while self._undo:
+            obj, attr, original = self._undo.pop()
+            if original is None:
+                delattr(obj, attr)
+            else:
+                setattr(obj, attr, original)
+
+
+def breakdown(setup: Setup, warmup: int, steps: int) -> list[dict[str, Any]]:
+    """ms per step of each part: plain and solo of every method, then the cohort (one measurement each)."""
+    rows = []
+    for kind, names in [(k, [m]) for m in setup.args.method_list for k in ("plain", "solo")] + \
+                       [("cohort", setup.args.method_list)]:
+        timers = Timers(setup.device)
+        if kind == "plain":
+            total = time_plain(setup, names[0], warmup, steps, timers)["seconds"]
+        else:
+            total = time_harness(setup, names, warmup, steps, timers=timers)["seconds"]
+        ms = {p: 1000 * v / steps for p, v in timers.seconds.items()}
+        ms["other"] = 1000 * total / steps - sum(ms.values())
+        ms["total"] = 1000 * total / steps
+        rows.append({"kind": kind, "method": names[0] if kind != "cohort" else f"all {len(names)}", "ms": ms})
+        log(f"  breakdown {kind:6s} {rows[-1]['method']:10s} " +
+            ", ".join(f"{k} {v:.0f}" for k, v in ms.items()) + " ms/step")
+    return rows
+
+
+def render_breakdown(rows: list[dict[str, Any]]) -> str:
+    from tabulate import tabulate
+
+    cols = PARTS + ["other", "total"]
+    table = [[r["kind"], r["method"], *(f"{r['ms'][c]:.0f}" for c in cols)] for r in rows]
+    return ("Where the time goes (ms per step, one measurement each, timed by wrapping the step's parts; "
+            "'student fwd' includes the forward on extra samples; 'other' = CE, weighting, the finite check, "
+            "bookkeeping, Python):\n\n" + tabulate(table, headers=["kind", "method", *cols], tablefmt="github") + "\n")
 
 
 # --- peak memory -------------------------------------------------------------------
@@ -485,6 +639,7 @@ def fmt(v: float | None, digits: int = 1) -> str:
 
 
 def summarise(args, raw: dict[str, Any]) -> dict[str, Any]:
+    """Medians over the repeats of the throughputs and of the per-repeat ratios."""
     B, S = args.batch_size, args.steps
     methods = args.method_list
     M = len(methods)
@@ -494,7 +649,7 @@ def summarise(args, raw: dict[str, Any]) -> dict[str, Any]:
         solo = [B * S / t for t in raw["solo"][m]]
         rows[m] = {"plain_img_s": statistics.median(plain), "solo_img_s": statistics.median(solo),
                    "solo_over_plain": statistics.median([s / p for s, p in zip(solo, plain)])}
-    reps = range(args.repeats)
+    reps = range(len(raw["cohort"]))
     plain_all = [B * S * M / sum(raw["plain"][m][r] for m in methods) for r in reps]
     solo_all = [B * S * M / sum(raw["solo"][m][r] for m in methods) for r in reps]
     cohort = [B * S * M / raw["cohort"][r] for r in reps]
@@ -509,7 +664,13 @@ def summarise(args, raw: dict[str, Any]) -> dict[str, Any]:
     return {"methods": rows, "overall": overall}
 
 
-def render(args, summary, memory, env, reductions, fast, wall_s) -> str:
+def best_of(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` reduced to the fastest repeat of every configuration (what the machine does unloaded)."""
+    return {"plain": {m: [min(v)] for m, v in raw["plain"].items()},
+            "solo": {m: [min(v)] for m, v in raw["solo"].items()}, "cohort": [min(raw["cohort"])]}
+
+
+def render(args, summary, memory, env, reductions, fast, layouts, wall_s) -> str:
     from tabulate import tabulate
 
     mem_kind = memory["kind"]
@@ -526,6 +687,9 @@ def render(args, summary, memory, env, reductions, fast, wall_s) -> str:
         f"num_workers={args.workers}.",
         "",
         "fast paths: " + ", ".join(f"{k} {('no' if v is False else v)}" for k, v in fast.items()) + ".",
+        "",
+        f"input layout: harness batches {layouts['harness']} (as its on-device crop leaves them), plain "
+        f"batches {layouts['plain']}; model weights {layouts['weights']} in both.",
         "",
     ]
     if reductions:
@@ -581,9 +745,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, help=f"interleaved repetitions, median reported (default "
                                                f"{FULL['repeats']}, --quick {QUICK['repeats']})")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
-    p.add_argument("--workers", type=int, help="plain loop DataLoader workers (default: 2 on CPU, 8 on CUDA)")
+    p.add_argument("--workers", type=int, help="plain loop DataLoader workers (default: 8 on CUDA; on CPU 0 with "
+                                               "<= 2 cores, else 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+    p.add_argument("--breakdown", action="store_true",
+                   help="then time the parts of the step (data, teacher, student forward, losses, backward, "
+                        "optimizer) for every configuration, one more measurement each")
     p.add_argument("--quick", action="store_true",
                    help="reduced sizes for a small CPU (16x16 images, 3 timed steps, 1 warm-up); "
                         "flags given explicitly win")
@@ -601,7 +769,7 @@ def resolve(args) -> list[str]:
             setattr(args, key, base[key])
             if args.quick and base[key] != FULL[key]:
                 reductions.append(f"{key} {FULL[key]} -> {base[key]}")
-    if args.image_size is None and (args.quick or args.dataset == "synthetic"):
+    if args.image_size is None and (args.dataset == "synthetic" or args.quick and args.dataset.startswith("cifar")):
         args.image_size = base["image_size"]
         if args.quick and base["image_size"] != FULL["image_size"]:
             reductions.append(f"images {FULL['image_size']}x{FULL['image_size']} -> "
@@ -623,11 +791,25 @@ def resolve(args) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except (DataError, UnknownModelError, UnknownMethodError, HyperparameterError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     reductions = resolve(args)
+    for m in args.method_list:
+        validate_method(m)
+    for name in (args.teacher, args.student):
+        create_model(name)  # raises UnknownModelError listing the known models
     device = pick_device(args.device)
     if args.workers is None:
-        args.workers = 8 if device.type == "cuda" else min(2, os.cpu_count() or 1)
+        # CUDA: RepDistiller's 8. CPU: workers share the cores with the training threads; on 2 cores the
+        # plain loop is fastest with none (measured: 0 beats 1 and 2 workers for every method tried)
+        args.workers = 8 if device.type == "cuda" else (0 if (os.cpu_count() or 1) <= 2 else 2)
     if args.memory_probe:
         print(json.dumps(memory_probe(args, args.memory_probe)))
         return 0
@@ -642,21 +824,30 @@ def main(argv: list[str] | None = None) -> int:
     env = environment(device)
     setup = Setup(args, data, device)
     fast = {"device": str(device), **setup.fast}  # what the harness ran with (the plain loop: always fp32 eager)
+    x = next(data.epoch_batches(args.batch_size, torch.Generator().manual_seed(0), device))[0]
+    layouts = {"harness": layout(x), "plain": "contiguous NCHW (ToTensor + default collate)", "weights": "NCHW"}
     log(f"speed: {args.teacher} -> {args.student}, {args.data_desc}, methods {', '.join(args.method_list)}, "
         f"{args.repeats} x ({args.warmup} + {args.steps} steps of {args.batch_size}) on {device}")
 
     # the first steps of a process are slow (lazy initialisation, kernel selection): one untimed pass of
     # every code path (the cohort of all methods, the plain loop) before any measurement
+    phases = {"setup": time.perf_counter() - t_start}
+    t_phase = time.perf_counter()
     time_harness(setup, args.method_list, 0, 2)
     time_plain(setup, args.method_list[0], 0, 1)
+    phases["process_warmup"] = time.perf_counter() - t_phase
+    t_phase = time.perf_counter()
 
     raw: dict[str, Any] = {"plain": {m: [] for m in args.method_list}, "solo": {m: [] for m in args.method_list},
                            "cohort": [], "cuda_peak_mb": {"solo": {}, "cohort": None}, "plain_needs": {}}
     B, S = args.batch_size, args.steps
+    cycle = [[("plain", m), ("solo", m)] for m in args.method_list] + [[("cohort", None)]]
     for rep in range(args.repeats):
-        schedule = [(kind, m) for m in args.method_list for kind in ("plain", "solo")] + [("cohort", None)]
-        if rep % 2:
-            schedule.reverse()
+        # a cyclic schedule, rotated by a fraction of a cycle per repeat (the cohort lands at another place
+        # each time, never twice in a row) and plain/solo swapped on odd repeats
+        shift = (rep * len(cycle)) // args.repeats
+        schedule = [item for group in cycle[shift:] + cycle[:shift]
+                    for item in (reversed(group) if rep % 2 else group)]
         for kind, m in schedule:
             if kind == "plain":
                 res = time_plain(setup, m, args.warmup, args.steps)
@@ -674,6 +865,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  repeat {rep + 1}/{args.repeats} {kind:6s} {m or '(all)':10s} "
                 f"{B * S * n / res['seconds']:8.1f} img/s")
 
+    phases["measurements"] = time.perf_counter() - t_phase
+    t_phase = time.perf_counter()
     if device.type == "cuda":
         memory = {"kind": "cuda", "solo": raw["cuda_peak_mb"]["solo"], "cohort": raw["cuda_peak_mb"]["cohort"],
                   "note": "torch.cuda.max_memory_allocated (MB) during the run, data and teacher included."}
@@ -686,12 +879,22 @@ def main(argv: list[str] | None = None) -> int:
                   "solo": {m: probes[f"solo:{m}"]["increase_mb"] for m in args.method_list} if ok else {},
                   "cohort": probes["cohort"]["increase_mb"] if ok else None, "probes": probes,
                   "note": ("peak RSS increase (MB) of a subprocess per configuration over its RSS with the data "
-                           "and the teacher loaded and one batch-2 step done (Linux VmHWM reset via /proc/self/clear_refs), "
-                           f"{next(iter(probes.values()))['steps']} steps each." if ok else
+                           "and the teacher loaded and one batch-2 step done (Linux VmHWM reset via "
+                           f"/proc/self/clear_refs), {next(iter(probes.values()))['steps']} steps each." if ok else
                            "n/a on CPU: a memory subprocess failed (see the log).")}
+    phases["memory"] = time.perf_counter() - t_phase
     summary = summarise(args, raw)
+    best = summarise(args, best_of(raw))
+    parts = None
+    if args.breakdown:
+        t_phase = time.perf_counter()
+        log("breakdown: one more measurement of each configuration, its parts timed")
+        parts = breakdown(setup, args.warmup, args.steps)
+        phases["breakdown"] = time.perf_counter() - t_phase
     wall_s = time.perf_counter() - t_start
-    text = render(args, summary, memory, env, reductions, fast, wall_s)
+    text = render(args, summary, memory, env, reductions, fast, layouts, wall_s)
+    if parts is not None:
+        text += "\n" + render_breakdown(parts)
     print(text, end="")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -703,15 +906,19 @@ def main(argv: list[str] | None = None) -> int:
         "data": data.describe(),
         "quick_reductions": reductions,
         "fast_paths": fast,
+        "input_layouts": layouts,
         "throughput_definition": "images/s = (training images stepped, per student) x (number of students) "
                                  "/ wall time",
         "environment": {**env, "device": str(device)},
         "results": summary,
+        "results_best_of_repeats": best,  # the same with the fastest repeat of each time (less load noise)
+        "breakdown_ms_per_step": parts,
         "targets": TARGETS,
         "memory": memory,
         "raw_seconds": {"plain": raw["plain"], "solo": raw["solo"], "cohort": raw["cohort"]},
         "plain_data_needs": raw["plain_needs"],
         "wall_s": wall_s,
+        "phases_s": phases,
     }
     (out / "speed.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     log(f"wrote {out / 'speed.md'} and {out / 'speed.json'} ({wall_s:.0f} s)")
