@@ -73,6 +73,16 @@ def run_stage(stage: nn.Sequential, x: torch.Tensor):
     return stage[-1].forward_both(x)
 
 
+def run_stages(stem_out: torch.Tensor, stages) -> tuple[torch.Tensor, list, list]:
+    """Run stages after the stem; return (last output, [stem, stage outputs...], [stem, pre-activations...])."""
+    feats, pres, out = [stem_out], [stem_out], stem_out
+    for stage in stages:
+        out, pre = run_stage(stage, out)
+        feats.append(out)
+        pres.append(pre)
+    return out, feats, pres
+
+
 class CifarResNet(KDModel):
     """Stem conv3x3 + 3 stages (strides 1, 2, 2) + global average pool + fc."""
 
@@ -120,12 +130,7 @@ class CifarResNet(KDModel):
 
     def forward_kd(self, x: torch.Tensor, preact: bool = False) -> ModelOutput:
         f0 = F.relu(self.bn1(self.conv1(x)))
-        feats, pres = [f0], [f0]
-        out = f0
-        for stage in (self.layer1, self.layer2, self.layer3):
-            out, pre = run_stage(stage, out)
-            feats.append(out)
-            pres.append(pre)
+        out, feats, pres = run_stages(f0, (self.layer1, self.layer2, self.layer3))
         emb = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
         return ModelOutput(self.fc(emb), feats, emb, pres if preact else None)
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .registry import KDModel, ModelOutput, register_model
-from .resnet import run_stage
+from .resnet import run_stages
 
 
 def _shortcut(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -101,12 +101,7 @@ class ResNetV2(KDModel):
 
     def forward_kd(self, x: torch.Tensor, preact: bool = False) -> ModelOutput:
         f0 = F.relu(self.bn1(self.conv1(x)))
-        feats, pres = [f0], [f0]
-        out = f0
-        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            out, pre = run_stage(stage, out)
-            feats.append(out)
-            pres.append(pre)
+        out, feats, pres = run_stages(f0, (self.layer1, self.layer2, self.layer3, self.layer4))
         emb = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
         return ModelOutput(self.linear(emb), feats, emb, pres if preact else None)
 
