@@ -16,7 +16,10 @@ pair, three ways, side by side in one process:
           as the triplet authors' dataset does; CRD gets the sample index and its
           K contrast indices from the Dataset, as RepDistiller's
           ``CIFAR100InstanceSample`` (``np.random.choice`` per sample).
-  solo    kdbench's ``train_cohort``, each method as a cohort of one.
+  solo    kdbench's ``train_cohort``, each method as a cohort of one, with the
+          fast paths of ``benchmarks.train.FastPaths`` (``--amp``,
+          ``--channels-last``, ``--teacher-inference-mode``, ``--compile``;
+          ``auto``: on for CUDA, off on CPU), passed by ``harness_kwargs``.
   cohort  kdbench's ``train_cohort``, all methods in one cohort (one batch
           stream, one teacher forward per batch).
 
@@ -51,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import itertools
 import json
 import os
@@ -69,9 +73,11 @@ import torch.nn.functional as F
 from methods import (Batch, BuildContext, HyperparameterError, UnknownMethodError, build_method,
                      validate_method)
 
+from .config import ConfigError
+from .grid import environment as grid_environment, pick_device, probe
 from .data import CIFAR100_MEAN, CIFAR100_STD, DataError, InMemoryData, load_dataset
 from .models import UnknownModelError, create_model
-from .train import Recipe, StudentRun, freeze, seed_for, train_cohort
+from .train import FastPaths, Recipe, StudentRun, freeze, seed_for, train_cohort
 
 DEFAULT_METHODS = "vanilla,kd,fitnet,at,rkd,crd,triplet"
 DEFAULT_PAIR = "resnet32x4:resnet8x4"
@@ -81,66 +87,13 @@ FULL = {"steps": 20, "warmup": 3, "repeats": 3, "image_size": 32}
 QUICK = {"steps": 3, "warmup": 1, "repeats": 3, "image_size": 16}
 TARGETS = {"cohort_over_solo": 2.0, "solo_over_plain": 1.0}
 
-# kdbench's fast paths, as they will be switched on for the harness (solo and
-# cohort; the plain loop stays fp32 / NCHW / eager, the RepDistiller way).
-# None exists in train_cohort yet: every value must stay as below until it
-# does; then map the flag to train_cohort's argument in ``harness_kwargs``.
-FAST_PATHS_OFF: dict[str, Any] = {
-    "dtype": "fp32",                   # "bf16": autocast of the student/teacher forwards
-    "channels_last": False,            # models and batches in torch.channels_last
-    "compile": False,                  # torch.compile of the student/teacher
-    "teacher_inference_mode": False,   # teacher under torch.inference_mode instead of no_grad
-}
-
-
 def harness_kwargs(fast: dict[str, Any]) -> dict[str, Any]:
-    """``train_cohort`` keyword arguments for the fast-path flags ``fast`` (none exist yet)."""
-    unknown = set(fast) - set(FAST_PATHS_OFF)
-    if unknown:
-        raise ValueError(f"unknown fast-path flags: {sorted(unknown)}")
-    on = {k: v for k, v in fast.items() if v != FAST_PATHS_OFF[k]}
-    if on:
-        raise NotImplementedError(f"train_cohort has no fast paths yet; cannot switch on {on}")
-    return {}
+    """``train_cohort`` keyword arguments for the resolved fast-path flags (``FastPaths.resolve``).
 
-
-# probe / pick_device / environment mirror the grid runner's (kept here so this file depends only on
-# the harness: benchmarks.train, benchmarks.data, benchmarks.models, methods)
-
-def probe(model: torch.nn.Module, input_shape, device, preact: bool):
-    """One eval-mode forward on zeros: real feature shapes for sizing a method's adapters, no state change."""
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        out = model.forward_kd(torch.zeros(2, *input_shape, device=device), preact=preact)
-    model.train(was)
-    return out
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise SystemExit(f"error: bad --device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {name}: CUDA is not available on this machine; use --device cpu")
-    return device
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    env = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-           "device": str(device), "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-           "cpu_model": cpu_model()}
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-    try:
-        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                           cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        env["git_commit"] = None
-    return env
+    The harness (solo and cohort) runs with these; the plain loop always runs fp32, NCHW, eager, with its
+    teacher under ``no_grad`` (the RepDistiller way).
+    """
+    return {"fast": dict(fast)}
 
 
 def log(msg: str) -> None:
@@ -221,8 +174,12 @@ class Setup:
         torch.manual_seed(seed_for(args.seed, "teacher", self.teacher_name))
         self.teacher = freeze(create_model(self.teacher_name, num_classes=data.num_classes).to(device))
         self.teacher_probe = probe(self.teacher, data.input_shape, device, True)
+        # train_cohort converts the teacher to channels_last in place when that fast path is on: the plain
+        # loop keeps its own NCHW copy
+        self.plain_teacher = copy.deepcopy(self.teacher)
         self.recipe = Recipe(epochs=1, batch_size=args.batch_size, lr_decay_epochs=[])
-        self.fast = dict(FAST_PATHS_OFF)
+        self.fast = FastPaths(args.amp, args.channels_last, args.teacher_inference_mode,
+                              args.compile).resolve(device)
 
     def build(self, method_name: str):
         """(student, method) exactly as ``GridRunner.run_cohort`` builds them."""
@@ -374,7 +331,7 @@ def time_plain(setup: Setup, method_name: str, warmup: int, steps: int,
     """Seconds for ``steps`` steps (after ``warmup``) of the plain loop training ``method_name``."""
     device, args = setup.device, setup.args
     model, method = setup.build(method_name)
-    teacher = setup.teacher
+    teacher = setup.plain_teacher
     needs = plain_needs(setup, method)
     if timers is not None:
         timers.instrument_models(teacher, model, method)
@@ -686,10 +643,10 @@ def render(args, summary, memory, env, reductions, fast, layouts, wall_s) -> str
         f"device {device_desc}; torch {env['torch']}, python {env['python']}; plain loop: DataLoader "
         f"num_workers={args.workers}.",
         "",
-        "fast paths: " + ", ".join(f"{k} {('no' if v is False else v)}" for k, v in fast.items()) + ".",
+        "harness fast paths: " + ", ".join(f"{k} {('no' if v is False else v)}" for k, v in fast.items()) + ".",
         "",
-        f"input layout: harness batches {layouts['harness']} (as its on-device crop leaves them), plain "
-        f"batches {layouts['plain']}; model weights {layouts['weights']} in both.",
+        f"input layout: harness batches {layouts['harness']}, model weights {layouts['harness_weights']}; "
+        f"plain batches {layouts['plain']}, model weights {layouts['plain_weights']}.",
         "",
     ]
     if reductions:
@@ -748,6 +705,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="plain loop DataLoader workers (default: 8 on CUDA; on CPU 0 with "
                                                "<= 2 cores, else 2)")
     p.add_argument("--seed", type=int, default=0)
+    fast = p.add_argument_group("harness fast paths (benchmarks.train.FastPaths; auto = on for CUDA, off on CPU; "
+                                "the plain loop is always fp32, NCHW, eager)")
+    fast.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp32"], help="autocast dtype")
+    fast.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
+    fast.add_argument("--teacher-inference-mode", default="auto", choices=["auto", "on", "off"])
+    fast.add_argument("--compile", action="store_true", help="torch.compile every model's forward (opt-in; "
+                                                             "give --warmup enough steps to absorb compile time)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     p.add_argument("--breakdown", action="store_true",
                    help="then time the parts of the step (data, teacher, student forward, losses, backward, "
@@ -779,13 +743,13 @@ def resolve(args) -> list[str]:
     if args.num_train is None and args.dataset == "synthetic":
         args.num_train = SYNTHETIC_TRAIN
     if args.pair.count(":") != 1:
-        raise SystemExit(f"error: --pair must be teacher:student, got {args.pair!r}")
+        raise ConfigError(f"--pair must be teacher:student, got {args.pair!r}")
     args.teacher, args.student = (s.strip() for s in args.pair.split(":"))
     args.method_list = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not args.method_list:
-        raise SystemExit("error: --methods is empty")
+        raise ConfigError("--methods is empty")
     if min(args.steps, args.repeats, args.batch_size) < 1 or args.warmup < 0:
-        raise SystemExit("error: --steps, --repeats and --batch-size must be >= 1, --warmup >= 0")
+        raise ConfigError("--steps, --repeats and --batch-size must be >= 1, --warmup >= 0")
     return reductions
 
 
@@ -793,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return _main(argv)
-    except (DataError, UnknownModelError, UnknownMethodError, HyperparameterError) as e:
+    except (ConfigError, DataError, UnknownModelError, UnknownMethodError, HyperparameterError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -816,16 +780,19 @@ def _main(argv: list[str]) -> int:
     t_start = time.perf_counter()
     data = load_data(args)
     if (args.warmup + args.steps) * args.batch_size > data.num_train:
-        raise SystemExit(f"error: {args.warmup + args.steps} steps of {args.batch_size} need more than the "
+        raise ConfigError(f"{args.warmup + args.steps} steps of {args.batch_size} need more than the "
                          f"{data.num_train} training images")
     c, h, w = data.input_shape
     args.data_desc = f"{args.dataset} {h}x{w} uint8 ({data.num_train} train images, {data.num_classes} classes, " \
                      f"crop pad {data.pad}, flip {'yes' if data.flip else 'no'})"
-    env = environment(device)
+    env = {**grid_environment(device), "cpu_model": cpu_model()}
     setup = Setup(args, data, device)
     fast = {"device": str(device), **setup.fast}  # what the harness ran with (the plain loop: always fp32 eager)
     x = next(data.epoch_batches(args.batch_size, torch.Generator().manual_seed(0), device))[0]
-    layouts = {"harness": layout(x), "plain": "contiguous NCHW (ToTensor + default collate)", "weights": "NCHW"}
+    cl = bool(fast.get("channels_last"))
+    layouts = {"harness": "channels_last (fast path)" if cl else f"{layout(x)} (as its on-device crop leaves them)",
+               "harness_weights": "channels_last" if cl else "NCHW",
+               "plain": "contiguous NCHW (ToTensor + default collate)", "plain_weights": "NCHW"}
     log(f"speed: {args.teacher} -> {args.student}, {args.data_desc}, methods {', '.join(args.method_list)}, "
         f"{args.repeats} x ({args.warmup} + {args.steps} steps of {args.batch_size}) on {device}")
 

@@ -57,8 +57,10 @@ class FastPaths:
     teacher_inference_mode: run the teacher under ``torch.inference_mode`` (outputs are then
         cloned once so methods may save them for backward) instead of ``no_grad``.
     compile: ``torch.compile`` each model's ``forward_kd`` (opt-in: compile time per model).
-    On the CPU none of these is on by default: bf16 autocast and channels_last make CPU
-    convolutions slower on the machines we measured, and exactness (bitwise cohort == solo) matters.
+    On the CPU none is on by default: CPU bf16 autocast trades accuracy for no reliable speed-up,
+    and runs stay in the reference fp32 arithmetic. (channels_last measured neutral to slightly
+    faster on our 2-core CPU with ``python -m benchmarks.speed --channels-last on``.) None of the
+    CUDA defaults has been measured on a GPU yet: no GPU was available to this project so far.
     """
 
     amp: str = "auto"

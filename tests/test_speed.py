@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
 import torch
 
 from benchmarks import speed
@@ -27,7 +26,7 @@ def test_speed_writes_table_and_json(tmp_path, capsys):
         assert all(re.fullmatch(number, c) for c in cells[1:4]), row
         assert float(cells[3]) > 0
     assert "cohort/solo" in md and "images/s = (training images stepped, per student)" in md
-    assert "fast paths: device cpu, dtype fp32, channels_last no, compile no" in md
+    assert "harness fast paths: device cpu, amp fp32, channels_last no, teacher_inference_mode no, compile no" in md
 
     rec = json.loads((out / "speed.json").read_text())
     assert {"config", "data", "quick_reductions", "fast_paths", "throughput_definition", "environment",
@@ -39,7 +38,9 @@ def test_speed_writes_table_and_json(tmp_path, capsys):
     assert {"plain_img_s", "solo_img_s", "cohort_img_s", "cohort_over_solo", "cohort_over_plain",
             "solo_over_plain"} <= set(rec["results"]["overall"])
     assert len(rec["raw_seconds"]["cohort"]) == 1 and len(rec["raw_seconds"]["plain"]["kd"]) == 1
-    assert rec["fast_paths"]["compile"] is False and rec["quick_reductions"] == []
+    assert rec["fast_paths"] == {"device": "cpu", "amp": "fp32", "channels_last": False,
+                                 "teacher_inference_mode": False, "compile": False}
+    assert rec["quick_reductions"] == []
     # triplet's plain loop loads a negative image per sample, as the authors' dataset does
     assert rec["plain_data_needs"]["triplet"]["negatives"] is True
 
@@ -54,10 +55,18 @@ def test_plain_dataset_supplies_what_methods_draw():
     assert bool((labels[torch.as_tensor(sample[1:])] != target).all())
 
 
-def test_fast_paths_are_off_until_the_harness_has_them():
-    assert speed.harness_kwargs(dict(speed.FAST_PATHS_OFF)) == {}
-    with pytest.raises(NotImplementedError):
-        speed.harness_kwargs({**speed.FAST_PATHS_OFF, "compile": True})
+def test_fast_path_flags_reach_the_harness(tmp_path):
+    """--channels-last on: the harness runs channels_last and the record says so."""
+    out = tmp_path / "cl"
+    argv = TINY + ["--methods", "kd", "--no-memory", "--channels-last", "on", "--out", str(out)]  # last wins
+    assert speed.main(argv) == 0
+    rec = json.loads((out / "speed.json").read_text())
+    assert rec["fast_paths"]["channels_last"] is True and rec["fast_paths"]["amp"] == "fp32"
+    assert rec["input_layouts"]["harness_weights"] == "channels_last"
+    args = speed.build_parser().parse_args(TINY + ["--channels-last", "on"])
+    speed.resolve(args)
+    assert speed.harness_kwargs(speed.FastPaths(args.amp, args.channels_last, args.teacher_inference_mode,
+                                                args.compile).resolve(torch.device("cpu")))["fast"]["channels_last"]
 
 
 def test_memory_probe_reports_an_increase():
