@@ -40,8 +40,28 @@ BAD_INPUT = [
 ]
 
 
+def _write_checkpoints(tmp_path):
+    from benchmarks.models import create_model
+
+    torch.save({"model": create_model("resnet8", num_classes=100).state_dict()}, tmp_path / "c100.pth")
+    (tmp_path / "junk.pth").write_bytes(b"\x00 not a checkpoint")
+
+
+BAD_INPUT += [
+    # a CIFAR-100 teacher for the 10-class digits: incompatible class counts
+    (["--teacher-ckpt", "resnet8={tmp}/c100.pth", "--pairs", "resnet8:resnet8", "--epochs", "1"],
+     "error: {tmp}/c100.pth: shapes differ from CifarResNet at fc.weight ((100, 64) vs (10, 64)); "
+     "check the architecture name and the class count"),
+    (["--teacher-ckpt", "resnet8={tmp}/junk.pth", "--pairs", "resnet8:resnet8", "--epochs", "1"],
+     "error: teacher checkpoint {tmp}/junk.pth is unreadable"),
+]
+
+
 @pytest.mark.parametrize("argv,message", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
 def test_bad_input_is_one_clear_line_and_exit_2(capsys, tmp_path, argv, message):
+    _write_checkpoints(tmp_path)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    message = message.replace("{tmp}", str(tmp_path))
     code, out, err = run_cli(capsys, "--results", str(tmp_path), "--quiet", *argv)
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]

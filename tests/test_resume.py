@@ -141,12 +141,16 @@ def test_truncated_record_is_redone_and_nothing_else_is_touched(reference, capsy
     assert_same_as_reference(ref, results / "badrec")
 
 
-def test_two_runners_never_train_the_same_run(reference):
+def test_two_runners_never_train_the_same_run(reference, tmp_path):
     results, _ = reference
-    extra = ("--seeds", "0,1,2", "--epochs", "2")  # three short cohorts to share out
+    # three short cohorts to share out, and a teacher neither has yet: both race for it
+    extra = ("--seeds", "0,1,2", "--epochs", "2", "--teacher-dir", str(tmp_path / "teachers"))
     procs = [spawn(results, "two", None, *extra) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
+    teacher_lines = [line for _, err in outs for line in err.splitlines() if line.startswith("teacher resnet8:")]
+    assert sum("training" in line for line in teacher_lines) == 1  # one trains it ...
+    assert sum("cached" in line for line in teacher_lines) <= 1  # ... the other waits and reuses it
     started = [line.split()[1].rstrip(":") for _, err in outs for line in err.splitlines() if line.startswith("run ")]
     expected = {f"{m}__resnet8-resnet8__s{s}" for m in METHODS.split(",") for s in (0, 1, 2)}
     assert sorted(started) == sorted(expected)  # each run started exactly once, by one of the two
