@@ -6,13 +6,12 @@ adaptive so any input from 8x8 up works.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import KDModel, ModelOutput, register_model
+from .registry import KDModel, ModelOutput, register_model, he_fan_out_init
 
 # expansion t (None = the model's T), output channels c, repeats n, first stride s
 SETTINGS = [
@@ -78,16 +77,7 @@ class MobileNetV2(KDModel):
         self.feature_channels = [int(32 * width_mult)] + [stage_channels[i] for i in FEATURE_STAGES]
         self.embedding_dim = self.last_channel
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        he_fan_out_init(self, linear_std=0.01, linear_zero_bias=True)
 
     def forward_kd(self, x: torch.Tensor, preact: bool = False) -> ModelOutput:
         out = self.conv1(x)

@@ -23,6 +23,7 @@ __all__ = [
     "create_model",
     "list_models",
     "UnknownModelError",
+    "he_fan_out_init",
 ]
 
 
@@ -54,6 +55,30 @@ class KDModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_kd(x).logits
+
+
+def he_fan_out_init(model: nn.Module, linear_std: float | None = None, linear_zero_bias: bool = False) -> None:
+    """RepDistiller's initialisation, shared by its model files.
+
+    Conv weights ~ N(0, 2 / fan_out) (He, fan-out mode) and conv biases 0; BN weight 1, bias 0;
+    Linear weights ~ N(0, linear_std) when given (vgg, MobileNetV2: 0.01), else PyTorch's default;
+    Linear biases 0 when ``linear_zero_bias``. Modules are visited in ``model.modules()`` order, so
+    the random draws are the reference's.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            if linear_std is not None:
+                nn.init.normal_(m.weight, 0.0, linear_std)
+            if linear_zero_bias:
+                nn.init.zeros_(m.bias)
 
 
 class UnknownModelError(KeyError):

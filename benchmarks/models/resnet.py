@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import KDModel, ModelOutput, register_model
+from .registry import KDModel, ModelOutput, register_model, he_fan_out_init
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -109,12 +109,7 @@ class CifarResNet(KDModel):
         self.feature_channels = [widths[0]] + [w * block_cls.expansion for w in widths[1:]]
         self.embedding_dim = widths[3] * block_cls.expansion
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_fan_out_init(self)
 
     def _make_stage(self, block_cls, planes: int, n: int, stride: int) -> nn.Sequential:
         cout = planes * block_cls.expansion

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import KDModel, ModelOutput, register_model
+from .registry import KDModel, ModelOutput, register_model, he_fan_out_init
 from .resnet import run_stages
 
 
@@ -79,12 +79,7 @@ class ResNetV2(KDModel):
         self.feature_channels = [64] + [p * block.expansion for p in (64, 128, 256, 512)]
         self.embedding_dim = 512 * block.expansion
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_fan_out_init(self)
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, Bottleneck):

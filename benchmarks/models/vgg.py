@@ -8,13 +8,12 @@ from 8x8 up work; the head is a global average pool and one linear layer.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import KDModel, ModelOutput, register_model
+from .registry import KDModel, ModelOutput, register_model, he_fan_out_init
 
 CFG = {
     "S": [[64], [128], [256], [512], [512]],
@@ -54,17 +53,7 @@ class VGG(KDModel):
         self.feature_channels = [c[-1] for c in cfg]
         self.embedding_dim = cfg[-1][-1]
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        he_fan_out_init(self, linear_std=0.01, linear_zero_bias=True)
 
     def forward_kd(self, x: torch.Tensor, preact: bool = False) -> ModelOutput:
         pool_after_block3 = x.shape[2] >= 64

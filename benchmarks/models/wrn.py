@@ -6,13 +6,12 @@ Zagoruyko & Komodakis, dropout 0; same layers, parameter counts and
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import KDModel, ModelOutput, register_model
+from .registry import KDModel, ModelOutput, register_model, he_fan_out_init
 
 
 class BasicBlock(nn.Module):
@@ -77,15 +76,7 @@ class WideResNet(KDModel):
         self.feature_channels = list(ch)
         self.embedding_dim = ch[3]
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        he_fan_out_init(self, linear_zero_bias=True)
 
     def forward_kd(self, x: torch.Tensor, preact: bool = False) -> ModelOutput:
         # Features are the raw (pre-activation) stage outputs, as in RepDistiller; the
