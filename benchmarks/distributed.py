@@ -50,7 +50,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from methods import Batch, BuildContext, build_method, method_class
 
-from . import records
+from . import checkpoints, records
 from .config import ConfigError, parse_pair, student_recipe, teacher_recipe
 from .data import load_dataset
 from .models import create_model
@@ -355,30 +355,45 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
     if runner.fast["channels_last"]:  # before DDP builds its gradient buckets (train_cohort would do it after)
         model.to(memory_format=torch.channels_last)
     run = DistributedRun(spec.run_id, model, method, recipe, spec.seed, device)
+    data_generator = torch.Generator().manual_seed(seed_for(spec.seed, "data"))
+    ckpt_path = rank_checkpoint(runner, spec, rank)
+    resumed = resume_all_ranks(run, data_generator, ckpt_path, runner.fingerprint_of(spec), world, log)
     if rank == 0:
         runner.data, runner.env = data, {**environment(device), "world_size": world, "backend": backend}
         runner.write_grid()
         rec = runner.new_record(spec, teacher_info, method, model)
-        rec["config"].update(cohort=False, checkpoint_every=0)  # (no checkpoints: a failed run restarts)
+        rec["config"].update(cohort=False)
         rec["config"]["distributed"] = {"world_size": world, "backend": backend, "rank_batch_size":
                                         recipe.batch_size // world, "approximate": cfg["distributed_approximate"]}
         records.write_json(records.record_path(runner.results_dir, spec.run_id), rec)
-        records.metrics_path(runner.results_dir, spec.run_id).unlink(missing_ok=True)
+        metrics = records.metrics_path(runner.results_dir, spec.run_id)
+        metrics.unlink(missing_ok=True)
+        for entry in run.history:  # the log restarts from what the checkpoint holds
+            records.append_jsonl(metrics, entry)
         log(f"{spec.run_id}: {world} x {device.type} ({backend}), global batch {recipe.batch_size} "
-            f"-> {runner.results_dir}")
+            f"-> {runner.results_dir}" + (f"; resuming after epoch {run.epochs_done}" if resumed else ""))
 
     def on_epoch_end(epoch, runs):
-        if rank == 0 and run.error is None:
+        if run.error is not None:
+            return
+        if rank == 0:
             h = run.history[-1]
             records.append_jsonl(records.metrics_path(runner.results_dir, spec.run_id), h)
             if not args.quiet:
                 log(f"epoch {h['epoch']}/{recipe.epochs}: loss {h['loss']:.4f}, test top-1 {h['test_top1']:.2f}, "
                     f"{h['images_per_s']:.0f} img/s")
+        every = runner.checkpoint_every
+        if every and (epoch + 1) % every == 0 and epoch + 1 < recipe.epochs:
+            # every rank keeps its own state: the model and optimizer are equal across ranks, but each
+            # rank's method RNG (and an approximate method's memory) is its own
+            checkpoints.atomic_torch_save({"run": run.state_dict(), "data_generator": data_generator.get_state(),
+                                           "fingerprint": runner.fingerprint_of(spec), "world": world},
+                                          ckpt_path, keep_previous=True)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     train_cohort([run], ShardedData(data, rank, world), device, teacher=teacher, fast=runner.fast,
-                 data_generator=torch.Generator().manual_seed(seed_for(spec.seed, "data")), on_epoch_end=on_epoch_end)
+                 data_generator=data_generator, on_epoch_end=on_epoch_end)
     if run.error is not None:
         if rank == 0:  # logs it and records it
             runner.fail(spec, rec, run.error, getattr(run, "error_at", None), run)
@@ -390,7 +405,39 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
         if not args.no_report:
             runner.write_report()
     dist.barrier()
+    checkpoints.remove(ckpt_path)
     return 0
+
+
+def rank_checkpoint(runner: GridRunner, spec: RunSpec, rank: int):
+    return runner.checkpoint_path(spec).with_name(f"{spec.run_id}.rank{rank}.ckpt.pt")
+
+
+def resume_all_ranks(run, data_generator, path, fingerprint: str, world: int, log) -> bool:
+    """Restore every rank from the newest epoch that all ranks have a readable checkpoint of.
+
+    Each rank keeps two generations; a kill while ranks were writing leaves them one epoch apart,
+    so the ranks agree (all_gather) on the newest epoch they share, or start over together.
+    """
+    states = {}
+    for candidate in (path, path.with_name(path.name + ".prev")):
+        if candidate.exists():
+            try:
+                state = torch.load(candidate, map_location="cpu", weights_only=False)
+            except Exception as e:  # truncated or damaged: not trusted
+                print(f"checkpoint {candidate} is unreadable ({type(e).__name__}); ignoring it", file=sys.stderr)
+                continue
+            if state.get("fingerprint") == fingerprint and state.get("world") == world:
+                states[state["run"]["epochs_done"]] = state
+    epochs: list[list[int]] = [[] for _ in range(world)]
+    dist.all_gather_object(epochs, sorted(states))
+    common = set(epochs[0]).intersection(*map(set, epochs[1:]))
+    if not common:
+        return False
+    state = states[max(common)]
+    run.load_state_dict(state["run"])
+    data_generator.set_state(state["data_generator"])
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -274,3 +274,38 @@ def test_image_folder_ranks_decode_only_their_slices(tmp_path):
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
     worker(Path(sys.argv[2]))
+
+
+def _torchrun_raw(*args: str, env_extra: dict | None = None, timeout: int = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
+           "MASTER_ADDR": "127.0.0.1", "PYTHONWARNINGS": "ignore", **(env_extra or {})}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
+           "--master-addr=127.0.0.1", f"--master-port={free_port()}", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_ddp_run_killed_in_a_checkpoint_write_resumes_bitwise(ddp_out, tmp_path):
+    """triplet draws its negatives from each rank's own RNG: the resume must restore every rank's state."""
+    flags = ["-m", "benchmarks.distributed", "--method", "triplet", "--pair", "resnet8:resnet8", "--epochs", "4",
+             "--teacher-ckpt", f"resnet8={ddp_out / 'teacher.pt'}", "--quiet", "--no-report"]
+    ref = _torchrun_raw(*flags, "--results", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    # each rank dies (SIGKILL) in the middle of its 2nd checkpoint write, after epoch 2
+    killed = _torchrun_raw(*flags, "--results", str(tmp_path / "killed"),
+                           env_extra={"KDBENCH_TEST_KILL_IN_CHECKPOINT_WRITE": "2"})
+    assert killed.returncode != 0
+    runs = next((tmp_path / "killed").glob("*/runs"))
+    assert sorted(p.name for p in runs.glob("*.rank*.ckpt.pt")) == [
+        "triplet__resnet8-resnet8__s0.rank0.ckpt.pt", "triplet__resnet8-resnet8__s0.rank1.ckpt.pt"]
+    resumed = _torchrun_raw(*flags, "--results", str(tmp_path / "killed"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming after epoch 1" in resumed.stderr
+    assert not list(runs.glob("*.ckpt.pt*"))  # removed once the run is complete
+    a = torch.load(next((tmp_path / "ref").glob("*/runs/*.student.pt")), weights_only=False)
+    b = torch.load(next(runs.glob("*.student.pt")), weights_only=False)
+    for k in a["student"]:
+        assert torch.equal(a["student"][k], b["student"][k]), k
+    ra = records.read_json(next((tmp_path / "ref").glob("*/runs/*s0.json")))
+    rb = records.read_json(next(runs.glob("*s0.json")))
+    strip = lambda h: [{k: v for k, v in e.items() if "time" not in k and k != "images_per_s"} for e in h]  # noqa
+    assert strip(ra["history"]) == strip(rb["history"]) and len(rb["history"]) == 4
