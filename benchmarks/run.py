@@ -88,6 +88,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     """Preset + flags -> one validated config; raises one of BAD_INPUT with a clear message."""
     cfg = load_preset(args.preset)
     base_protocol = fingerprint(protocol(cfg))
+    base_dataset = cfg["dataset"]
     if args.dataset:
         cfg["dataset"] = args.dataset
     if args.methods:
@@ -130,7 +131,10 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     cfg["pairs"] = [f"{t}:{s}" for t, s in pairs]
     cfg.setdefault("teacher_seed", 0)
     changed = fingerprint(protocol(cfg)) != base_protocol
-    cfg["grid"] = args.grid or (f"{cfg['preset']}-{fingerprint(protocol(cfg), 8)}" if changed else cfg["preset"])
+    # a grid named after its preset (or its dataset, when that was overridden), plus a hash of the
+    # protocol when flags changed it: records made under different protocols never share a folder
+    stem = cfg["preset"] if cfg["dataset"] == base_dataset else f"{cfg['preset']}-{cfg['dataset']}"
+    cfg["grid"] = args.grid or (f"{stem}-{fingerprint(protocol(cfg), 8)}" if changed else stem)
     return cfg
 
 
