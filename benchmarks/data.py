@@ -248,9 +248,12 @@ def list_datasets() -> list[str]:
     return list(DATASETS)
 
 
-def load_dataset(name: str, **options) -> InMemoryData:
+def dataset_loader(name: str):
     try:
-        loader = DATASETS[name]
+        return DATASETS[name]
     except KeyError:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}") from None
-    return loader(**options)
+
+
+def load_dataset(name: str, **options) -> InMemoryData:
+    return dataset_loader(name)(**options)

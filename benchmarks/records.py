@@ -131,14 +131,3 @@ def iter_records(results_dir: Path) -> Iterator[dict]:
         except (CorruptRecordError, OSError) as e:
             yield {"run_id": path.name[: -len(RECORD_SUFFIX)], "status": "corrupt",
                    "error": {"type": type(e).__name__, "message": str(e)}}
-
-
-def is_complete(results_dir: Path, rid: str) -> bool:
-    path = record_path(results_dir, rid)
-    if not path.exists():
-        return False
-    try:
-        rec = read_json(path)
-    except CorruptRecordError:
-        return False
-    return rec.get("status") == "complete" and rec.get("schema") == SCHEMA_VERSION

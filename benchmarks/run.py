@@ -18,7 +18,7 @@ from methods import HyperparameterError, UnknownMethodError, check_override_keys
 
 from .config import (ConfigError, apply_set, check_config, fingerprint, list_presets, load_preset, parse_pair,
                      protocol, student_recipe, teacher_recipe)
-from .data import DataError, list_datasets
+from .data import DataError, dataset_loader, list_datasets
 from .grid import GridRunner, RunSpec, expand, parse_shard, shard
 from .models import UnknownModelError, create_model, list_models
 from .teachers import TeacherError
@@ -107,8 +107,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     check_config(cfg)
     if cfg["methods"] == ["all"]:
         cfg["methods"] = list_methods()
-    if cfg["dataset"] not in list_datasets():
-        raise DataError(f"unknown dataset {cfg['dataset']!r}; known datasets: {', '.join(list_datasets())}")
+    dataset_loader(cfg["dataset"])  # an unknown dataset fails here, before any work
     overrides = cfg.get("method", {})
     check_override_keys(overrides)
     resolved = {m: validate_method(m, overrides) for m in cfg["methods"]}
@@ -125,8 +124,6 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
                 create_model(name)  # raises UnknownModelError listing the known models
         student_recipe(cfg, s)
         teacher_recipe(cfg, t)
-    if any(s < 0 for s in cfg["seeds"]):
-        raise ConfigError("seeds must be non-negative")
     cfg["resolved_methods"] = resolved
     cfg["pairs"] = [f"{t}:{s}" for t, s in pairs]
     cfg.setdefault("teacher_seed", 0)
