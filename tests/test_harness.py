@@ -100,6 +100,19 @@ def test_cohort_equals_solo_runs_bitwise(small_digits, teacher):
         assert_bitwise_equal(in_cohort, solo)
 
 
+def test_foreach_optimizer_gives_the_per_parameter_loops_bits(small_digits, teacher):
+    """StudentRun's SGD runs foreach (faster on CPU); its updates equal PyTorch's per-parameter loop bit for bit."""
+    fast, = make_runs(["fitnet"], small_digits, teacher)  # fitnet: the method's regressor is stepped too
+    assert all(g["foreach"] is True for g in fast.optimizer.param_groups)
+    loop, = make_runs(["fitnet"], small_digits, teacher)
+    for g in loop.optimizer.param_groups:
+        g["foreach"] = False
+    train([fast], small_digits, teacher)
+    train([loop], small_digits, teacher)
+    assert_bitwise_equal(fast, loop)
+    assert metrics(fast) == metrics(loop)
+
+
 def test_history_records_every_term_and_accuracy(small_digits, teacher):
     run = train(make_runs(["rkd"], small_digits, teacher, epochs=2), small_digits, teacher)[0]
     assert [h["epoch"] for h in run.history] == [1, 2]
