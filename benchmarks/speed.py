@@ -258,6 +258,43 @@ def time_harness(setup: Setup, method_names: list[str], warmup: int, steps: int,
     return out
 
 
+def time_shared(setup: Setup, warmup: int, steps: int) -> dict[str, Any]:
+    """Seconds for ``steps`` batches (after ``warmup``) of what a cohort does once for all its students:
+    draw and augment the batch, and (``teacher``) run the teacher on it, as ``train_cohort`` does
+    (same fast paths, same ``no_grad``/``inference_mode`` and clone). No student, no method.
+
+    Returns ``{"data": s, "teacher": s}`` where ``teacher`` excludes the data time.
+    """
+    from .train import _autocast, _detach_clone
+
+    device, fast = setup.device, setup.fast
+    teacher = setup.teacher
+    if fast["channels_last"]:
+        teacher.to(memory_format=torch.channels_last)
+    no_grad = torch.inference_mode if fast["teacher_inference_mode"] else torch.no_grad
+    batches = setup.data.epoch_batches(setup.args.batch_size,
+                                       torch.Generator().manual_seed(seed_for(setup.args.seed, "data")), device)
+    data_s = teacher_s = 0.0
+    for i in range(warmup + steps):
+        sync(device)
+        t0 = time.perf_counter()
+        x = next(batches)[0]
+        if fast["channels_last"]:
+            x = x.contiguous(memory_format=torch.channels_last)
+        sync(device)
+        t1 = time.perf_counter()
+        with no_grad(), _autocast(device, fast):
+            out = teacher.forward_kd(x, preact=True)
+        if fast["teacher_inference_mode"]:
+            out = _detach_clone(out)
+        sync(device)
+        t2 = time.perf_counter()
+        if i >= warmup:
+            data_s += t1 - t0
+            teacher_s += t2 - t1
+    return {"data": data_s, "teacher": teacher_s}
+
+
 # --- (a): the plain RepDistiller-style loop ----------------------------------------------------
 
 class PlainDataset(torch.utils.data.Dataset):
@@ -618,13 +655,44 @@ def summarise(args, raw: dict[str, Any]) -> dict[str, Any]:
         "cohort_over_solo": statistics.median([c / s for c, s in zip(cohort, solo_all)]),
         "cohort_over_plain": statistics.median([c / p for c, p in zip(cohort, plain_all)]),
     }
+    if raw.get("shared"):
+        overall.update(cohort_bound(args, raw))
     return {"methods": rows, "overall": overall}
+
+
+def cohort_bound(args, raw: dict[str, Any]) -> dict[str, Any]:
+    """What sharing alone can give: the solo runs' total time minus the work a cohort does once instead of
+    once per run (M - 1 batch draws, U - 1 teacher forwards, U = the methods that use the teacher), per
+    repeat, with the shared parts timed in the same repeat; medians over the repeats.
+
+    ``cohort_over_solo_bound`` = solo time / (solo time - saved): the cohort/solo ratio if the cohort's
+    students ran exactly as fast as solo ones. It is what limits the cohort's gain, whatever the loop does.
+    """
+    from methods import method_class
+
+    methods = args.method_list
+    users = sum(any(method_class(part).needs_teacher for part in m.split("+")) for m in methods)
+    S = args.steps
+    bounds, saved_share, teacher_ms, data_ms = [], [], [], []
+    for r, shared in enumerate(raw["shared"]):
+        solo = sum(raw["solo"][m][r] for m in methods)
+        saved = (len(methods) - 1) * shared["data"] + max(users - 1, 0) * shared["teacher"]
+        bounds.append(solo / (solo - saved))
+        saved_share.append(saved / solo)
+        teacher_ms.append(1000 * shared["teacher"] / S)
+        data_ms.append(1000 * shared["data"] / S)
+    return {"teacher_forward_ms": statistics.median(teacher_ms), "batch_ms": statistics.median(data_ms),
+            "teacher_users": users, "saved_share_of_solo": statistics.median(saved_share),
+            "cohort_over_solo_bound": statistics.median(bounds)}
 
 
 def best_of(raw: dict[str, Any]) -> dict[str, Any]:
     """``raw`` reduced to the fastest repeat of every configuration (what the machine does unloaded)."""
-    return {"plain": {m: [min(v)] for m, v in raw["plain"].items()},
-            "solo": {m: [min(v)] for m, v in raw["solo"].items()}, "cohort": [min(raw["cohort"])]}
+    out = {"plain": {m: [min(v)] for m, v in raw["plain"].items()},
+           "solo": {m: [min(v)] for m, v in raw["solo"].items()}, "cohort": [min(raw["cohort"])]}
+    if raw.get("shared"):
+        out["shared"] = [{k: min(sh[k] for sh in raw["shared"]) for k in ("data", "teacher")}]
+    return out
 
 
 def render(args, summary, memory, env, reductions, fast, layouts, wall_s) -> str:
@@ -677,6 +745,12 @@ def render(args, summary, memory, env, reductions, fast, layouts, wall_s) -> str
               f"targets: cohort/solo >= {TARGETS['cohort_over_solo']:.1f}: {'met' if met_c else 'NOT met'} "
               f"({o['cohort_over_solo']:.2f}); solo/plain >= {TARGETS['solo_over_plain']:.1f}: met by {n_met} of "
               f"{len(summary['methods'])} methods (all together {o['solo_over_plain']:.2f}).",
+              *([f"what sharing can give: the cohort draws the batch once instead of {len(summary['methods'])} "
+                 f"times ({o['batch_ms']:.0f} ms each) and runs the teacher once instead of {o['teacher_users']} "
+                 f"times ({o['teacher_forward_ms']:.0f} ms per forward, timed alone); that is "
+                 f"{100 * o['saved_share_of_solo']:.0f}% of the solo runs' time, so a cohort whose students "
+                 f"step as fast as solo ones reaches cohort/solo = {o['cohort_over_solo_bound']:.2f} "
+                 f"(measured {o['cohort_over_solo']:.2f})."] if "cohort_over_solo_bound" in o else []),
               f"memory: {memory['note']}",
               f"wall time of the benchmark: {wall_s:.0f} s."]
     return "\n".join(lines) + "\n"
@@ -806,9 +880,10 @@ def _main(argv: list[str]) -> int:
     t_phase = time.perf_counter()
 
     raw: dict[str, Any] = {"plain": {m: [] for m in args.method_list}, "solo": {m: [] for m in args.method_list},
-                           "cohort": [], "cuda_peak_mb": {"solo": {}, "cohort": None}, "plain_needs": {}}
+                           "cohort": [], "shared": [], "cuda_peak_mb": {"solo": {}, "cohort": None},
+                           "plain_needs": {}}
     B, S = args.batch_size, args.steps
-    cycle = [[("plain", m), ("solo", m)] for m in args.method_list] + [[("cohort", None)]]
+    cycle = [[("plain", m), ("solo", m)] for m in args.method_list] + [[("cohort", None), ("shared", None)]]
     for rep in range(args.repeats):
         # a cyclic schedule, rotated by a fraction of a cycle per repeat (the cohort lands at another place
         # each time, never twice in a row) and plain/solo swapped on odd repeats
@@ -816,6 +891,12 @@ def _main(argv: list[str]) -> int:
         schedule = [item for group in cycle[shift:] + cycle[:shift]
                     for item in (reversed(group) if rep % 2 else group)]
         for kind, m in schedule:
+            if kind == "shared":
+                res = time_shared(setup, args.warmup, args.steps)
+                raw["shared"].append(res)
+                log(f"  repeat {rep + 1}/{args.repeats} shared (batch {1000 * res['data'] / S:.0f} ms + teacher "
+                    f"forward {1000 * res['teacher'] / S:.0f} ms per step)")
+                continue
             if kind == "plain":
                 res = time_plain(setup, m, args.warmup, args.steps)
                 raw["plain_needs"][m] = res["needs"]
@@ -882,7 +963,8 @@ def _main(argv: list[str]) -> int:
         "breakdown_ms_per_step": parts,
         "targets": TARGETS,
         "memory": memory,
-        "raw_seconds": {"plain": raw["plain"], "solo": raw["solo"], "cohort": raw["cohort"]},
+        "raw_seconds": {"plain": raw["plain"], "solo": raw["solo"], "cohort": raw["cohort"],
+                        "shared": raw["shared"]},
         "plain_data_needs": raw["plain_needs"],
         "wall_s": wall_s,
         "phases_s": phases,

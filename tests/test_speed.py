@@ -38,6 +38,12 @@ def test_speed_writes_table_and_json(tmp_path, capsys):
     assert {"plain_img_s", "solo_img_s", "cohort_img_s", "cohort_over_solo", "cohort_over_plain",
             "solo_over_plain"} <= set(rec["results"]["overall"])
     assert len(rec["raw_seconds"]["cohort"]) == 1 and len(rec["raw_seconds"]["plain"]["kd"]) == 1
+    # the shared part (batch + teacher forward) is timed in the same repeat, and the bound it implies is printed
+    assert len(rec["raw_seconds"]["shared"]) == 1 and rec["raw_seconds"]["shared"][0]["teacher"] > 0
+    overall = rec["results"]["overall"]
+    assert overall["teacher_users"] == 2 and overall["cohort_over_solo_bound"] > 1
+    assert (f"runs the teacher once instead of 2 times" in md
+            and f"reaches cohort/solo = {overall['cohort_over_solo_bound']:.2f}" in md)
     assert rec["fast_paths"] == {"device": "cpu", "amp": "fp32", "channels_last": False,
                                  "teacher_inference_mode": False, "compile": False}
     assert rec["quick_reductions"] == []
@@ -74,3 +80,19 @@ def test_memory_probe_reports_an_increase():
     speed.resolve(args)
     res = speed.memory_probe(args, "solo:kd")
     assert res["increase_mb"] >= 0 and res["peak_mb"] >= res["base_mb"] > 0
+
+
+def test_cohort_bound_by_hand():
+    """Solo times 1 + 3 + 3 s; batch 0.1 s and teacher 2 s per 10 steps; kd and fitnet use the teacher.
+
+    The cohort saves 2 batch draws and 1 teacher pass: 2 * 0.1 + 2 = 2.2 s of 7 s, so the bound is
+    7 / 4.8 = 1.458333...; per step the teacher takes 200 ms and a batch 10 ms.
+    """
+    args = speed.build_parser().parse_args(["--methods", "vanilla,kd,fitnet", "--steps", "10"])
+    speed.resolve(args)
+    raw = {"solo": {"vanilla": [1.0], "kd": [3.0], "fitnet": [3.0]}, "shared": [{"data": 0.1, "teacher": 2.0}]}
+    got = speed.cohort_bound(args, raw)
+    assert got["teacher_users"] == 2
+    assert abs(got["cohort_over_solo_bound"] - 7 / 4.8) < 1e-12
+    assert abs(got["saved_share_of_solo"] - 2.2 / 7) < 1e-12
+    assert abs(got["teacher_forward_ms"] - 200.0) < 1e-9 and abs(got["batch_ms"] - 10.0) < 1e-9
