@@ -45,8 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-dir", help="teacher cache (default: <results>/teachers)")
     p.add_argument("--teacher-ckpt", action="append", default=[], metavar="ARCH=PATH",
                    help="use this checkpoint as teacher ARCH instead of training one (repeatable)")
-    p.add_argument("--no-cohort", action="store_true",
-                   help="train each run alone instead of one cohort per pair and seed")
+    cohort = p.add_mutually_exclusive_group()
+    # both flags set no_cohort; an explicit default, since argparse takes the first action's (store_false: True)
+    cohort.add_argument("--cohort", dest="no_cohort", action="store_false", default=False,
+                        help="(default) train the methods of each pair and seed as one cohort: one batch stream "
+                             "and one teacher forward per batch for all of them; same results as one by one")
+    cohort.add_argument("--no-cohort", action="store_true",
+                        help="train each run alone instead of one cohort per pair and seed")
     fast = p.add_argument_group("speed (recorded in every run record; auto = on for CUDA, off on the CPU)")
     fast.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp32"], help="autocast dtype")
     fast.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
@@ -146,8 +151,13 @@ def print_listing() -> None:
     print("presets:  " + ", ".join(list_presets()))
 
 
-def print_grid(cfg: dict[str, Any], specs: list[RunSpec]) -> None:
+def print_grid(cfg: dict[str, Any], specs: list[RunSpec], cohorts: bool = True) -> None:
     print(f"grid {cfg['grid']} (preset {cfg['preset']}, dataset {cfg['dataset']}): {len(specs)} runs")
+    if cohorts:
+        print(f"  trained as {len({(s.pair, s.seed) for s in specs})} cohorts (one per pair and seed; "
+              f"--no-cohort: one run at a time)")
+    else:
+        print("  trained one run at a time (--no-cohort)")
     print(f"  methods: {', '.join(cfg['methods'])}")
     print(f"  pairs:   {', '.join(cfg['pairs'])}")
     print(f"  seeds:   {', '.join(map(str, cfg['seeds']))}")
@@ -165,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = resolve(args)
         specs = shard(expand(cfg), *parse_shard(args.shard))
         if args.dry_run:
-            print_grid(cfg, specs)
+            print_grid(cfg, specs, cohorts=not args.no_cohort)
             return 0
         if args.executor or args.workers > 1 or args.gpus:
             from .scaleout import launch

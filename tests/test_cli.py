@@ -87,7 +87,16 @@ def test_dry_run_and_list(capsys):
     code, out, _ = run_cli(capsys, "--dry-run", "--methods", "kd,crd+kd", "--seeds", "0,1")
     assert code == 0
     assert "grid digits (" in out and ": 8 runs" in out  # 2 methods x 2 pairs x 2 seeds; same protocol
+    assert "trained as 4 cohorts (one per pair and seed" in out
     assert "crd+kd__wrn_16_2-wrn_16_1__s1" in out
+    code, out, _ = run_cli(capsys, "--dry-run", "--methods", "kd", "--cohort")
+    assert code == 0 and "trained as 4 cohorts" in out  # --cohort is the default, spelled out
+    code, out, _ = run_cli(capsys, "--dry-run", "--methods", "kd", "--no-cohort")
+    assert code == 0 and "trained one run at a time (--no-cohort)" in out
+    with pytest.raises(SystemExit) as exit_info:  # argparse: usage, then the clash, exit 2
+        main(["--dry-run", "--cohort", "--no-cohort"])
+    assert exit_info.value.code == 2
+    assert "argument --no-cohort: not allowed with argument --cohort" in capsys.readouterr().err
     code, out, _ = run_cli(capsys, "--list")
     assert code == 0 and "triplet" in out and "resnet32x4" in out and "digits" in out and "cifar100" in out
 
