@@ -30,8 +30,15 @@ length per repeat, plain/solo swapped on odd repeats) and the median over
 ``--repeats`` is reported, so load from other processes hits all candidates
 alike (the JSON also has the best-of-repeats figures). One untimed pass of the
 cohort and the plain loop first absorbs the process's one-off start-up cost.
-``--breakdown`` then times the parts of the step (data, teacher forward,
-prepare, student forward, losses, backward, optimizer) of every configuration.
+Each repeat also times the *shared part* alone: drawing and augmenting a batch
+and the teacher forward, as ``train_cohort`` does them once per batch for all
+its students. From it the output states what sharing alone can give: the solo
+runs' total time over that total minus the work a cohort does once instead of
+once per run (M - 1 batch draws, U - 1 teacher forwards for the U methods that
+use the teacher), i.e. cohort/solo if the cohort's students stepped exactly as
+fast as solo ones. ``--breakdown`` then times the parts of the step (data,
+teacher forward, prepare, student forward, losses, backward, optimizer) of
+every configuration.
 
 On CPU the harness's batches come out of its on-device crop channels_last-
 strided (model weights stay NCHW); oneDNN convolutions are faster on them, and
