@@ -77,14 +77,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from methods import (Batch, BuildContext, HyperparameterError, UnknownMethodError, build_method,
+from methods import (Batch, BuildContext, HyperparameterError, UnknownMethodError, build_method, method_class,
                      validate_method)
 
 from .config import ConfigError
 from .grid import environment as grid_environment, pick_device, probe
 from .data import CIFAR100_MEAN, CIFAR100_STD, DataError, InMemoryData, load_dataset
 from .models import UnknownModelError, create_model
-from .train import FastPaths, Recipe, StudentRun, freeze, seed_for, train_cohort
+from .train import FastPaths, Recipe, StudentRun, freeze, seed_for, teacher_outputs, train_cohort
 
 DEFAULT_METHODS = "vanilla,kd,fitnet,at,rkd,crd,triplet"
 DEFAULT_PAIR = "resnet32x4:resnet8x4"
@@ -265,6 +265,11 @@ def time_harness(setup: Setup, method_names: list[str], warmup: int, steps: int,
     return out
 
 
+def uses(method_name: str, need: str) -> bool:
+    """Whether method ``method_name`` (``crd+kd``: any of its parts) has ``need`` (``needs_teacher``, ...)."""
+    return any(getattr(method_class(part), need) for part in method_name.split("+"))
+
+
 def time_shared(setup: Setup, warmup: int, steps: int) -> dict[str, Any]:
     """Seconds for ``steps`` batches (after ``warmup``) of what a cohort does once for all its students:
     draw and augment the batch, and (``teacher``) run the teacher on it, as ``train_cohort`` does
@@ -272,13 +277,11 @@ def time_shared(setup: Setup, warmup: int, steps: int) -> dict[str, Any]:
 
     Returns ``{"data": s, "teacher": s}`` where ``teacher`` excludes the data time.
     """
-    from .train import _autocast, _detach_clone
-
     device, fast = setup.device, setup.fast
     teacher = setup.teacher
     if fast["channels_last"]:
         teacher.to(memory_format=torch.channels_last)
-    no_grad = torch.inference_mode if fast["teacher_inference_mode"] else torch.no_grad
+    preact = any(uses(m, "needs_preact") for m in setup.args.method_list)  # as train_cohort decides it
     batches = setup.data.epoch_batches(setup.args.batch_size,
                                        torch.Generator().manual_seed(seed_for(setup.args.seed, "data")), device)
     data_s = teacher_s = 0.0
@@ -290,10 +293,7 @@ def time_shared(setup: Setup, warmup: int, steps: int) -> dict[str, Any]:
             x = x.contiguous(memory_format=torch.channels_last)
         sync(device)
         t1 = time.perf_counter()
-        with no_grad(), _autocast(device, fast):
-            out = teacher.forward_kd(x, preact=True)
-        if fast["teacher_inference_mode"]:
-            out = _detach_clone(out)
+        teacher_outputs(teacher, x, device, fast, preact)
         sync(device)
         t2 = time.perf_counter()
         if i >= warmup:
@@ -675,10 +675,8 @@ def cohort_bound(args, raw: dict[str, Any]) -> dict[str, Any]:
     ``cohort_over_solo_bound`` = solo time / (solo time - saved): the cohort/solo ratio if the cohort's
     students ran exactly as fast as solo ones. It is what limits the cohort's gain, whatever the loop does.
     """
-    from methods import method_class
-
     methods = args.method_list
-    users = sum(any(method_class(part).needs_teacher for part in m.split("+")) for m in methods)
+    users = sum(uses(m, "needs_teacher") for m in methods)
     S = args.steps
     bounds, saved_share, teacher_ms, data_ms = [], [], [], []
     for r, shared in enumerate(raw["shared"]):

@@ -102,6 +102,17 @@ def _detach_clone(out):
     return replace(out, **{f.name: copy(getattr(out, f.name)) for f in fields(out)})
 
 
+def teacher_outputs(teacher: nn.Module, x: torch.Tensor, device: torch.device, fast: dict[str, Any],
+                    preact: bool):
+    """The frozen teacher's ``ModelOutput`` for batch ``x``, as every student of a cohort receives it:
+    under ``inference_mode`` (then cloned once, so methods may save it for backward) or ``no_grad``, in the
+    fast paths' autocast dtype."""
+    no_grad = torch.inference_mode if fast["teacher_inference_mode"] else torch.no_grad
+    with no_grad(), _autocast(device, fast):
+        out = teacher.forward_kd(x, preact=preact)
+    return _detach_clone(out) if fast["teacher_inference_mode"] else out
+
+
 def seed_for(*parts: Any) -> int:
     """A stable 31-bit seed from any labels (Python's hash() is salted per process)."""
     return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
@@ -326,7 +337,6 @@ def train_cohort(
             r.model.forward_kd = torch.compile(r.model.forward_kd)
     if teacher is not None and fast["channels_last"]:
         teacher.to(memory_format=torch.channels_last)
-    no_grad = torch.inference_mode if fast["teacher_inference_mode"] else torch.no_grad
     for epoch in range(runs[0].epochs_done, first.epochs):
         active = [r for r in runs if r.error is None]
         if not active:
@@ -345,12 +355,7 @@ def train_cohort(
                 break
             if fast["channels_last"]:
                 x = x.contiguous(memory_format=torch.channels_last)
-            teacher_out = None
-            if use_teacher:
-                with no_grad(), _autocast(device, fast):
-                    teacher_out = teacher.forward_kd(x, preact=preact)
-                if fast["teacher_inference_mode"]:
-                    teacher_out = _detach_clone(teacher_out)
+            teacher_out = teacher_outputs(teacher, x, device, fast, preact) if use_teacher else None
             shared_time += time.perf_counter() - t0
             for r in active:
                 if r.error is not None:
