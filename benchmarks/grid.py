@@ -80,14 +80,26 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
+def cohort_key(spec: RunSpec, together: bool = True) -> tuple:
+    """The cohort a run trains in: its (pair, seed), or, with ``together=False`` (``--no-cohort``), its own."""
+    return (spec.pair, spec.seed) if together else (spec.run_id,)
+
+
+def cohorts(specs: list[RunSpec], together: bool = True) -> dict[tuple, list[RunSpec]]:
+    """The runs grouped as they train, cohorts and runs in grid order."""
+    out: dict[tuple, list[RunSpec]] = {}
+    for s in specs:
+        out.setdefault(cohort_key(s, together), []).append(s)
+    return out
+
+
 def shard(specs: list[RunSpec], index: int, count: int) -> list[RunSpec]:
     """Shard ``index`` of ``count``: whole cohorts (pair, seed), dealt round-robin in grid order.
 
     Deterministic from the grid alone, so independent machines agree on who does what.
     """
-    keys = list(dict.fromkeys((s.pair, s.seed) for s in specs))
-    mine = {k for i, k in enumerate(keys) if i % count == index}
-    return [s for s in specs if (s.pair, s.seed) in mine]
+    mine = set(list(cohorts(specs))[index::count])
+    return [s for s in specs if cohort_key(s) in mine]
 
 
 def pick_device(name: str) -> torch.device:
@@ -214,17 +226,13 @@ class GridRunner:
         todo = [s for s in specs if not self.is_done(s)]
         self.log(f"grid {self.cfg['grid']}: {len(specs)} runs, {len(specs) - len(todo)} already complete, "
                  f"{len(todo)} to run on {self.device} -> {self.results_dir}")
-        cohorts: dict[tuple, list[RunSpec]] = {}
-        for s in todo:
-            key = (s.pair, s.seed) if not self.args.no_cohort else (s.run_id,)
-            cohorts.setdefault(key, []).append(s)
         if not self.args.quiet and todo:
             from tqdm.auto import tqdm
 
             self.progress = tqdm(total=sum(self.student_recipe(s).epochs for s in todo), unit="epoch",
                                  desc="students", dynamic_ncols=True, file=sys.stderr)
         teachers: dict[str, tuple[torch.nn.Module, dict]] = {}
-        for cohort in cohorts.values():
+        for cohort in cohorts(todo, together=not self.args.no_cohort).values():
             locks = [FileLock(records.record_path(self.results_dir, s.run_id).with_suffix(".lock")) for s in cohort]
             mine = [s for s, lock in zip(cohort, locks) if lock.acquire()]
             try:

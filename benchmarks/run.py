@@ -19,7 +19,7 @@ from methods import HyperparameterError, UnknownMethodError, check_override_keys
 from .config import (ConfigError, apply_set, check_config, fingerprint, list_presets, load_preset, parse_pair,
                      protocol, student_recipe, teacher_recipe)
 from .data import DataError, dataset_loader, list_datasets
-from .grid import GridRunner, RunSpec, expand, parse_shard, shard
+from .grid import GridRunner, RunSpec, cohorts, expand, parse_shard, shard
 from .models import UnknownModelError, create_model, list_models
 from .teachers import TeacherError
 
@@ -151,10 +151,10 @@ def print_listing() -> None:
     print("presets:  " + ", ".join(list_presets()))
 
 
-def print_grid(cfg: dict[str, Any], specs: list[RunSpec], cohorts: bool = True) -> None:
+def print_grid(cfg: dict[str, Any], specs: list[RunSpec], together: bool = True) -> None:
     print(f"grid {cfg['grid']} (preset {cfg['preset']}, dataset {cfg['dataset']}): {len(specs)} runs")
-    if cohorts:
-        print(f"  trained as {len({(s.pair, s.seed) for s in specs})} cohorts (one per pair and seed; "
+    if together:
+        print(f"  trained as {len(cohorts(specs))} cohorts (one per pair and seed; "
               f"--no-cohort: one run at a time)")
     else:
         print("  trained one run at a time (--no-cohort)")
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = resolve(args)
         specs = shard(expand(cfg), *parse_shard(args.shard))
         if args.dry_run:
-            print_grid(cfg, specs, cohorts=not args.no_cohort)
+            print_grid(cfg, specs, together=not args.no_cohort)
             return 0
         if args.executor or args.workers > 1 or args.gpus:
             from .scaleout import launch

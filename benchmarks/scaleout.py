@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError
+from .grid import cohorts as grid_cohorts
 
 # flags that configure the launch itself; a worker gets the rest of the command line
 _LAUNCH_VALUE_FLAGS = {"--workers", "--gpus", "--executor", "--shards", "--shard", "--slurm-partition",
@@ -50,7 +51,7 @@ def launch(cfg: dict[str, Any], args: argparse.Namespace, argv: list[str], specs
     if args.shard:
         raise ConfigError("--shard selects one machine's part; it cannot be combined with --workers, --gpus "
                           "or --executor, which make the shards themselves")
-    cohorts = len({(s.pair, s.seed) for s in specs})
+    cohorts = len(grid_cohorts(specs))
     if args.executor:
         count = args.shards or cohorts
         return submit(cfg, args, argv, max(1, min(count, cohorts)))
