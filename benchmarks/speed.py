@@ -38,7 +38,9 @@ once per run (M - 1 batch draws, U - 1 teacher forwards for the U methods that
 use the teacher), i.e. cohort/solo if the cohort's students stepped exactly as
 fast as solo ones. ``--breakdown`` then times the parts of the step (data,
 teacher forward, prepare, student forward, losses, backward, optimizer) of
-every configuration.
+every configuration, and sets the cohort against the solo runs summed, split
+into the shared parts and the students' own parts: whether the students step
+as fast in the cohort as alone.
 
 On CPU the harness's batches come out of its on-device crop channels_last-
 strided (model weights stay NCHW); oneDNN convolutions are faster on them, and
@@ -545,18 +547,57 @@ def breakdown(setup: Setup, warmup: int, steps: int) -> list[dict[str, Any]]:
         ms["total"] = 1000 * total / steps
         rows.append({"kind": kind, "method": names[0] if kind != "cohort" else f"all {len(names)}", "ms": ms})
         log(f"  breakdown {kind:6s} {rows[-1]['method']:10s} " +
-            ", ".join(f"{k} {v:.0f}" for k, v in ms.items()) + " ms/step")
+            ", ".join(f"{k} {whole_ms(v)}" for k, v in ms.items()) + " ms/step")
     return rows
+
+
+def whole_ms(v: float) -> str:
+    return f"{v:.0f}" if round(v) else "0"  # no "-0" for a part that is a rounding error below zero
+
+
+SHARED_PARTS = ("data", "teacher fwd")  # what a cohort does once per batch for all its students
+
+
+def breakdown_compare(rows: list[dict[str, Any]]) -> dict[str, float] | None:
+    """The cohort's step against the solo runs' steps summed, split into the shared parts (batch, teacher
+    forward) and the students' own parts (all the rest, 'other' included), in ms per step.
+
+    ``student_cohort_over_solo`` near 1 means the students step as fast in the cohort as alone, so all of the
+    cohort's gain comes from the shared parts; below 1, the cohort also makes its students faster.
+    """
+    solo = [r["ms"] for r in rows if r["kind"] == "solo"]
+    cohort = next((r["ms"] for r in rows if r["kind"] == "cohort"), None)
+    if cohort is None or not solo:
+        return None
+
+    def shared(ms):
+        return sum(ms[p] for p in SHARED_PARTS)
+
+    out = {"solo_shared_ms": sum(shared(ms) for ms in solo), "cohort_shared_ms": shared(cohort),
+           "solo_student_ms": sum(ms["total"] - shared(ms) for ms in solo),
+           "cohort_student_ms": cohort["total"] - shared(cohort)}
+    out["student_cohort_over_solo"] = out["cohort_student_ms"] / out["solo_student_ms"]
+    out["cohort_over_solo"] = sum(ms["total"] for ms in solo) / cohort["total"]
+    return out
 
 
 def render_breakdown(rows: list[dict[str, Any]]) -> str:
     from tabulate import tabulate
 
     cols = PARTS + ["other", "total"]
-    table = [[r["kind"], r["method"], *(f"{r['ms'][c]:.0f}" for c in cols)] for r in rows]
-    return ("Where the time goes (ms per step, one measurement each, timed by wrapping the step's parts; "
+    table = [[r["kind"], r["method"], *(whole_ms(r["ms"][c]) for c in cols)] for r in rows]
+    text = ("Where the time goes (ms per step, one measurement each, timed by wrapping the step's parts; "
             "'student fwd' includes the forward on extra samples; 'other' = CE, weighting, the finite check, "
             "bookkeeping, Python):\n\n" + tabulate(table, headers=["kind", "method", *cols], tablefmt="github") + "\n")
+    cmp = breakdown_compare(rows)
+    if cmp is not None:
+        n = sum(r["kind"] == "solo" for r in rows)
+        text += (f"\ncohort against the {n} solo runs summed (ms per step): shared parts (batch, teacher forward) "
+                 f"{cmp['cohort_shared_ms']:.0f} against {cmp['solo_shared_ms']:.0f}; the students' own parts "
+                 f"(everything else) {cmp['cohort_student_ms']:.0f} against {cmp['solo_student_ms']:.0f}, i.e. "
+                 f"{cmp['student_cohort_over_solo']:.2f}x their solo time; cohort/solo of this measurement "
+                 f"{cmp['cohort_over_solo']:.2f}.\n")
+    return text
 
 
 # --- peak memory -------------------------------------------------------------------
@@ -966,6 +1007,7 @@ def _main(argv: list[str]) -> int:
         "results": summary,
         "results_best_of_repeats": best,  # the same with the fastest repeat of each time (less load noise)
         "breakdown_ms_per_step": parts,
+        "breakdown_cohort_vs_solo": breakdown_compare(parts) if parts is not None else None,
         "targets": TARGETS,
         "memory": memory,
         "raw_seconds": {"plain": raw["plain"], "solo": raw["solo"], "cohort": raw["cohort"],

@@ -96,3 +96,46 @@ def test_cohort_bound_by_hand():
     assert abs(got["cohort_over_solo_bound"] - 7 / 4.8) < 1e-12
     assert abs(got["saved_share_of_solo"] - 2.2 / 7) < 1e-12
     assert abs(got["teacher_forward_ms"] - 200.0) < 1e-9 and abs(got["batch_ms"] - 10.0) < 1e-9
+
+
+def test_breakdown_compare_by_hand():
+    """Solo vanilla 100 ms (data 2), solo kd 300 ms (data 2, teacher 150); cohort 260 ms (data 2, teacher 150).
+
+    Shared: solo 2 + 2 + 150 = 154, cohort 152. Students' own: solo 98 + 148 = 246, cohort 108 (so 108/246 of
+    their solo time); cohort/solo = 400 / 260.
+    """
+    def row(kind, method, data, teacher, total):
+        ms = {p: 0.0 for p in speed.PARTS}
+        ms.update({"data": data, "teacher fwd": teacher, "backward": total - data - teacher, "other": 0.0,
+                   "total": total})
+        return {"kind": kind, "method": method, "ms": ms}
+
+    rows = [row("plain", "vanilla", 30, 0, 500), row("solo", "vanilla", 2, 0, 100),
+            row("plain", "kd", 30, 200, 900), row("solo", "kd", 2, 150, 300), row("cohort", "all 2", 2, 150, 260)]
+    got = speed.breakdown_compare(rows)
+    assert got == {"solo_shared_ms": 154.0, "cohort_shared_ms": 152.0, "solo_student_ms": 246.0,
+                   "cohort_student_ms": 108.0, "student_cohort_over_solo": 108 / 246, "cohort_over_solo": 400 / 260}
+    text = speed.render_breakdown(rows)
+    assert ("cohort against the 2 solo runs summed (ms per step): shared parts (batch, teacher forward) 152 against "
+            "154; the students' own parts (everything else) 108 against 246, i.e. 0.44x their solo time; "
+            "cohort/solo of this measurement 1.54.") in text
+    assert speed.breakdown_compare(rows[:4]) is None  # no cohort row, nothing to compare
+
+
+def test_breakdown_times_the_parts(tmp_path):
+    """--breakdown: one row per configuration whose parts add up to its total; only teacher users run the teacher."""
+    out = tmp_path / "bd"
+    argv = TINY + ["--methods", "vanilla,kd", "--no-memory", "--breakdown", "--out", str(out)]
+    assert speed.main(argv) == 0
+    rec = json.loads((out / "speed.json").read_text())
+    rows = rec["breakdown_ms_per_step"]
+    assert [(r["kind"], r["method"]) for r in rows] == [("plain", "vanilla"), ("solo", "vanilla"), ("plain", "kd"),
+                                                        ("solo", "kd"), ("cohort", "all 2")]
+    for r in rows:
+        ms = r["ms"]
+        assert abs(sum(ms[p] for p in speed.PARTS) + ms["other"] - ms["total"]) < 1e-6
+        assert ms["student fwd"] > 0 and ms["backward"] > 0 and ms["optimizer"] > 0
+        assert (ms["teacher fwd"] > 0) == (r["method"] != "vanilla"), r
+    assert rec["breakdown_cohort_vs_solo"] == speed.breakdown_compare(rows)
+    md = (out / "speed.md").read_text()
+    assert re.search(r"^\| cohort +\| all 2 +\|", md, re.M) and "cohort against the 2 solo runs summed" in md
