@@ -757,7 +757,8 @@ def render(args, summary, memory, env, reductions, fast, layouts, wall_s) -> str
         f"device {device_desc}; torch {env['torch']}, python {env['python']}; plain loop: DataLoader "
         f"num_workers={args.workers}.",
         "",
-        "harness fast paths: " + ", ".join(f"{k} {('no' if v is False else v)}" for k, v in fast.items()) + ".",
+        "harness fast paths: " + ", ".join(f"{k} {'yes' if v is True else 'no' if v is False else v}"
+                                        for k, v in fast.items()) + ".",
         "",
         f"input layout: harness batches {layouts['harness']}, model weights {layouts['harness_weights']}; "
         f"plain batches {layouts['plain']}, model weights {layouts['plain_weights']}.",

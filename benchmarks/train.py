@@ -57,10 +57,11 @@ class FastPaths:
     teacher_inference_mode: run the teacher under ``torch.inference_mode`` (outputs are then
         cloned once so methods may save them for backward) instead of ``no_grad``.
     compile: ``torch.compile`` each model's ``forward_kd`` (opt-in: compile time per model).
-    On the CPU none is on by default: CPU bf16 autocast trades accuracy for no reliable speed-up,
-    and runs stay in the reference fp32 arithmetic. (channels_last measured neutral to slightly
-    faster on our 2-core CPU with ``python -m benchmarks.speed --channels-last on``.) None of the
-    CUDA defaults has been measured on a GPU yet: no GPU was available to this project so far.
+    On the CPU none is on by default, as measured on our 2-core AVX2 CPU with
+    ``python -m benchmarks.speed --methods kd`` and each flag: bf16 autocast is 8x slower (no native
+    bf16), an inference-mode teacher gains nothing, channels_last is neutral; so CPU runs stay in the
+    reference fp32 arithmetic. None of the CUDA defaults has been measured on a GPU yet: no GPU was
+    available to this project so far.
     """
 
     amp: str = "auto"

@@ -69,6 +69,8 @@ def test_fast_path_flags_reach_the_harness(tmp_path):
     rec = json.loads((out / "speed.json").read_text())
     assert rec["fast_paths"]["channels_last"] is True and rec["fast_paths"]["amp"] == "fp32"
     assert rec["input_layouts"]["harness_weights"] == "channels_last"
+    assert "harness fast paths: device cpu, amp fp32, channels_last yes, teacher_inference_mode no" in \
+        (out / "speed.md").read_text()
     args = speed.build_parser().parse_args(TINY + ["--channels-last", "on"])
     speed.resolve(args)
     assert speed.harness_kwargs(speed.FastPaths(args.amp, args.channels_last, args.teacher_inference_mode,
