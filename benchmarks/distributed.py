@@ -48,7 +48,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from methods import Batch, BuildContext, build_method, method_class
+from methods import Batch, BuildContext, build_method, method_needs
 
 from . import checkpoints, records
 from .config import ConfigError, parse_pair, student_recipe, teacher_recipe
@@ -348,7 +348,7 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
     dist.barrier()
     if rank != 0:
         data = load_dataset(cfg["dataset"], **data_opts, download=False)
-    needs_teacher = any(method_class(p).needs_teacher for p in cfg["resolved_methods"][spec.method])
+    needs_teacher = method_needs(spec.method, "needs_teacher")
     teacher, teacher_info = load_teacher(runner, cfg, spec, data, device, log) if needs_teacher else (None, {})
     model, method = build_student(spec, cfg, data, teacher, device)
     model, method = sync_batchnorm(model, device), sync_batchnorm(method, device)

@@ -79,7 +79,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from methods import (Batch, BuildContext, HyperparameterError, UnknownMethodError, build_method, method_class,
+from methods import (Batch, BuildContext, HyperparameterError, UnknownMethodError, build_method, method_needs,
                      validate_method)
 
 from .config import ConfigError
@@ -267,11 +267,6 @@ def time_harness(setup: Setup, method_names: list[str], warmup: int, steps: int,
     return out
 
 
-def uses(method_name: str, need: str) -> bool:
-    """Whether method ``method_name`` (``crd+kd``: any of its parts) has ``need`` (``needs_teacher``, ...)."""
-    return any(getattr(method_class(part), need) for part in method_name.split("+"))
-
-
 def time_shared(setup: Setup, warmup: int, steps: int) -> dict[str, Any]:
     """Seconds for ``steps`` batches (after ``warmup``) of what a cohort does once for all its students:
     draw and augment the batch, and (``teacher``) run the teacher on it, as ``train_cohort`` does
@@ -283,7 +278,7 @@ def time_shared(setup: Setup, warmup: int, steps: int) -> dict[str, Any]:
     teacher = setup.teacher
     if fast["channels_last"]:
         teacher.to(memory_format=torch.channels_last)
-    preact = any(uses(m, "needs_preact") for m in setup.args.method_list)  # as train_cohort decides it
+    preact = any(method_needs(m, "needs_preact") for m in setup.args.method_list)  # as train_cohort decides it
     batches = setup.data.epoch_batches(setup.args.batch_size,
                                        torch.Generator().manual_seed(seed_for(setup.args.seed, "data")), device)
     data_s = teacher_s = 0.0
@@ -717,7 +712,7 @@ def cohort_bound(args, raw: dict[str, Any]) -> dict[str, Any]:
     students ran exactly as fast as solo ones. It is what limits the cohort's gain, whatever the loop does.
     """
     methods = args.method_list
-    users = sum(uses(m, "needs_teacher") for m in methods)
+    users = sum(method_needs(m, "needs_teacher") for m in methods)
     S = args.steps
     bounds, saved_share, teacher_ms, data_ms = [], [], [], []
     for r, shared in enumerate(raw["shared"]):

@@ -14,6 +14,7 @@ from .base import (  # noqa: F401
     list_methods,
     method_class,
     method_defaults,
+    method_needs,
     register_method,
     validate_method,
 )

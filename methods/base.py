@@ -29,6 +29,7 @@ __all__ = [
     "register_method",
     "list_methods",
     "method_class",
+    "method_needs",
     "build_method",
     "method_defaults",
     "validate_method",
@@ -195,6 +196,12 @@ def _parts(name: str) -> list[str]:
     if len(parts) > 1 and "vanilla" in parts:
         raise UnknownMethodError("'vanilla' (the student alone) cannot be combined with other methods")
     return parts
+
+
+def method_needs(name: str, need: str) -> bool:
+    """Whether method ``name`` has the declaration ``need`` (``"needs_teacher"``, ...) without building it:
+    a composition (``crd+kd``) has it when any part has, as ``Composite`` sets it on its instance."""
+    return any(getattr(method_class(part), need) for part in _parts(name))
 
 
 def method_defaults(name: str) -> dict[str, dict[str, Any]]:

@@ -16,7 +16,7 @@ from benchmarks.models import create_model
 from benchmarks.grid import probe
 from benchmarks.train import Recipe, StudentRun, freeze
 from methods import (BuildContext, HyperparameterError, UnknownMethodError, build_method, list_methods,
-                     method_class, validate_method)
+                     method_class, method_needs, validate_method)
 
 CPU = torch.device("cpu")
 PAIRS = load_preset("cifar100")["pairs"]
@@ -31,6 +31,16 @@ def test_registry_lists_the_seed_methods():
         doc = __import__(cls.__module__, fromlist=["_"]).__doc__ or ""
         # each method file states its paper and its defaults
         assert len(doc) > 200 and "default" in doc.lower(), f"{name}: method file lacks its docstring"
+
+
+def test_method_needs_by_name():
+    """What the harness reads before building a method: a composition needs what any part needs."""
+    assert method_needs("kd", "needs_teacher") and not method_needs("vanilla", "needs_teacher")
+    assert not method_needs("kd", "needs_features") and method_needs("crd", "needs_features")
+    assert method_needs("triplet+at", "needs_features") and method_needs("at+triplet", "needs_features")
+    assert not method_needs("triplet+kd", "needs_features")
+    with pytest.raises(UnknownMethodError):
+        method_needs("kd+nope", "needs_teacher")
 
 
 def test_unknown_method_lists_known_ones():
