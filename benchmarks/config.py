@@ -169,6 +169,24 @@ def fingerprint(obj: Any, n: int = 12) -> str:
 
 
 def protocol(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a config that change what a run computes (not which runs exist)."""
-    return {k: copy.deepcopy(cfg.get(k)) for k in ("dataset", "data", "train", "teacher_train", "method",
-                                                   "teacher_seed")}
+    """The parts of a config that change what a run computes (not which runs exist).
+
+    ``teachers`` ({arch: key}) holds the imported teachers' weight hashes, set by the runner once it has
+    read them; a teacher trained by the suite is already fixed by the other keys (its cache key is a
+    hash of dataset, architecture, recipe and seed), so grids without imports keep their old identity.
+    """
+    out = {k: copy.deepcopy(cfg.get(k)) for k in ("dataset", "data", "train", "teacher_train", "method",
+                                                  "teacher_seed")}
+    if cfg.get("teachers"):
+        out["teachers"] = dict(cfg["teachers"])
+    return out
+
+
+def grid_name(cfg: dict[str, Any]) -> str:
+    """The grid's folder: ``--grid`` if given, else the preset's (or preset-dataset) stem, plus a hash of the
+    protocol when it differs from the preset's (``cfg["grid_base"]``, set by ``benchmarks.run.resolve``)."""
+    base = cfg["grid_base"]
+    if base["explicit"]:
+        return base["explicit"]
+    changed = fingerprint(protocol(cfg)) != base["protocol"]
+    return f"{base['stem']}-{fingerprint(protocol(cfg), 8)}" if changed else base["stem"]

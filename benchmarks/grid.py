@@ -34,11 +34,11 @@ import torch
 from methods import BuildContext, build_method
 
 from . import checkpoints, records
-from .config import ConfigError, fingerprint, parse_pair, protocol, student_recipe, teacher_recipe
+from .config import ConfigError, fingerprint, grid_name, parse_pair, protocol, student_recipe, teacher_recipe
 from .data import load_dataset
 from .locks import FileLock
 from .models import create_model
-from .teachers import get_teacher
+from .teachers import IMPORTED, TeacherError, get_teacher, inspect_teacher_checkpoint, teacher_identity
 from .train import FastPaths, Recipe, StudentRun, seed_for, train_cohort
 
 
@@ -149,18 +149,21 @@ def probe(model: torch.nn.Module, input_shape, device, preact: bool):
     return out
 
 
+# what a record keeps of its teacher: identity, accuracy, and where it came from (trained: recipe, seed,
+# epochs; imported: file and weight hash)
+TEACHER_INFO_KEYS = ("arch", "key", "top1", "top5", "source", "path", "file", "weights_sha", "seed", "epochs",
+                     "recipe")
+
+
 class GridRunner:
+    """Validates everything that needs no training on construction (device, data, teacher checkpoints,
+    the teachers' identities), writes nothing until ``run``."""
+
     def __init__(self, cfg: dict[str, Any], args: argparse.Namespace):
         self.cfg = cfg
         self.args = args
-        self.results_dir = Path(args.results) / cfg["grid"]
         self.teacher_dir = Path(args.teacher_dir) if args.teacher_dir else Path(args.results) / "teachers"
-        self.teacher_ckpts = {}
-        for item in args.teacher_ckpt:
-            if "=" not in item:
-                raise ConfigError(f"bad --teacher-ckpt {item!r}: expected ARCH=PATH")
-            arch, path = item.split("=", 1)
-            self.teacher_ckpts[arch] = path
+        self.teacher_ckpts: dict[str, str] = dict(cfg.get("teacher_ckpts", {}))
         self.device = pick_device(args.device)
         self.fast = FastPaths(args.amp, args.channels_last, args.teacher_inference_mode, args.compile) \
             .resolve(self.device)
@@ -168,7 +171,26 @@ class GridRunner:
         if self.checkpoint_every < 0:
             raise ConfigError("--checkpoint-every must be >= 0 (0: never)")
         self.failed: list[str] = []
+        self.stale_moved = 0
         self.progress = None
+        self.data = self.load_data()
+        self.teacher_keys = self.identify_teachers()
+        # imported weights are part of the protocol: another checkpoint is another grid, never a reuse
+        cfg["teachers"] = {a: k for a, k in self.teacher_keys.items() if k.startswith(IMPORTED)}
+        cfg["grid"] = grid_name(cfg)
+        self.results_dir = Path(args.results) / cfg["grid"]
+
+    def identify_teachers(self) -> dict[str, str]:
+        """Each teacher's identity before any work: an imported checkpoint's weight hash (read and fitted
+        to its architecture here, so a bad file fails now), else the suite's cache key."""
+        out = {}
+        for t in dict.fromkeys(parse_pair(p)[0] for p in self.cfg["pairs"]):
+            if t in self.teacher_ckpts:
+                out[t] = inspect_teacher_checkpoint(t, self.teacher_ckpts[t], self.data.num_classes)["key"]
+            else:
+                out[t] = teacher_identity(t, self.data.describe(), teacher_recipe(self.cfg, t),
+                                          self.cfg["teacher_seed"], self.teacher_dir, self.data.num_classes)
+        return out
 
     # --- output -----------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -192,7 +214,8 @@ class GridRunner:
         path = self.results_dir / "grid.json"
         grid = {"name": cfg["grid"], "preset": cfg["preset"], "dataset": cfg["dataset"],
                 "methods": list(cfg["methods"]), "pairs": list(cfg["pairs"]), "seeds": list(cfg["seeds"]),
-                "config": {k: cfg.get(k) for k in ("data", "train", "teacher_train", "method", "teacher_seed")}}
+                "config": {k: cfg.get(k) for k in ("data", "train", "teacher_train", "method", "teacher_seed",
+                                                   "teacher_ckpts", "teachers")}}
         with FileLock(self.results_dir / "grid.lock"):
             if path.exists():  # a later invocation with other methods/pairs/seeds widens the grid, never narrows it
                 try:
@@ -220,10 +243,12 @@ class GridRunner:
 
     def run(self, specs: list[RunSpec]) -> int:
         self.check_writable()
-        self.data = self.load_data()
         self.env = environment(self.device)
         self.write_grid()
         todo = [s for s in specs if not self.is_done(s)]
+        if self.stale_moved:
+            self.log(f"{self.stale_moved} record(s) made under another protocol moved to "
+                     f"{self.results_dir / 'runs' / 'stale'}; their runs are redone")
         self.log(f"grid {self.cfg['grid']}: {len(specs)} runs, {len(specs) - len(todo)} already complete, "
                  f"{len(todo)} to run on {self.device} -> {self.results_dir}")
         if not self.args.quiet and todo:
@@ -247,6 +272,9 @@ class GridRunner:
                     teachers[t] = get_teacher(t, self.data, teacher_recipe(self.cfg, t), self.cfg["teacher_seed"],
                                               self.device, self.teacher_dir, self.teacher_ckpts.get(t), self.log,
                                               fast=self.fast)
+                    if teachers[t][1]["key"] != self.teacher_keys[t]:  # e.g. an import replaced it meanwhile
+                        raise TeacherError(f"teacher {t} changed while this grid ran ({self.teacher_keys[t]} -> "
+                                           f"{teachers[t][1]['key']}); rerun the command")
                 self.run_cohort(mine, *teachers[t])
             finally:
                 for lock in locks:
@@ -267,6 +295,7 @@ class GridRunner:
 
     def fingerprint_of(self, spec: RunSpec) -> str:
         # fast paths change the arithmetic (bf16), so they are part of a run's identity
+        # an imported teacher's weight hash is in protocol()["teachers"]; a trained one is fixed by the protocol
         return fingerprint({"protocol": protocol(self.cfg), "method": self.cfg["resolved_methods"][spec.method],
                             "recipe": self.student_recipe(spec).as_dict(), "fast": self.fast})
 
@@ -288,6 +317,7 @@ class GridRunner:
             stale = path.parent / "stale"
             stale.mkdir(exist_ok=True)
             os.replace(path, stale / path.name)
+            self.stale_moved += 1
             self.log(f"{spec.run_id}: record made with another configuration; moved to {stale}, rerunning")
             return False
         return True
@@ -303,7 +333,7 @@ class GridRunner:
                        "cohort": not self.args.no_cohort, "teacher_seed": self.cfg["teacher_seed"],
                        "checkpoint_every": self.checkpoint_every, "fast_paths": self.fast},
             "env": self.env,
-            "teacher_info": {k: teacher_info.get(k) for k in ("key", "top1", "top5", "path", "source")},
+            "teacher_info": {k: teacher_info.get(k) for k in TEACHER_INFO_KEYS if k in teacher_info},
             "metrics": None, "history": [], "error": None,
             "cost": {"extra_params": method.extra_parameters(),
                      "student_params": sum(p.numel() for p in model.parameters())},
@@ -356,6 +386,8 @@ class GridRunner:
                 records.append_jsonl(metrics, entry)
             if data_state is not None:
                 data_states[run.epochs_done] = data_state
+            else:  # starting over: a best-epoch file left by an earlier attempt is not this run's
+                self.best_weights_path(spec.run_id).unlink(missing_ok=True)
             groups.setdefault(run.epochs_done, []).append((spec, run, rec))
             self.log(f"run {spec.run_id}: start at epoch {run.epochs_done + 1}")
             if self.progress is not None:
@@ -384,6 +416,10 @@ class GridRunner:
                 if r.error is not None or not r.history or r.history[-1]["epoch"] != epoch + 1:
                     continue
                 records.append_jsonl(records.metrics_path(self.results_dir, r.run_id), r.history[-1])
+                if r.history[-1]["test_top1"] > max((h["test_top1"] for h in r.history[:-1]), default=-1.0):
+                    # a new best epoch (the first of equals, as the record's best_epoch): keep its weights;
+                    # written before the checkpoint, so a resume never lacks the best so far
+                    checkpoints.atomic_torch_save(self.weights(r, epoch + 1), self.best_weights_path(r.run_id))
                 if self.checkpoint_every and ((epoch + 1) % self.checkpoint_every == 0) and not last:
                     spec = specs[r.run_id][0]
                     checkpoints.atomic_torch_save(
@@ -424,11 +460,18 @@ class GridRunner:
         })
         # final weights first, then the record that says "complete", then the checkpoints it supersedes
         weights = records.record_path(self.results_dir, spec.run_id).with_suffix(".student.pt")
-        checkpoints.atomic_torch_save({"student": run.model.state_dict(), "method": run.method.state_dict()},
-                                      weights)
+        checkpoints.atomic_torch_save(self.weights(run, len(hist)), weights)
         rec["weights"] = weights.name
+        rec["weights_best"] = self.best_weights_path(spec.run_id).name
         records.write_json(records.record_path(self.results_dir, spec.run_id), rec)
         checkpoints.remove(self.checkpoint_path(spec))
+
+    @staticmethod
+    def weights(run: StudentRun, epoch: int) -> dict[str, Any]:
+        return {"student": run.model.state_dict(), "method": run.method.state_dict(), "epoch": epoch}
+
+    def best_weights_path(self, run_id: str) -> Path:
+        return records.record_path(self.results_dir, run_id).with_suffix(".best.pt")
 
     def fail(self, spec: RunSpec, rec: dict | None, error: BaseException, at, run: StudentRun | None = None):
         self.failed.append(spec.run_id)

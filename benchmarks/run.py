@@ -16,8 +16,8 @@ from typing import Any
 
 from methods import HyperparameterError, UnknownMethodError, check_override_keys, list_methods, validate_method
 
-from .config import (ConfigError, apply_set, check_config, fingerprint, list_presets, load_preset, parse_pair,
-                     protocol, student_recipe, teacher_recipe)
+from .config import (ConfigError, apply_set, check_config, fingerprint, grid_name, list_presets, load_preset,
+                     parse_pair, protocol, student_recipe, teacher_recipe)
 from .data import DataError, dataset_loader, list_datasets
 from .grid import GridRunner, RunSpec, cohorts, expand, parse_shard, shard
 from .models import UnknownModelError, create_model, list_models
@@ -132,12 +132,31 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     cfg["resolved_methods"] = resolved
     cfg["pairs"] = [f"{t}:{s}" for t, s in pairs]
     cfg.setdefault("teacher_seed", 0)
-    changed = fingerprint(protocol(cfg)) != base_protocol
+    cfg["teacher_ckpts"] = parse_teacher_ckpts(args.teacher_ckpt, [t for t, _ in pairs])
     # a grid named after its preset (or its dataset, when that was overridden), plus a hash of the
-    # protocol when flags changed it: records made under different protocols never share a folder
-    stem = cfg["preset"] if cfg["dataset"] == base_dataset else f"{cfg['preset']}-{cfg['dataset']}"
-    cfg["grid"] = args.grid or (f"{stem}-{fingerprint(protocol(cfg), 8)}" if changed else stem)
+    # protocol when flags changed it: records made under different protocols never share a folder.
+    # GridRunner names it again once it knows which teachers are imported (their weights are protocol).
+    cfg["grid_base"] = {"stem": cfg["preset"] if cfg["dataset"] == base_dataset else f"{cfg['preset']}-{cfg['dataset']}",
+                        "protocol": base_protocol, "explicit": args.grid}
+    cfg["grid"] = grid_name(cfg)
     return cfg
+
+
+def parse_teacher_ckpts(items: list[str], teachers: list[str]) -> dict[str, str]:
+    """``--teacher-ckpt ARCH=PATH`` flags -> {arch: path}; an ARCH no pair uses is an error (a typo would
+    otherwise train a fresh teacher without a word)."""
+    out: dict[str, str] = {}
+    for item in items:
+        arch, sep, path = item.partition("=")
+        if not sep or not arch or not path:
+            raise ConfigError(f"bad --teacher-ckpt {item!r}: expected ARCH=PATH, e.g. resnet32x4=ckpt_epoch_240.pth")
+        if arch not in teachers:
+            raise ConfigError(f"bad --teacher-ckpt {item!r}: no pair uses {arch}; pairs use "
+                              f"{', '.join(dict.fromkeys(teachers))}")
+        if arch in out and out[arch] != path:
+            raise ConfigError(f"--teacher-ckpt {arch} given twice ({out[arch]} and {path}); give it once")
+        out[arch] = path
+    return out
 
 
 def print_listing() -> None:
@@ -151,8 +170,15 @@ def print_listing() -> None:
     print("presets:  " + ", ".join(list_presets()))
 
 
-def print_grid(cfg: dict[str, Any], specs: list[RunSpec], together: bool = True) -> None:
+def print_grid(cfg: dict[str, Any], specs: list[RunSpec], teacher_keys: dict[str, str],
+               together: bool = True) -> None:
     print(f"grid {cfg['grid']} (preset {cfg['preset']}, dataset {cfg['dataset']}): {len(specs)} runs")
+    for arch, key in teacher_keys.items():
+        if arch in cfg["teacher_ckpts"]:
+            where = f"imported from {cfg['teacher_ckpts'][arch]}"
+        else:
+            where = "imported (teacher store)" if arch in cfg.get("teachers", {}) else "trained by kdbench"
+        print(f"  teacher {arch}: {where}, key {key}")
     if together:
         print(f"  trained as {len(cohorts(specs))} cohorts (one per pair and seed; "
               f"--no-cohort: one run at a time)")
@@ -174,14 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve(args)
         specs = shard(expand(cfg), *parse_shard(args.shard))
+        # checks everything that needs no training (device, data, teacher checkpoints) and writes nothing
+        runner = GridRunner(cfg, args)
         if args.dry_run:
-            print_grid(cfg, specs, together=not args.no_cohort)
+            print_grid(cfg, specs, runner.teacher_keys, together=not args.no_cohort)
             return 0
         if args.executor or args.workers > 1 or args.gpus:
             from .scaleout import launch
 
             return launch(cfg, args, argv, specs)
-        runner = GridRunner(cfg, args)
         t0 = time.time()
         code = runner.run(specs)
         runner.log(f"done in {time.time() - t0:.0f}s")

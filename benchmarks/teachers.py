@@ -29,6 +29,9 @@ class TeacherError(RuntimeError):
     pass
 
 
+IMPORTED = "imported-"  # prefix of an imported teacher's key: "imported-" + its weights' sha256[:12]
+
+
 def teacher_key(data_desc: dict, arch: str, recipe: Recipe, seed: int) -> str:
     return fingerprint({"data": data_desc, "arch": arch, "recipe": recipe.as_dict(), "seed": seed})
 
@@ -77,6 +80,30 @@ def import_teacher(arch: str, path: str | Path, num_classes: int) -> torch.nn.Mo
     return model
 
 
+def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names, dtypes, shapes and bytes: the same weights give the same hash."""
+    import hashlib
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous().reshape(-1)
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def inspect_teacher_checkpoint(arch: str, path: str | Path, num_classes: int) -> dict[str, Any]:
+    model = import_teacher(arch, path, num_classes)
+    sha = weights_fingerprint(model.state_dict())
+    return {"source": "imported", "path": str(path), "file": Path(path).name, "weights_sha": sha,
+            "key": IMPORTED + sha[:12]}
+
+
+def teacher_identity(arch, data_desc, recipe, seed, teacher_dir, num_classes, ckpt=None) -> str:
+    if ckpt is not None:
+        return inspect_teacher_checkpoint(arch, ckpt, num_classes)["key"]
+    return teacher_key(data_desc, arch, recipe, seed)
+
+
 def get_teacher(
     arch: str,
     data,
@@ -92,8 +119,7 @@ def get_teacher(
     if ckpt is not None:
         model = import_teacher(arch, ckpt, data.num_classes).to(device)
         top1, top5 = evaluate(model, data, device)
-        info = {"arch": arch, "source": "imported", "path": str(ckpt), "top1": top1, "top5": top5,
-                "key": "imported-" + fingerprint(str(Path(ckpt).resolve()))}
+        info = {"arch": arch, **inspect_teacher_checkpoint(arch, ckpt, data.num_classes), "top1": top1, "top5": top5}
         log(f"teacher {arch}: imported {ckpt}, test top-1 {top1:.2f}")
         return freeze(model), info
     path = teacher_path(teacher_dir, data.describe(), arch, recipe, seed)
@@ -127,7 +153,7 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast) 
     if run.error is not None:
         raise TeacherError(f"teacher {arch} failed to train: {run.error}")
     last = run.history[-1]
-    info = {"arch": arch, "key": teacher_key(desc, arch, recipe, seed), "seed": seed,
+    info = {"arch": arch, "key": teacher_key(desc, arch, recipe, seed), "seed": seed, "epochs": recipe.epochs,
             "recipe": recipe.as_dict(), "data": desc, "top1": last["test_top1"], "top5": last["test_top5"],
             "top1_best": max(h["test_top1"] for h in run.history), "time_s": run.time_s,
             "path": str(path), "source": "trained", "fast_paths": fast}

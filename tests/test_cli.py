@@ -37,6 +37,10 @@ BAD_INPUT = [
      "error: cifar100: dataset not found or corrupted under /nonexistent/data/cifar-100-python"),
     (["--teacher-ckpt", "resnet8=/nonexistent/ckpt.pth", "--pairs", "resnet8:resnet8"],
      "error: teacher checkpoint /nonexistent/ckpt.pth not found"),
+    # a typo in the architecture would otherwise train a fresh teacher without a word
+    (["--teacher-ckpt", "resnet32=/nonexistent/ckpt.pth", "--pairs", "resnet8:resnet8,resnet20:resnet8"],
+     "error: bad --teacher-ckpt 'resnet32=/nonexistent/ckpt.pth': no pair uses resnet32; pairs use resnet8, resnet20"),
+    (["--teacher-ckpt", "resnet8", "--pairs", "resnet8:resnet8"], "error: bad --teacher-ckpt 'resnet8': expected ARCH=PATH"),
 ]
 
 
@@ -62,11 +66,16 @@ def test_bad_input_is_one_clear_line_and_exit_2(capsys, tmp_path, argv, message)
     _write_checkpoints(tmp_path)
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     message = message.replace("{tmp}", str(tmp_path))
+    before = tree(tmp_path)
     code, out, err = run_cli(capsys, "--results", str(tmp_path), "--quiet", *argv)
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
-    assert lines[-1].startswith(message), lines
-    assert len([line for line in lines if line.startswith("error:")]) == 1
+    assert lines == [lines[-1]] and lines[-1].startswith(message), lines  # no header before the error
+    assert tree(tmp_path) == before  # failed validation leaves the results folder as it was
+
+
+def tree(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>") for p in root.rglob("*")}
 
 
 def test_no_cuda_is_a_clear_error(capsys, tmp_path):
