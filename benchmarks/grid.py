@@ -35,10 +35,12 @@ from methods import BuildContext, build_method
 
 from . import checkpoints, records
 from .config import ConfigError, fingerprint, grid_name, parse_pair, protocol, student_recipe, teacher_recipe
+from .curves import CurveWriter
 from .data import load_dataset
 from .locks import FileLock
 from .models import create_model
-from .teachers import IMPORTED, TeacherError, get_teacher, inspect_teacher_checkpoint, teacher_identity
+from .progress import hms, make_progress
+from .teachers import IMPORTED, TeacherError, get_teacher, inspect_teacher_checkpoint, teacher_identity, teacher_path
 from .train import FastPaths, Recipe, StudentRun, seed_for, train_cohort
 
 
@@ -171,6 +173,7 @@ class GridRunner:
         if self.checkpoint_every < 0:
             raise ConfigError("--checkpoint-every must be >= 0 (0: never)")
         self.failed: list[str] = []
+        self.curves: dict[str, CurveWriter] = {}
         self.stale_moved = 0
         self.progress = None
         self.data = self.load_data()
@@ -251,11 +254,11 @@ class GridRunner:
                      f"{self.results_dir / 'runs' / 'stale'}; their runs are redone")
         self.log(f"grid {self.cfg['grid']}: {len(specs)} runs, {len(specs) - len(todo)} already complete, "
                  f"{len(todo)} to run on {self.device} -> {self.results_dir}")
+        if todo:
+            self.log(self.plan(todo))
         if not self.args.quiet and todo:
-            from tqdm.auto import tqdm
-
-            self.progress = tqdm(total=sum(self.student_recipe(s).epochs for s in todo), unit="epoch",
-                                 desc="students", dynamic_ncols=True, file=sys.stderr)
+            self.progress = make_progress(sum(self.student_recipe(s).epochs for s in todo), "student epoch")
+        self.estimated = False
         teachers: dict[str, tuple[torch.nn.Module, dict]] = {}
         for cohort in cohorts(todo, together=not self.args.no_cohort).values():
             locks = [FileLock(records.record_path(self.results_dir, s.run_id).with_suffix(".lock")) for s in cohort]
@@ -289,6 +292,32 @@ class GridRunner:
                      f"(errors in {self.results_dir}/report.md)")
             return 1
         return 0
+
+    def plan(self, todo: list[RunSpec]) -> str:
+        """What will happen: runs, cohorts, student epochs, and where each teacher comes from."""
+        groups = cohorts(todo, together=not self.args.no_cohort)
+        epochs = sum(self.student_recipe(s).epochs for s in todo)
+        teachers = []
+        for t in dict.fromkeys(s.teacher for s in todo):
+            recipe = teacher_recipe(self.cfg, t)
+            if t in self.cfg.get("teachers", {}):
+                teachers.append(f"{t} imported")
+            elif teacher_path(self.teacher_dir, self.data.describe(), t, recipe, self.cfg["teacher_seed"]).exists():
+                teachers.append(f"{t} cached")
+            else:
+                teachers.append(f"{t} to train ({recipe.epochs} epochs)")
+        return (f"plan: {len(todo)} runs as {len(groups)} cohort(s), {epochs} student epochs on {self.device}; "
+                f"teachers: {', '.join(teachers)}; an estimate follows the first epoch")
+
+    def estimate(self, runs: list[StudentRun]) -> None:
+        """Once, after the first trained epoch: the students' remaining time at that epoch's pace."""
+        if self.estimated or self.progress is None or not runs:
+            return
+        self.estimated = True
+        per_run_epoch = sum(r.history[-1]["time_s"] + r.history[-1]["eval_time_s"] for r in runs) / len(runs)
+        left = self.progress.total - self.progress.n
+        self.log(f"estimate: about {hms(per_run_epoch * left)} for the {left} student epochs left "
+                 f"({per_run_epoch:.1f}s per run-epoch in the first cohort; teachers still to train not included)")
 
     def student_recipe(self, spec: RunSpec) -> Recipe:
         return student_recipe(self.cfg, spec.student)
@@ -384,6 +413,9 @@ class GridRunner:
             metrics.unlink(missing_ok=True)
             for entry in run.history:  # the log restarts from what the checkpoint holds
                 records.append_jsonl(metrics, entry)
+            self.curves[spec.run_id] = CurveWriter(self.results_dir, spec.run_id)  # so do the curves
+            self.curves[spec.run_id].start({"method": spec.method, "pair": spec.pair, "seed": spec.seed,
+                                            "train": rec["config"]["train"], **rec["config"]["method"]}, run.history)
             if data_state is not None:
                 data_states[run.epochs_done] = data_state
             else:  # starting over: a best-epoch file left by an earlier attempt is not this run's
@@ -416,6 +448,7 @@ class GridRunner:
                 if r.error is not None or not r.history or r.history[-1]["epoch"] != epoch + 1:
                     continue
                 records.append_jsonl(records.metrics_path(self.results_dir, r.run_id), r.history[-1])
+                self.curves[r.run_id].epoch(r.history[-1])
                 if r.history[-1]["test_top1"] > max((h["test_top1"] for h in r.history[:-1]), default=-1.0):
                     # a new best epoch (the first of equals, as the record's best_epoch): keep its weights;
                     # written before the checkpoint, so a resume never lacks the best so far
@@ -427,19 +460,21 @@ class GridRunner:
                          "fingerprint": self.fingerprint_of(spec)},
                         self.checkpoint_path(spec), keep_previous=True)
             if self.progress is not None:
-                self.progress.update(len(all_runs))
                 alive = [r for r in all_runs if r.history and r.error is None]
                 if alive:
                     best = max(alive, key=lambda r: r.history[-1]["test_top1"])
                     s0 = specs[runs[0].run_id][0]
                     self.progress.set_postfix_str(f"{s0.pair} s{s0.seed} ep {epoch + 1}: best {best.method.name} "
                                                   f"{best.history[-1]['test_top1']:.1f}%")
+                self.progress.update(len(all_runs))
+                self.estimate(alive)
 
         train_cohort(runs, self.data, self.device, teacher=teacher, data_generator=generator,
                      on_epoch_end=on_epoch_end, fast=self.fast)
         peak = peak_memory_mb(self.device)
         for r in runs:
             spec, rec = specs[r.run_id]
+            self.curves.pop(r.run_id).close()
             if r.error is not None:
                 self.fail(spec, rec, r.error, getattr(r, "error_at", None), r)
             else:

@@ -56,6 +56,23 @@ def assert_same_as_reference(reference: Path, grid_dir: Path) -> None:
         lines = (grid_dir / "runs" / f"{rid}.metrics.jsonl").read_text().splitlines()
         assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
         assert not (grid_dir / "runs" / f"{rid}.ckpt.pt").exists()
+        # so do the TensorBoard curves, with the same values, and the best epoch's weights are the reference's
+        steps = event_steps(grid_dir, rid)
+        assert steps["test/top1"] == [(e, pytest.approx(h["test_top1"])) for e, h in enumerate(m, 1)], rid
+        assert {tag: [s for s, _ in v] for tag, v in steps.items() if tag.startswith("loss")} == \
+            {tag: [1, 2, 3, 4] for tag in steps if tag.startswith("loss")}, rid
+        best, best_ref = (torch.load(g / "runs" / f"{rid}.best.pt", weights_only=True) for g in (grid_dir, reference))
+        assert best["epoch"] == best_ref["epoch"]
+        assert all(torch.equal(best["student"][k], best_ref["student"][k]) for k in best_ref["student"]), rid
+
+
+def event_steps(grid_dir: Path, rid: str) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag of a run's TensorBoard files, read back with tensorboard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(grid_dir / "tensorboard" / rid))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 @pytest.fixture(scope="module")
