@@ -15,11 +15,6 @@ from typing import Any, Callable
 
 import torch
 
-# test hook: a process that must die in the middle of a checkpoint write (tests/test_resume.py)
-_DIE_IN_WRITE = os.environ.get("KDBENCH_TEST_KILL_IN_CHECKPOINT_WRITE")
-_writes = 0
-
-
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -32,7 +27,6 @@ def _fsync_dir(path: Path) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
-    global _writes
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -41,11 +35,6 @@ def atomic_torch_save(obj: Any, path: Path, keep_previous: bool = False) -> None
         torch.save(obj, tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        _writes += 1
-        if _DIE_IN_WRITE and _writes == int(_DIE_IN_WRITE):
-            with open(tmp, "rb+") as f:  # leave a half-written temp file behind, as a real kill would
-                f.truncate(os.path.getsize(tmp) // 2)
-            os.kill(os.getpid(), 9)
         if keep_previous and path.exists():
             os.replace(path, path.with_name(path.name + ".prev"))
         os.replace(tmp, path)

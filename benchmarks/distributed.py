@@ -22,13 +22,13 @@ so DDP averages every trainable gradient. BatchNorm uses the global batch:
 ``CPUSyncBatchNorm`` computes the same statistics with all-reduces. Hence:
 
   exact (same loss, gradients and updates as one process on the global batch,
-  up to float rounding): vanilla, kd, fitnet, at -- per-sample-mean losses;
-  triplet and pair with negatives="dataset" are exact in distribution (every
-  anchor's negative is drawn independently; per-rank streams differ from a
-  single process's). Everything else needs ``--allow-approximate``: rkd
-  (relations within each rank's slice), crd (memory banks updated per rank
-  with its own slice, per-rank Z and negatives), triplet/pair with
-  negatives="batch" (negatives only among the rank's slice).
+  up to float rounding): every method whose loss is a per-sample mean, i.e.
+  that does not declare ``couples_batch`` (vanilla, kd, fitnet, at); triplet
+  and pair with negatives="dataset" are exact in distribution (every anchor's
+  negative is drawn independently; per-rank streams differ from a single
+  process's). A method that couples the samples of a batch (its class says so,
+  and ``coupling`` says how: rkd's relations, crd's memory banks, in-batch
+  negatives) sees only its rank's slice and needs ``--allow-approximate``.
 
 Image folders: each rank decodes only its slice of every global batch (same
 samples per global batch as the shuffled order; augmentation draws differ from
@@ -48,7 +48,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from methods import Batch, BuildContext, build_method, method_needs
+from methods import Batch, BuildContext, build_method, method_class, method_needs
 
 from . import checkpoints, records
 from .config import ConfigError, parse_pair, student_recipe, teacher_recipe
@@ -65,19 +65,10 @@ _NO_BUFFER_SYNC = next(k for k in ("forward_sync_buffers", "broadcast_buffers")
 # 1x1 convs' gradients come with other strides than DDP's buckets: a copy per step, not an error
 warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
 
-EXACT = {"vanilla", "kd", "fitnet", "at"}
-WHY_APPROXIMATE = {
-    "rkd": "its distances and angles relate only the samples of each rank's slice, not the global batch",
-    "crd": "its memory banks are updated by each rank with its own slice only, with per-rank Z and negatives",
-    "triplet": "negatives='batch' draws each anchor's negative only among its rank's slice",
-    "pair": "negatives='batch' draws each anchor's negative only among its rank's slice",
-}
-
-
 def approximation(resolved: dict[str, dict]) -> str | None:
-    """Why a method (``{part: hparams}``) is not exact under DDP, or None when it is."""
-    why = [f"{part}: {WHY_APPROXIMATE.get(part, 'not checked for DDP')}" for part, hp in resolved.items()
-           if part not in EXACT and not (part in ("triplet", "pair") and hp.get("negatives") == "dataset")]
+    """Why a method (``{part: hparams}``) is not exact under DDP, or None when it is: what each part that
+    couples the samples of a batch declares (``Distiller.coupling``); each rank sees only its slice."""
+    why = [f"{part}: {note}" for part, hp in resolved.items() if (note := method_class(part).coupling(hp))]
     return "; ".join(why) or None
 
 
@@ -258,7 +249,7 @@ def build_student(spec: RunSpec, cfg: dict, data, teacher, device: torch.device)
     torch.manual_seed(seed_for(spec.seed, "method", spec.method))
     ctx = BuildContext(probe(model, data.input_shape, device, True),
                        probe(teacher, data.input_shape, device, True) if teacher is not None else None,
-                       data.num_classes, data.train_labels)
+                       data.num_classes, data.train_labels, student_model=model, teacher_model=teacher)
     return model, build_method(spec.method, ctx, cfg.get("method", {})).to(device)
 
 

@@ -377,7 +377,8 @@ class GridRunner:
         # probing with preact costs nothing and serves every method
         ctx = BuildContext(probe(model, self.data.input_shape, self.device, True),
                            probe(teacher, self.data.input_shape, self.device, True),
-                           self.data.num_classes, self.data.train_labels)
+                           self.data.num_classes, self.data.train_labels,
+                           student_model=model, teacher_model=teacher)
         method = build_method(spec.method, ctx, self.cfg.get("method", {})).to(self.device)
         return StudentRun(spec.run_id, model, method, self.student_recipe(spec), spec.seed)
 

@@ -197,7 +197,7 @@ class Setup:
         model = create_model(self.student_name, num_classes=data.num_classes).to(device)
         torch.manual_seed(seed_for(seed, "method", method_name))
         ctx = BuildContext(probe(model, data.input_shape, device, True), self.teacher_probe,
-                           data.num_classes, data.train_labels)
+                           data.num_classes, data.train_labels, student_model=model, teacher_model=self.teacher)
         method = build_method(method_name, ctx).to(device)
         return model, method
 

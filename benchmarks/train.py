@@ -5,8 +5,10 @@ same seed): each batch is drawn and augmented once, the frozen teacher runs
 once, then every student takes its own step with its own method, optimizer,
 schedule and RNG. A solo run is a cohort of one, so cohort and solo training
 are the same code. The loop knows methods only through their declarations
-(``needs_teacher``, ``needs_preact``, ``prepare``'s ``extra_index``) and their
-named loss terms, which it weights, sums and logs.
+(``needs_teacher``, ``needs_features``, ``needs_preact``, ``prepare``'s
+``extra_index``) and their named loss terms, which it weights, sums and logs.
+Before every step it hands the method its ``Progress`` (fractional epoch, total),
+derived from the epoch and step counters, so a resumed run sees the same values.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods import Batch, Distiller
+from methods import Batch, Distiller, Progress
 
 __all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "seed_for", "freeze"]
 
@@ -143,9 +145,14 @@ def compute_terms(model, method: Distiller, x, y, teacher_out, batch: Batch, ext
     """
     student_out = model.forward_kd(x, preact=method.needs_preact)
     if extra_x is not None:
-        batch.extras["extra_student"] = model.forward_kd(extra_x, preact=method.needs_preact)
+        extra = model.forward_kd(extra_x, preact=method.needs_preact)
+        batch.extras["extra_student"] = extra if method.needs_features else extra.logits_only()
     terms = {"ce": F.cross_entropy(student_out.logits, y)}
-    terms.update(method.losses(student_out, teacher_out, batch))
+    if method.needs_features:
+        terms.update(method.losses(student_out, teacher_out, batch))
+    else:  # a method gets what it declared: logits only
+        terms.update(method.losses(student_out.logits_only(),
+                                   teacher_out.logits_only() if teacher_out is not None else None, batch))
     return student_out.logits, terms
 
 
@@ -207,7 +214,7 @@ class StudentRun:
     # step() in parts, so a distributed run (benchmarks/distributed.py) overrides only what differs
     def prepare_batch(self, x, y, index, data, device) -> tuple[Batch, torch.Tensor | None]:
         """The method's per-batch draws, and the extra samples it asked for (augmented), if any."""
-        batch = Batch(x, y, index)
+        batch = Batch(x, y, index, progress=self.method.progress)
         batch.extras = self.method.prepare(batch, self.generator)
         extra_index = batch.extras.get("extra_index")
         if extra_index is None:
@@ -227,10 +234,16 @@ class StudentRun:
     def backward(self, total: torch.Tensor, n: int) -> None:
         total.backward()
 
+    def progress(self, epoch: int, step: int, data) -> Progress:
+        """Where training stands at 0-based ``step`` of 0-based ``epoch``: ``epoch + step / steps_per_epoch``,
+        ``steps_per_epoch`` = ceil(training samples / batch size) (every loader keeps the last batch)."""
+        return Progress.at(epoch, step, math.ceil(data.num_train / self.recipe.batch_size), self.recipe.epochs)
+
     def step(self, x, y, index, teacher_out, data, device, epoch: int, step: int) -> torch.Tensor:
         """One optimizer step; returns the (detached) weighted total loss."""
         t0 = time.perf_counter()
         method = self.method
+        method.set_progress(self.progress(epoch, step, data))
         batch, extra_x = self.prepare_batch(x, y, index, data, device)
         with _autocast(device, self.fast):
             logits, terms = self.forward_terms(x, y, teacher_out, batch, extra_x)
@@ -346,6 +359,8 @@ def train_cohort(
             r.begin_epoch(epoch)
         use_teacher = teacher is not None and any(r.method.needs_teacher for r in active)
         preact = any(r.method.needs_preact for r in active)
+        # no method reads the teacher's maps: release them right after its forward
+        teacher_logits_only = not any(r.method.needs_features for r in active)
         shared_time = 0.0
         batches = data.epoch_batches(first.batch_size, generator, device)
         for step in itertools.count():
@@ -357,6 +372,8 @@ def train_cohort(
             if fast["channels_last"]:
                 x = x.contiguous(memory_format=torch.channels_last)
             teacher_out = teacher_outputs(teacher, x, device, fast, preact) if use_teacher else None
+            if teacher_out is not None and teacher_logits_only:
+                teacher_out = teacher_out.logits_only()
             shared_time += time.perf_counter() - t0
             for r in active:
                 if r.error is not None:

@@ -1,14 +1,22 @@
-"""The method registry: ``build_method("crd+kd", ctx)``, ``list_methods()``.
+"""The registry: ``build_method("crd+kd", ctx)``, ``list_methods()``.
 
 Adding a method is one file in this folder: subclass ``Distiller``, decorate
-it with ``@register_method("name")``, import it below.
+it with ``@register_method("name")``, import it below (README, "Adding a method").
+Importing ``methods`` loads torch, ``kdcore`` (the model/method contract) and
+the method files, never ``benchmarks`` or a model file.
 """
 from .base import (  # noqa: F401
     Batch,
     BuildContext,
+    Choice,
+    Composite,
     Distiller,
     HyperparameterError,
+    ModelOutput,
+    Progress,
+    Range,
     UnknownMethodError,
+    batch_coupling,
     build_method,
     check_override_keys,
     list_methods,

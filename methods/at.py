@@ -47,7 +47,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import BuildContext, Distiller, HyperparameterError, register_method
+from .base import BuildContext, Choice, Distiller, Range, register_method
 
 _ALIGNS = ("first", "last")
 
@@ -78,14 +78,11 @@ def paired_stages(n_s: int, n_t: int, align: str) -> list[tuple[int, int]]:
 @register_method("at")
 class AT(Distiller):
     defaults = {"gamma": 1.0, "beta": 1000.0, "p": 2.0, "stage_align": "first"}
+    ranges = {"gamma": Range(ge=0), "beta": Range(ge=0), "p": Range(gt=0), "stage_align": Choice(*_ALIGNS)}
     needs_features = True
 
     def __init__(self, ctx: BuildContext, **hparams):
         super().__init__(ctx, **hparams)
-        if self.stage_align not in _ALIGNS:
-            raise HyperparameterError(
-                f"at.stage_align must be one of {', '.join(_ALIGNS)}, got {self.stage_align!r}"
-            )
         if ctx.teacher is None:
             raise ValueError("at needs a teacher")
         n_s = len(ctx.student.features) - 1

@@ -1,12 +1,15 @@
-"""The interface every distillation method implements, and the registry.
+"""The interface every distillation method implements, compositions, and the registry.
 
 A method is an ``nn.Module`` subclass of ``Distiller``, registered by name with
 ``@register_method``. It declares what it needs from the harness (feature maps,
-dataset indices, extra samples), owns its trainable modules (their parameters
-join the student's optimizer) and returns *unweighted* named loss terms; the
-harness multiplies each term by ``loss_weights()[term]``, sums, and logs both.
-Cross-entropy on the labels is the term ``"ce"``, computed by the harness so a
-composed method (``crd+kd``) has exactly one.
+dataset indices, extra samples), the valid range of each hyperparameter,
+whether its loss couples the samples of a batch, owns its trainable modules
+(their parameters join the student's optimizer) and returns *unweighted* named
+loss terms; the harness multiplies each term by ``loss_weights()[term]``, sums,
+and logs both. Cross-entropy on the labels is the term ``"ce"``, computed by the
+harness so a composed method (``crd+kd``) has exactly one. ``self.progress``
+(``Progress``: fractional epoch and total) is current whenever the harness calls
+``prepare``, ``losses`` or ``loss_weights``, so a weight can follow a schedule.
 
 The training loop never looks at a method's name: everything it does for a
 method follows from these declarations.
@@ -14,65 +17,37 @@ method follows from these declarations.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from benchmarks.models.registry import ModelOutput
+from kdcore import Batch, BuildContext, ModelOutput, Progress
+
+from .hparams import Choice, HyperparameterError, Range, check_ranges, resolve_hparams
 
 __all__ = [
     "Batch",
     "BuildContext",
+    "ModelOutput",
+    "Progress",
     "Distiller",
+    "Composite",
+    "Range",
+    "Choice",
     "register_method",
     "list_methods",
     "method_class",
     "method_needs",
     "build_method",
+    "batch_coupling",
     "method_defaults",
     "validate_method",
+    "check_override_keys",
+    "resolve_hparams",
     "UnknownMethodError",
     "HyperparameterError",
 ]
-
-
-@dataclass
-class BuildContext:
-    """What a method may look at when it builds its modules.
-
-    student / teacher: ``ModelOutput`` of a probe forward (batch of 2, the
-    dataset's input size, eval mode, no grad), so adapters can be sized from
-    real shapes (RepDistiller sizes its ConvReg / Embed modules the same way).
-    train_labels: labels of the whole training set, CPU int64, indexed by the
-    dataset index the harness passes in ``Batch.index``.
-    """
-
-    student: ModelOutput
-    teacher: ModelOutput | None
-    num_classes: int
-    train_labels: torch.Tensor
-
-    @property
-    def num_train(self) -> int:
-        return int(self.train_labels.numel())
-
-
-@dataclass
-class Batch:
-    """One training batch as a method sees it.
-
-    x, y, index are shared by every student of a cohort; ``extras`` is this
-    method's own: what ``prepare`` returned, plus ``"extra_student"`` (the
-    student's ``ModelOutput`` on the samples named by ``"extra_index"``) when
-    the method asked for extra samples.
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    index: torch.Tensor
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class UnknownMethodError(KeyError):
@@ -80,22 +55,27 @@ class UnknownMethodError(KeyError):
         return str(self.args[0])
 
 
-class HyperparameterError(ValueError):
-    pass
-
-
 class Distiller(nn.Module):
     """Base class of all methods.
 
     Subclasses set ``name`` (via ``@register_method``), ``defaults`` (every
     hyperparameter, loss weights included, with their source in the module
-    docstring) and implement ``loss_weights`` and ``losses``.
+    docstring), ``ranges`` (the valid values of every hyperparameter in
+    ``defaults``: ``Range(gt=0)``, ``Range(ge=0)``, ``Choice("a", "b")``, ...)
+    and implement ``loss_weights`` and ``losses``.
 
     Declarations the harness reads:
       needs_teacher   run the teacher on the batch (False only for ``vanilla``)
-      needs_features  pass stage features / embeddings (else only logits are
-                      guaranteed to be meaningful)
+      needs_features  the method reads ``features`` / ``embedding`` /
+                      ``preact_features``; without it, ``losses`` receives
+                      ``ModelOutput.logits_only()`` (those fields empty) and the
+                      teacher's maps are released right after its forward
       needs_preact    ask the models for pre-activation features
+      couples_batch   the loss relates the samples of a batch (relations,
+                      in-batch negatives, memory banks updated per batch), so
+                      data-parallel training on slices is only approximate;
+                      ``coupling_note`` says how in one line, ``coupling(hp)``
+                      decides for given hyperparameters
       ce_weight_key   the hyperparameter that weights the ``"ce"`` term
       combined_defaults  overrides applied when this method is a secondary
                       part of a composition (``crd+kd`` gives kd alpha=1)
@@ -103,23 +83,41 @@ class Distiller(nn.Module):
 
     name: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    ranges: ClassVar[dict[str, Range | Choice]] = {}
     combined_defaults: ClassVar[dict[str, Any]] = {}
     ce_weight_key: ClassVar[str] = "gamma"
     needs_teacher: ClassVar[bool] = True
     needs_features: ClassVar[bool] = False
     needs_preact: ClassVar[bool] = False
+    couples_batch: ClassVar[bool] = False
+    coupling_note: ClassVar[str] = ""
 
     def __init__(self, ctx: BuildContext, **hparams: Any):
         super().__init__()
         self.hparams: dict[str, Any] = resolve_hparams(self.name, self.defaults, hparams)
         self.check_hparams(self.hparams)
+        self.progress = Progress()
 
     @classmethod
     def check_hparams(cls, hparams: dict[str, Any]) -> None:
-        """Reject values the type check cannot (a bad choice, a negative margin): raise HyperparameterError.
+        """Check every value against ``ranges``; raise HyperparameterError.
 
-        Called by ``validate_method`` before any work starts, and again on construction.
+        Called by ``validate_method`` before any work starts, and again on
+        construction. Override (calling ``super()``) for checks a range cannot
+        state (a relation between two values).
         """
+        check_ranges(cls.name, cls.ranges, hparams)
+
+    @classmethod
+    def coupling(cls, hparams: dict[str, Any]) -> str | None:
+        """Why the loss with these hyperparameters relates samples across the batch; None when it does not.
+
+        Default: ``coupling_note`` when ``couples_batch``. Override when it depends on a value
+        (triplet couples only with ``negatives="batch"``).
+        """
+        if not cls.couples_batch:
+            return None
+        return cls.coupling_note or "its loss relates the samples of each batch"
 
     def __getattr__(self, item: str):
         # read-only convenience: self.T, self.beta, ... read the hyperparameters
@@ -129,11 +127,15 @@ class Distiller(nn.Module):
         return super().__getattr__(item)
 
     # --- what the harness calls -------------------------------------------
+    def set_progress(self, progress: Progress) -> None:
+        """Called by the harness before every step's ``prepare`` / ``losses`` / ``loss_weights``."""
+        self.progress = progress
+
     def ce_weight(self) -> float:
         return float(self.hparams[self.ce_weight_key]) if self.ce_weight_key else 0.0
 
     def loss_weights(self) -> dict[str, float]:
-        """Weight of each term ``losses`` returns (the ``"ce"`` term excluded)."""
+        """Weight of each term ``losses`` returns (the ``"ce"`` term excluded); may follow ``self.progress``."""
         return {}
 
     def prepare(self, batch: Batch, generator: torch.Generator) -> dict[str, Any]:
@@ -156,16 +158,88 @@ class Distiller(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
+class Composite(Distiller):
+    """A composition of methods, e.g. ``crd+kd``: one CE term, every part's own terms.
+
+    The CE weight is the first part's (``crd+kd`` trains with CRD's gamma=1, as
+    RepDistiller's CRD+KD row: ``-r 1 -a 1 -b 0.8``); secondary parts contribute
+    their distillation terms with their ``combined_defaults`` applied (kd: alpha=1).
+    Term names must not collide; extras drawn in ``prepare`` are merged. A
+    declaration holds when any part's holds (``needs_*``, ``couples_batch``).
+    """
+
+    name = "composite"
+
+    def __init__(self, name: str, parts: list[Distiller]):
+        nn.Module.__init__(self)
+        self.name = name
+        self.parts = nn.ModuleList(parts)
+        self.hparams = {p.name: p.hparams for p in parts}
+        self.progress = Progress()
+        for need in ("needs_teacher", "needs_features", "needs_preact", "couples_batch"):
+            setattr(self, need, any(getattr(p, need) for p in parts))
+        seen: dict[str, str] = {}
+        for p in parts:
+            for term in p.loss_weights():
+                if term in seen or term == "ce":
+                    raise ValueError(f"loss term {term!r} of {p.name} collides with {seen.get(term, 'ce')}")
+                seen[term] = p.name
+
+    def set_progress(self, progress: Progress) -> None:
+        self.progress = progress
+        for p in self.parts:
+            p.set_progress(progress)
+
+    def ce_weight(self) -> float:
+        return self.parts[0].ce_weight()
+
+    def loss_weights(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for p in self.parts:
+            out.update(p.loss_weights())
+        return out
+
+    def prepare(self, batch: Batch, generator: torch.Generator) -> dict[str, Any]:
+        extras: dict[str, Any] = {}
+        for p in self.parts:
+            drawn = p.prepare(batch, generator)
+            clash = extras.keys() & drawn.keys()
+            if clash:
+                raise ValueError(f"{self.name}: parts both draw {sorted(clash)}; they cannot be combined")
+            extras.update(drawn)
+        return extras
+
+    def losses(self, student, teacher, batch):
+        out: dict[str, torch.Tensor] = {}
+        for p in self.parts:
+            if p.needs_features or not self.needs_features:
+                out.update(p.losses(student, teacher, batch))
+            else:  # each part gets what it declared
+                out.update(p.losses(_logits_only(student), _logits_only(teacher), batch))
+        return out
+
+
+def _logits_only(out: ModelOutput | None) -> ModelOutput | None:
+    return None if out is None else out.logits_only()
+
+
 # --- registry ---------------------------------------------------------------
 _METHODS: dict[str, type[Distiller]] = {}
 
 
 def register_method(name: str):
-    """Class decorator: ``@register_method("kd") class KD(Distiller): ...``."""
+    """Class decorator: ``@register_method("kd") class KD(Distiller): ...``.
+
+    Refuses a class whose ``ranges`` do not cover exactly its ``defaults``.
+    """
 
     def wrap(cls: type[Distiller]) -> type[Distiller]:
         if "+" in name or name in _METHODS:
             raise ValueError(f"cannot register method {name!r}")
+        if set(cls.ranges) != set(cls.defaults):
+            missing, extra = sorted(set(cls.defaults) - set(cls.ranges)), sorted(set(cls.ranges) - set(cls.defaults))
+            raise ValueError(f"method {name!r}: ranges must declare every hyperparameter of defaults "
+                             f"(missing {missing}, not in defaults {extra})")
         cls.name = name
         _METHODS[name] = cls
         return cls
@@ -199,8 +273,8 @@ def _parts(name: str) -> list[str]:
 
 
 def method_needs(name: str, need: str) -> bool:
-    """Whether method ``name`` has the declaration ``need`` (``"needs_teacher"``, ...) without building it:
-    a composition (``crd+kd``) has it when any part has, as ``Composite`` sets it on its instance."""
+    """Whether method ``name`` has the declaration ``need`` (``"needs_teacher"``, ``"couples_batch"``, ...)
+    without building it: a composition (``crd+kd``) has it when any part has, as ``Composite`` sets it."""
     return any(getattr(method_class(part), need) for part in _parts(name))
 
 
@@ -222,7 +296,8 @@ def validate_method(name: str, overrides: dict[str, dict[str, Any]] | None = Non
     ``overrides`` maps a method name to ``{key: value}`` (from ``--set
     triplet.margin=2``). Keys for methods that are not part of ``name`` are
     ignored here (a grid applies one set of overrides to all its methods);
-    ``check_override_keys`` checks them against the registry.
+    ``check_override_keys`` checks them against the registry. Every value is
+    checked against its type and declared range.
     """
     resolved = method_defaults(name)
     for part, hp in resolved.items():
@@ -231,47 +306,19 @@ def validate_method(name: str, overrides: dict[str, dict[str, Any]] | None = Non
     return resolved
 
 
+def batch_coupling(name: str, overrides: dict[str, dict[str, Any]] | None = None) -> str | None:
+    """Why method ``name`` with these overrides couples the samples of a batch (each coupling part's
+    ``coupling``, joined by ``; ``), or None when its loss is a per-sample mean."""
+    why = [f"{part}: {note}" for part, hp in validate_method(name, overrides).items()
+           if (note := method_class(part).coupling(hp))]
+    return "; ".join(why) or None
+
+
 def check_override_keys(overrides: dict[str, dict[str, Any]]) -> None:
-    """Every override names a registered method and one of its hyperparameters."""
+    """Every override names a registered method and one of its hyperparameters, with a valid value."""
     for part, kv in overrides.items():
         cls = method_class(part)
         cls.check_hparams(resolve_hparams(part, cls.defaults, kv))
-
-
-def resolve_hparams(method: str, defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(dict(defaults))
-    for key, value in given.items():
-        if key not in defaults:
-            raise HyperparameterError(
-                f"unknown hyperparameter {method}.{key}; {method} has: {', '.join(sorted(defaults)) or '(none)'}"
-            )
-        out[key] = _coerce(method, key, defaults[key], value)
-    return out
-
-
-def _coerce(method: str, key: str, default: Any, value: Any) -> Any:
-    kind = type(default)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif kind is str:
-        if isinstance(value, str):
-            return value
-    elif kind in (list, tuple):
-        if isinstance(value, (list, tuple)):
-            return list(value)
-    else:
-        return value
-    raise HyperparameterError(
-        f"{method}.{key} must be {'an' if kind.__name__[0] in 'aeiou' else 'a'} {kind.__name__} "
-        f"(default {default!r}), got {value!r}"
-    )
 
 
 def build_method(
@@ -280,8 +327,10 @@ def build_method(
     """Build method ``name`` (``"kd"``, ``"crd+kd"``) with its resolved hyperparameters."""
     resolved = validate_method(name, overrides)
     parts = [method_class(p)(ctx, **hp) for p, hp in resolved.items()]
-    if len(parts) == 1:
-        return parts[0]
-    from .composite import Composite
-
-    return Composite(name, parts)
+    method = parts[0] if len(parts) == 1 else Composite(name, parts)
+    models = [m for m in (ctx.student_model, ctx.teacher_model) if m is not None]
+    for sub in method.modules():
+        if any(sub is m for m in models):
+            raise TypeError(f"method {name} keeps the {'teacher' if sub is ctx.teacher_model else 'student'} "
+                            "model as a submodule; models are read-only at build time: copy what you need")
+    return method

@@ -57,7 +57,7 @@ import math
 import torch
 from torch import nn
 
-from .base import BuildContext, Distiller, HyperparameterError, register_method
+from .base import BuildContext, Distiller, Range, register_method
 
 NCE_EPS = 1e-7
 # above this pool/K ratio, drawing without replacement by rejection of repeats
@@ -194,18 +194,21 @@ class CRD(Distiller):
         "nce_t": 0.07,
         "nce_m": 0.5,
     }
+    ranges = {
+        "gamma": Range(ge=0),
+        "beta": Range(ge=0),
+        "feat_dim": Range(ge=1),
+        "nce_k": Range(ge=1),
+        "nce_t": Range(gt=0),
+        "nce_m": Range(ge=0, le=1),
+    }
     needs_features = True
+    couples_batch = True
+    coupling_note = ("its memory banks and Z constants are updated from each batch "
+                     "(under DDP: by each rank with its own slice, with per-rank negatives)")
 
     def __init__(self, ctx: BuildContext, **hparams):
         super().__init__(ctx, **hparams)
-        if self.feat_dim < 1:
-            raise HyperparameterError(f"crd.feat_dim must be >= 1, got {self.feat_dim}")
-        if self.nce_k < 1:
-            raise HyperparameterError(f"crd.nce_k must be >= 1, got {self.nce_k}")
-        if not self.nce_t > 0:
-            raise HyperparameterError(f"crd.nce_t must be > 0, got {self.nce_t}")
-        if not 0.0 <= self.nce_m <= 1.0:
-            raise HyperparameterError(f"crd.nce_m must be in [0, 1], got {self.nce_m}")
         if ctx.teacher is None:
             raise ValueError("crd needs a teacher")
         s_dim = ctx.student.embedding.flatten(1).shape[1]

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import BuildContext, Distiller, HyperparameterError, register_method
+from .base import BuildContext, Distiller, HyperparameterError, Range, register_method
 
 
 class HintRegressor(nn.Module):
@@ -97,6 +97,8 @@ def hint_loss(regressed: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tenso
 @register_method("fitnet")
 class FitNet(Distiller):
     defaults = {"gamma": 1.0, "beta": 100.0, "hint_layer": 2}
+    # hint_layer's upper bound depends on the models: checked when the method is built
+    ranges = {"gamma": Range(ge=0), "beta": Range(ge=0), "hint_layer": Range(ge=0)}
     needs_features = True
 
     def __init__(self, ctx: BuildContext, **hparams):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Distiller, register_method
+from .base import Distiller, Range, register_method
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> torch.Tensor:
@@ -30,6 +30,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
 @register_method("kd")
 class KD(Distiller):
     defaults = {"T": 4.0, "gamma": 0.1, "alpha": 0.9}
+    ranges = {"T": Range(gt=0), "gamma": Range(ge=0), "alpha": Range(ge=0)}
     combined_defaults = {"alpha": 1.0}
 
     def loss_weights(self):

@@ -36,8 +36,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import register_method
-from .triplet import PAIRWISE_EPS, _NegativesDistiller, masked_mean
+from .base import Choice, Range, register_method
+from .triplet import NEGATIVE_MODES, PAIRWISE_EPS, _NegativesDistiller, masked_mean
 
 
 def contrastive_per_sample(anchor, positive, negative, margin: float) -> torch.Tensor:
@@ -50,6 +50,8 @@ def contrastive_per_sample(anchor, positive, negative, margin: float) -> torch.T
 @register_method("pair")
 class Pair(_NegativesDistiller):
     defaults = {"gamma": 1.0, "weight": 2.0, "margin": 5.0, "negatives": "dataset"}
+    ranges = {"gamma": Range(ge=0), "weight": Range(ge=0), "margin": Range(ge=0),
+              "negatives": Choice(*NEGATIVE_MODES)}
     needs_features = False
 
     def loss_weights(self):

@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import BuildContext, Distiller, register_method
+from .base import BuildContext, Distiller, Range, register_method
 
 _EPS = 1e-12
 
@@ -81,7 +81,10 @@ def rkd_angle_loss(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 @register_method("rkd")
 class RKD(Distiller):
     defaults = {"gamma": 1.0, "beta": 1.0, "distance_weight": 25.0, "angle_weight": 50.0}
+    ranges = {"gamma": Range(ge=0), "beta": Range(ge=0), "distance_weight": Range(ge=0), "angle_weight": Range(ge=0)}
     needs_features = True
+    couples_batch = True
+    coupling_note = "its distances and angles relate the samples of a batch (under DDP: of each rank's slice)"
 
     def __init__(self, ctx: BuildContext, **hparams):
         super().__init__(ctx, **hparams)

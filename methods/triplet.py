@@ -62,7 +62,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import Batch, BuildContext, Distiller, HyperparameterError, register_method
+from .base import Batch, BuildContext, Choice, Distiller, Range, register_method
 from .kd import kd_loss
 
 NEGATIVE_MODES = ("dataset", "batch")
@@ -123,13 +123,6 @@ def draw_in_batch(y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Te
     return pos, valid
 
 
-def check_negatives_mode(method: str, mode: str) -> None:
-    if mode not in NEGATIVE_MODES:
-        raise HyperparameterError(
-            f"{method}.negatives must be one of {', '.join(NEGATIVE_MODES)}, got {mode!r}"
-        )
-
-
 def prepare_negatives(
     method: str, mode: str, sampler: OtherClassSampler | None, batch: Batch, generator: torch.Generator
 ) -> dict[str, Any]:
@@ -174,11 +167,15 @@ def triplet_per_sample(anchor, positive, negative, margin: float) -> torch.Tenso
 
 
 class _NegativesDistiller(Distiller):
-    """Shared plumbing of triplet / pair: negatives mode check, sampler, prepare."""
+    """Shared plumbing of triplet / pair: sampler, prepare, batch coupling of in-batch negatives."""
+
+    couples_batch = True  # with negatives="batch" only: see coupling()
+    coupling_note = "negatives='batch' draws each anchor's negative among the batch (under DDP: its rank's slice)"
 
     @classmethod
-    def check_hparams(cls, hparams: dict[str, Any]) -> None:
-        check_negatives_mode(cls.name, hparams["negatives"])
+    def coupling(cls, hparams: dict[str, Any]) -> str | None:
+        # "dataset": every anchor's negative is drawn independently of the other samples
+        return cls.coupling_note if hparams.get("negatives", cls.defaults["negatives"]) == "batch" else None
 
     def __init__(self, ctx: BuildContext, **hparams: Any):
         super().__init__(ctx, **hparams)
@@ -204,13 +201,15 @@ class Triplet(_NegativesDistiller):
         "kl_T": 1.0,
         "negatives": "dataset",
     }
+    ranges = {
+        "gamma": Range(ge=0),
+        "weight": Range(ge=0),
+        "margin": Range(ge=0),
+        "kl": Range(ge=0),
+        "kl_T": Range(gt=0),
+        "negatives": Choice(*NEGATIVE_MODES),
+    }
     needs_features = False
-
-    @classmethod
-    def check_hparams(cls, hparams: dict[str, Any]) -> None:
-        super().check_hparams(hparams)
-        if hparams["kl_T"] <= 0:
-            raise HyperparameterError(f"triplet.kl_T must be > 0, got {hparams['kl_T']!r}")
 
     def loss_weights(self):
         w = {"triplet": self.weight}

@@ -7,10 +7,11 @@ run (``needs_teacher = False``), so a vanilla run costs one student step.
 """
 from __future__ import annotations
 
-from .base import Distiller, register_method
+from .base import Distiller, Range, register_method
 
 
 @register_method("vanilla")
 class Vanilla(Distiller):
     defaults = {"gamma": 1.0}
+    ranges = {"gamma": Range(ge=0)}
     needs_teacher = False

@@ -282,18 +282,18 @@ def _torchrun_raw(*args: str, env_extra: dict | None = None, timeout: int = 180)
 
 def test_ddp_run_killed_in_a_checkpoint_write_resumes_bitwise(ddp_out, tmp_path):
     """triplet draws its negatives from each rank's own RNG: the resume must restore every rank's state."""
-    flags = ["-m", "benchmarks.distributed", "--method", "triplet", "--pair", "resnet8:resnet8", "--epochs", "4",
+    flags = ["--method", "triplet", "--pair", "resnet8:resnet8", "--epochs", "4",
              "--teacher-ckpt", f"resnet8={ddp_out / 'teacher.pt'}", "--quiet", "--no-report"]
-    ref = _torchrun_raw(*flags, "--results", str(tmp_path / "ref"))
+    ref = _torchrun_raw("-m", "benchmarks.distributed", *flags, "--results", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr[-3000:]
-    # each rank dies (SIGKILL) in the middle of its 2nd checkpoint write, after epoch 2
-    killed = _torchrun_raw(*flags, "--results", str(tmp_path / "killed"),
-                           env_extra={"KDBENCH_TEST_KILL_IN_CHECKPOINT_WRITE": "2"})
+    # each rank dies (SIGKILL) in the middle of its 2nd checkpoint write, after epoch 2 (tests/kill_hook.py)
+    killed = _torchrun_raw(str(ROOT / "tests" / "kill_hook.py"), "2", "benchmarks.distributed", *flags,
+                           "--results", str(tmp_path / "killed"))
     assert killed.returncode != 0
     runs = next((tmp_path / "killed").glob("*/runs"))
     assert sorted(p.name for p in runs.glob("*.rank*.ckpt.pt")) == [
         "triplet__resnet8-resnet8__s0.rank0.ckpt.pt", "triplet__resnet8-resnet8__s0.rank1.ckpt.pt"]
-    resumed = _torchrun_raw(*flags, "--results", str(tmp_path / "killed"))
+    resumed = _torchrun_raw("-m", "benchmarks.distributed", *flags, "--results", str(tmp_path / "killed"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming after epoch 1" in resumed.stderr
     assert not list(runs.glob("*.ckpt.pt*"))  # removed once the run is complete

@@ -29,8 +29,12 @@ def test_registry_lists_the_seed_methods():
         cls = method_class(name)
         assert cls.name == name
         doc = __import__(cls.__module__, fromlist=["_"]).__doc__ or ""
-        # each method file states its paper and its defaults
-        assert len(doc) > 200 and "default" in doc.lower(), f"{name}: method file lacks its docstring"
+        # README "Adding a method", docstring rule: paper, formula, defaults with their source
+        assert len(doc) > 200 and "default" in doc.lower(), (
+            f"{name}: the module docstring of {cls.__module__} must be over 200 characters and contain "
+            f"'default' (README, Adding a method)")
+        # every hyperparameter has a declared range (register_method enforces it)
+        assert set(cls.ranges) == set(cls.defaults), name
 
 
 def test_method_needs_by_name():
@@ -39,6 +43,7 @@ def test_method_needs_by_name():
     assert not method_needs("kd", "needs_features") and method_needs("crd", "needs_features")
     assert method_needs("triplet+at", "needs_features") and method_needs("at+triplet", "needs_features")
     assert not method_needs("triplet+kd", "needs_features")
+    assert method_needs("crd+kd", "couples_batch") and not method_needs("kd+at", "couples_batch")
     with pytest.raises(UnknownMethodError):
         method_needs("kd+nope", "needs_teacher")
 

@@ -24,15 +24,17 @@ ARGS = ["--methods", METHODS, "--pairs", "resnet8:resnet8", "--seeds", "0", "--e
 RUN_IDS = [f"{m}__resnet8-resnet8__s0" for m in METHODS.split(",")]
 
 
-def cli(results: Path, grid: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.run", "--results", str(results), "--grid", grid, *ARGS, *extra]
+def cli(results: Path, grid: str, *extra: str, kill_in_write: int | None = None) -> list[str]:
+    # kill_in_write=N: the process dies (SIGKILL) halfway through its N-th checkpoint write (tests/kill_hook.py)
+    entry = ["-m"] if kill_in_write is None else [str(ROOT / "tests" / "kill_hook.py"), str(kill_in_write)]
+    return [sys.executable, *entry, "benchmarks.run", "--results", str(results), "--grid", grid, *ARGS, *extra]
 
 
-def spawn(results: Path, grid: str, env_extra: dict | None = None, *extra: str) -> subprocess.Popen:
+def spawn(results: Path, grid: str, *extra: str, kill_in_write: int | None = None) -> subprocess.Popen:
     # same thread count as this process: CPU results are bitwise reproducible for a given thread count
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads()), **(env_extra or {})}
-    return subprocess.Popen(cli(results, grid, *extra), cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    return subprocess.Popen(cli(results, grid, *extra, kill_in_write=kill_in_write), cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def final_state(grid_dir: Path, rid: str):
@@ -97,7 +99,7 @@ def wait_for_epochs(path: Path, n: int, proc: subprocess.Popen, timeout: float =
 def test_killed_during_a_checkpoint_write_resumes_bitwise(reference):
     results, ref = reference
     # the 4th checkpoint write of the process is crd's after epoch 2: kd is then at epoch 2, crd at 1
-    proc = spawn(results, "killwrite", {"KDBENCH_TEST_KILL_IN_CHECKPOINT_WRITE": "4"})
+    proc = spawn(results, "killwrite", kill_in_write=4)
     proc.wait(timeout=300)
     assert proc.returncode == -signal.SIGKILL
     runs = results / "killwrite" / "runs"
@@ -162,7 +164,7 @@ def test_two_runners_never_train_the_same_run(reference, tmp_path):
     results, _ = reference
     # three short cohorts to share out, and a teacher neither has yet: both race for it
     extra = ("--seeds", "0,1,2", "--epochs", "2", "--teacher-dir", str(tmp_path / "teachers"))
-    procs = [spawn(results, "two", None, *extra) for _ in range(2)]
+    procs = [spawn(results, "two", *extra) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     teacher_lines = [line for _, err in outs for line in err.splitlines() if line.startswith("teacher resnet8:")]

@@ -6,15 +6,19 @@ num_classes=...)`` to build one. Every model returned by ``create_model`` is a
 gives a ``ModelOutput`` with the logits, the stage feature maps and the pooled
 embedding, in the same layout as RepDistiller's ``is_feat=True`` lists, so that
 a method written against RepDistiller's indices (``hint_layer=2``,
-``feat[1:-1]``, ``feat[-1]``) reads the same tensors here.
+``feat[1:-1]``, ``feat[-1]``) reads the same tensors here. ``ModelOutput`` and
+``KDModel`` are defined in ``kdcore`` (the contract methods import too) and
+re-exported here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
-import torch
 from torch import nn
+
+from kdcore import KDModel, ModelOutput  # the model/method contract, re-exported here
+
+from .timm_adapter import create_timm_model
 
 __all__ = [
     "ModelOutput",
@@ -25,36 +29,6 @@ __all__ = [
     "UnknownModelError",
     "he_fan_out_init",
 ]
-
-
-@dataclass
-class ModelOutput:
-    """What a model hands to a distillation method.
-
-    features: stage feature maps, RepDistiller's ``feat[:-1]``: ``features[0]``
-        is the stem output, ``features[1..L]`` the outputs of the L stages
-        (post-activation), each ``(B, C_i, H_i, W_i)``.
-    preact_features: the same maps taken before the last ReLU of each stage
-        (RepDistiller's ``preact=True``); ``None`` unless asked for. For
-        architectures without a trailing ReLU they equal ``features``.
-    embedding: the pooled, flattened vector fed to the classifier
-        (RepDistiller's ``feat[-1]``), ``(B, D)``.
-    """
-
-    logits: torch.Tensor
-    features: list[torch.Tensor]
-    embedding: torch.Tensor
-    preact_features: list[torch.Tensor] | None = None
-
-
-class KDModel(nn.Module):
-    """Base class: subclasses implement ``forward_kd``; ``forward`` returns logits."""
-
-    def forward_kd(self, x: torch.Tensor, preact: bool = False) -> ModelOutput:  # pragma: no cover
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_kd(x).logits
 
 
 def he_fan_out_init(model: nn.Module, linear_std: float | None = None, linear_zero_bias: bool = False) -> None:
@@ -110,8 +84,6 @@ def list_models() -> list[str]:
 def create_model(name: str, num_classes: int = 100, **kwargs) -> KDModel:
     """Build model ``name``; ``timm:<timm name>`` wraps any timm model in the same interface."""
     if name.startswith("timm:"):
-        from .timm_adapter import create_timm_model
-
         return create_timm_model(name[len("timm:"):], num_classes=num_classes, **kwargs)
     try:
         factory = _MODELS[name]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import KDModel, ModelOutput
+from kdcore import KDModel, ModelOutput
 
 __all__ = ["TimmKDModel", "create_timm_model"]
 

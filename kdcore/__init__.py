@@ -1,0 +1,9 @@
+"""The contract between models, methods and the training loop, in one small module all three import.
+
+``kdcore`` imports only torch: models (``benchmarks.models``) build ``ModelOutput``s
+and subclass ``KDModel``; methods (``methods``) read them through ``Batch``,
+``BuildContext`` and ``Progress``; neither imports the other.
+"""
+from .contract import Batch, BuildContext, KDModel, ModelOutput, Progress
+
+__all__ = ["Batch", "BuildContext", "KDModel", "ModelOutput", "Progress"]

@@ -1,0 +1,53 @@
+"""Fault injection for the durability tests; production code carries no hook.
+
+    python tests/kill_hook.py N MODULE [ARGS...]
+
+runs ``python -m MODULE ARGS...`` in this process after patching
+``benchmarks.checkpoints.atomic_torch_save`` so that the process's N-th
+checkpoint write dies by SIGKILL halfway: the temp file is left half-written
+beside the current checkpoint (and its ``.prev``), untouched, as a real kill in
+the middle of the write would leave them. Works under torchrun too (each rank
+counts its own writes).
+"""
+from __future__ import annotations
+
+import os
+import runpy
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+
+def kill_in_checkpoint_write(n: int) -> None:
+    """Make the ``n``-th ``atomic_torch_save`` of this process die in the middle of its write."""
+    import torch
+
+    from benchmarks import checkpoints
+
+    real = checkpoints.atomic_torch_save
+    writes = 0
+
+    def dying_save(obj, path, keep_previous: bool = False):
+        nonlocal writes
+        writes += 1
+        if writes != n:
+            return real(obj, path, keep_previous)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # as the real one
+        os.close(fd)
+        torch.save(obj, tmp)
+        with open(tmp, "rb+") as f:
+            f.truncate(os.path.getsize(tmp) // 2)
+            os.fsync(f.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    checkpoints.atomic_torch_save = dying_save
+
+
+if __name__ == "__main__":
+    kill_in_checkpoint_write(int(sys.argv[1]))
+    module = sys.argv[2]
+    sys.argv = [module, *sys.argv[3:]]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
