@@ -30,8 +30,8 @@ What the loader accepts, and why (``read_teacher_checkpoint``):
 * tensors saved on a GPU (CUDA-tagged storages) load on a CPU-only machine
   (``map_location="cpu"``); torch 1.x files, zip or legacy (pre-1.6) format.
 
-The zoo's parameter names and order equal RepDistiller's for all 22 of its
-CIFAR models (checked against its ``models/``), so its checkpoints match by
+The zoo's parameter names and order equal RepDistiller's (and mdistiller's) for
+all 22 of their CIFAR models (checked against their ``models/``), so its checkpoints match by
 name; ``load_state_dict_loose`` documents the by-order fallback for others.
 """
 from __future__ import annotations
@@ -207,6 +207,10 @@ def load_state_dict_loose(model: torch.nn.Module, state: dict[str, torch.Tensor]
        names disagree about which comes first, the file may come from a model whose modules were
        registered in another order, and pairing by position would put weights in the wrong
        places. Then ``TeacherError`` names the two tensors; nothing is guessed.
+
+    What no rule on names and shapes can catch: a file whose names *and* order both follow another
+    module order looks exactly like a correct one. Measuring the teacher is the check for that
+    (``import`` prints measured against published top-1; a mis-loaded BN teacher tests near chance).
     """
     own = model.state_dict()
     name = type(model).__name__
@@ -451,10 +455,12 @@ def zoo_arch(folder_arch: str) -> str | None:
 
 
 def find_teacher_checkpoints(root: Path) -> list[tuple[str, Path]]:
-    """``(folder arch name, newest ckpt_epoch_*.pth)`` for every ``<arch>_vanilla/`` folder under ``root``,
-    ``root/save/models`` (RepDistiller), ``root/models`` or ``root/cifar_teachers`` (mdistiller's tar)."""
+    """``(folder arch name, newest ckpt_epoch_*.pth)`` for every ``<arch>_vanilla/`` folder in ``root``,
+    ``root/save/models`` (RepDistiller), ``root/models``, ``root/cifar_teachers`` or
+    ``root/download_ckpts/cifar_teachers`` (where mdistiller's README untars ``cifar_teachers.tar``)."""
     found: dict[str, Path] = {}
-    for base in (root, root / "save" / "models", root / "models", root / "cifar_teachers"):
+    for base in (root, root / "save" / "models", root / "models", root / "cifar_teachers",
+                 root / "download_ckpts" / "cifar_teachers"):
         if not base.is_dir():
             continue
         for folder in sorted(base.glob("*_vanilla")):
@@ -465,6 +471,11 @@ def find_teacher_checkpoints(root: Path) -> list[tuple[str, Path]]:
     return sorted(found.items())
 
 
+def _none_found(root: Path) -> str:
+    return (f"no teacher checkpoints (<arch>_vanilla/ckpt_epoch_*.pth) in {root} or its save/models/, models/, "
+            f"cifar_teachers/ or download_ckpts/cifar_teachers/")
+
+
 def import_folder(root: str | Path, data, teacher_dir: Path, device: torch.device,
                   out: Callable[[str], None] = print) -> int:
     """Import every teacher found under ``root`` for ``data``'s dataset; print the table; exit status."""
@@ -472,8 +483,7 @@ def import_folder(root: str | Path, data, teacher_dir: Path, device: torch.devic
     name = data.describe()["name"]
     found = find_teacher_checkpoints(root)
     if not found:
-        raise TeacherError(f"no teacher checkpoints (<arch>_vanilla/ckpt_epoch_*.pth) under {root}, "
-                           f"{root / 'save' / 'models'} or {root / 'models'}")
+        raise TeacherError(_none_found(root))
     published = published_teacher_top1(name)
     rows, warnings, status = [], [], 0
     for folder_arch, path in found:
@@ -553,8 +563,7 @@ def main(argv: list[str] | None = None) -> int:
             raise TeacherError(f"{root} is not a folder; pass the folder holding <arch>_vanilla/ (RepDistiller's "
                                f"save/models/ or mdistiller's extracted cifar_teachers/)")
         if not find_teacher_checkpoints(root):
-            raise TeacherError(f"no teacher checkpoints (<arch>_vanilla/ckpt_epoch_*.pth) under {root}, "
-                               f"{root / 'save' / 'models'} or {root / 'models'}")
+            raise TeacherError(_none_found(root))
         from .grid import pick_device
 
         device = pick_device(args.device)
