@@ -398,3 +398,28 @@ def test_import_cli_bad_input_is_one_line_exit_2(cifar100, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: ") and words in err, (argv, err)
     assert not (tmp_path / "t").exists()
+
+
+# names, order and shapes of RepDistiller's state dicts (models/ at commit b84f547, num_classes=100):
+# sha256 of "key:shape" lines, first 16 hex digits, and the entry count. mdistiller's CIFAR models give
+# the same. Equal digests mean its checkpoints load by name, never through the by-order fallback.
+REPDISTILLER_STATE_DICTS = {
+    "resnet56": ("1d3465ca54c565c3", 344),
+    "resnet110": ("932a055377884f91", 668),
+    "resnet32x4": ("670cd82105052059", 206),
+    "wrn_40_2": ("029bbe2cbcd6d721", 227),
+    "vgg13": ("adbafd0e22ce9038", 72),
+    "ResNet50": ("01c941c55d8830fa", 320),
+    "MobileNetV2": ("67dd5adb2196190e", 320),
+    "ShuffleV1": ("542ef1e4af09fe27", 296),
+    "ShuffleV2": ("db138f467cd82af3", 338),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(REPDISTILLER_STATE_DICTS))
+def test_zoo_state_dicts_have_repdistillers_names_order_and_shapes(arch):
+    import hashlib
+
+    sd = create_model(arch, num_classes=100).state_dict()
+    text = "\n".join(f"{k}:{tuple(v.shape)}" for k, v in sd.items())
+    assert (hashlib.sha256(text.encode()).hexdigest()[:16], len(sd)) == REPDISTILLER_STATE_DICTS[arch]
