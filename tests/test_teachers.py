@@ -62,13 +62,17 @@ def test_import_repdistiller_style_checkpoint(data, tmp_path):
     assert info["source"] == "imported"
     for (k, a), (_, b) in zip(src.state_dict().items(), teacher.state_dict().items()):
         assert torch.equal(a, b), k
-    # other parameter names, same order and shapes: matched by position
-    renamed = {f"layer{i}.w": v for i, (k, v) in enumerate(src.state_dict().items())
-               if not k.endswith("num_batches_tracked")}
+    # other module names (here m0, m1, ...), same order and shapes: matched by position
+    modules: dict[str, int] = {}
+    renamed = {}
+    for k, v in src.state_dict().items():
+        module, leaf = k.rsplit(".", 1)
+        renamed[f"net.m{modules.setdefault(module, len(modules))}.{leaf}"] = v
     torch.save(renamed, tmp_path / "renamed.pth")
     teacher, _ = get_teacher("resnet8", data, Recipe(), 0, CPU, tmp_path, ckpt=tmp_path / "renamed.pth",
                              log=lambda m: None)
-    assert torch.equal(teacher.state_dict()["fc.weight"], src.state_dict()["fc.weight"])
+    for (k, a), (_, b) in zip(src.state_dict().items(), teacher.state_dict().items()):
+        assert torch.equal(a, b), k
 
 
 def test_import_errors_are_clear(data, tmp_path):
