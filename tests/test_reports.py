@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.records import record_path, run_id, write_json
+from methods import method_defaults
 from reports import build_report
 from reports import aggregate as agg
 
@@ -42,7 +43,7 @@ EXTRA = {"vanilla": 0, "kd": 0, "crd": 270000}
 EPOCHS = 5
 
 
-def _record(method, pair, seed, last, dataset, status="complete"):
+def _record(method, pair, seed, last, dataset, status="complete", config=None, teacher_info=None):
     t, s = pair.split(":")
     best = None if last is None else round(last + BEST_DELTA[method], 6)
     hist_acc = [] if last is None else [30.0, 50.0, 65.0, best, last]
@@ -53,9 +54,11 @@ def _record(method, pair, seed, last, dataset, status="complete"):
     rec = {
         "schema": 1, "run_id": run_id(method, t, s, seed), "status": status,
         "method": method, "teacher": t, "student": s, "pair": pair, "seed": seed,
-        "dataset": dataset, "preset": "test", "config": {"train": {"epochs": EPOCHS}},
+        "dataset": dataset, "preset": "test",
+        "config": {"train": {"epochs": EPOCHS}} if config is None else config(method, pair),
         "env": {"python": "3"},
-        "teacher_info": {"key": f"{t}-{dataset}", "top1": TEACHER_TOP1[pair], "top5": 95.0, "path": "x"},
+        "teacher_info": {"key": f"{t}-{dataset}", "top1": TEACHER_TOP1[pair], "top5": 95.0, "path": "x"}
+        if teacher_info is None else teacher_info(method, pair, seed),
         "metrics": {"top1_last": last, "top5_last": None if last is None else last + 15, "top1_best": best,
                     "top5_best": None, "best_epoch": 4, "epochs": EPOCHS},
         "history": history,
@@ -67,19 +70,23 @@ def _record(method, pair, seed, last, dataset, status="complete"):
     return rec
 
 
-def make_results(root: Path, dataset: str = "cifar100") -> Path:
+def make_results(root: Path, dataset: str = "cifar100", config=None, grid_config=None, teacher_info=None) -> Path:
+    """The unit grid. config(method, pair) -> a record's ``config`` (default: only train.epochs = 5);
+    teacher_info(method, pair, seed) -> its ``teacher_info``; grid_config: grid.json's ``config``."""
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / "grid.json", {
         "name": "unit", "preset": "test", "dataset": dataset, "methods": METHODS, "pairs": [A, B],
-        "seeds": SEEDS, "config": {"train": {"epochs": EPOCHS, "batch_size": 64, "lr": 0.05}},
+        "seeds": SEEDS,
+        "config": grid_config if grid_config is not None else {"train": {"epochs": EPOCHS, "batch_size": 64, "lr": 0.05}},
     })
     for (method, pair), vals in LAST.items():
         for seed, v in zip(SEEDS, vals):
             if (method, pair, seed) == MISSING:
                 continue
-            rec = _record(method, pair, seed, v, dataset)
+            rec = _record(method, pair, seed, v, dataset, config=config, teacher_info=teacher_info)
             if (method, pair, seed) == FAILED:
-                rec = _record(method, pair, seed, None, dataset, status="failed")
+                rec = _record(method, pair, seed, None, dataset, status="failed", config=config,
+                              teacher_info=teacher_info)
                 rec["history"] = rec["history"][:0]
                 rec["metrics"] = {}
                 rec["error"] = {"type": "RuntimeError",
@@ -212,18 +219,150 @@ def test_average_ranks_ties():
 
 
 # ---------------------------------------------------------------------------- published
-def test_published_numbers_cifar100(built):
+def published_config(method, pair, epochs=240, num_train=50000, overrides=None):
+    """A record's config under RepDistiller's protocol, written out (not read from the code under test)."""
+    student = pair.split(":")[1]
+    hp = method_defaults(method)
+    for part, kv in (overrides or {}).items():
+        hp[part].update(kv)
+    return {"train": {"epochs": epochs, "batch_size": 64, "lr": 0.01 if student == "MobileNetV2" else 0.05,
+                      "momentum": 0.9, "weight_decay": 5e-4, "lr_decay_epochs": [150, 180, 210],
+                      "lr_decay_rate": 0.1, "eval_batch_size": 256},
+            "data": {"name": "cifar100", "num_train": num_train, "num_test": 10000, "num_classes": 100,
+                     "input_shape": [3, 32, 32], "pad": 4, "flip": True},
+            "method": hp}
+
+
+PUBLISHED_GRID_CONFIG = {
+    "train": {"epochs": 240, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+              "lr_decay_epochs": [150, 180, 210], "lr_decay_rate": 0.1,
+              "lr_by_student": {"MobileNetV2": 0.01, "ShuffleV1": 0.01, "ShuffleV2": 0.01}},
+    "teacher_train": {}, "teacher_seed": 0,
+}
+
+
+def trained_teacher(method, pair, seed):
+    t = pair.split(":")[0]
+    return {"key": f"{t}-key", "top1": TEACHER_TOP1[pair], "top5": 95.0, "path": f"/c/{t}.pt",
+            "source": "trained", "seed": 0, "epochs": 240,
+            "recipe": {"epochs": 240, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+                       "lr_decay_epochs": [150, 180, 210], "lr_decay_rate": 0.1, "eval_batch_size": 256}}
+
+
+def published_text(root: Path, published=None) -> str:
+    """Section 4 alone (no figures: fast)."""
+    from reports import tables
+    res = agg.load_results(root)
+    return tables.published_section(res, agg.cell_stats(res, "top1_last"), agg.cell_stats(res, "top1_best"),
+                                    agg.teacher_top1(res), published)
+
+
+def diff_rows(text: str) -> list[list[str]]:
+    """The rows of the protocol-difference table (the first table of the section), header excluded."""
+    block = text[: text.index("| pair ")]
+    return table_list(block)[1:]
+
+
+def test_published_protocol_mismatch_in_full_report(built):
+    # the unit records carry only train.epochs = 5: every run differs, so no delta anywhere
     _, text = built
-    rows = {(c[0], c[1]): c for c in table_list(section(text, 4))}
+    sec = section(text, 4)
+    assert sec.splitlines()[2].startswith("**The protocol of this grid differs from the published one**")
+    diffs = {r[0]: r[1:] for r in diff_rows(sec)}
+    assert diffs["`train.epochs`"] == ["5", "240", "16 of 16 student runs"]
+    # a section the records lack is one line; kd's runs: 3 on A + 2 on B (one failed, one missing)
+    assert diffs["`data`"] == ["not recorded", "num_train=50000, num_test=10000, input_shape=[3, 32, 32], "
+                               "pad=4, flip=true", "16 of 16 student runs"]
+    assert diffs["`method.kd`"] == ["not recorded", "T=4, gamma=0.1, alpha=0.9", "5 of 16 student runs"]
+    # the teacher recipe follows grid.json (train.epochs = 5, no teacher_train): both teachers differ
+    assert diffs["`teacher.train.epochs`"] == ["5", "240", "2 of 2 teachers"]
+    rows = {(c[0], c[1]): c for c in table_list(sec[sec.index("| pair "):])}
     kd = rows[("resnet32x4 → resnet8x4", "kd")]
-    # ours 73.50 (3 seeds, last epoch), published 73.33 (CRD paper) -> +0.17
-    assert kd[2:6] == ["73.50 (3)", "74.00 (3)", "73.33", "+0.17"]
-    assert kd[6] == "last-epoch top-1"
-    # crd 75.00 vs 75.51 -> -0.51; teacher 79.42 vs 79.42 -> +0.00; cross pair kd 69.50 vs 67.37 -> +2.13
-    assert rows[("resnet32x4 → resnet8x4", "crd")][5] == "-0.51"
-    assert rows[("resnet32x4 → resnet8x4", "teacher")][5] == "+0.00"
-    assert rows[("vgg13 → MobileNetV2", "kd")][5] == "+2.13"
-    assert "CRD paper (Tian et al., ICLR 2020)" in section(text, 4)
+    # ours 73.50 (3 seeds, last epoch), published 73.33 (CRD paper): side by side, no delta
+    assert kd[2:8] == ["73.50 (3)", "74.00 (3)", "73.33", "last epoch [a]", "– (protocol differs)", "[1]"]
+    for key, r in rows.items():
+        if key != ("pair", "method"):
+            assert r[6] == "– (protocol differs)", key
+    assert "-71" not in sec and "+0.17" not in sec
+    assert "[a] last-epoch top-1 (RepDistiller reports the last epoch, its issue #16)" in sec
+    assert "CRD paper (Tian et al., ICLR 2020)" in sec
+
+
+def test_published_protocol_match_prints_deltas(tmp_path):
+    root = make_results(tmp_path / "g", config=published_config, grid_config=PUBLISHED_GRID_CONFIG,
+                        teacher_info=trained_teacher)
+    sec = published_text(root)
+    assert sec.startswith("Every run here used the published protocol")
+    assert "differs" not in sec
+    rows = {(c[0], c[1]): c for c in table_list(sec)}
+    kd = rows[("resnet32x4 → resnet8x4", "kd")]
+    # kd 73.50 - 73.33 = +0.17; crd 75.00 - 75.51 = -0.51; vanilla 70.50 - 72.50 = -2.00;
+    # teacher 79.42 - 79.42 = +0.00; cross pair kd 69.50 - 67.37 = +2.13, vanilla 65.00 - 64.60 = +0.40
+    assert kd[2:8] == ["73.50 (3)", "74.00 (3)", "73.33", "last epoch [a]", "+0.17", "[1]"]
+    assert rows[("resnet32x4 → resnet8x4", "crd")][6] == "-0.51"
+    assert rows[("resnet32x4 → resnet8x4", "vanilla")][6] == "-2.00"
+    assert rows[("resnet32x4 → resnet8x4", "teacher")][6] == "+0.00"
+    assert rows[("vgg13 → MobileNetV2", "kd")][6] == "+2.13"
+    assert rows[("vgg13 → MobileNetV2", "vanilla")][6] == "+0.40"
+    # methods kdbench does not have are named once, never given a row
+    assert not any(k[1] == "dkd" for k in rows)
+    only = [line for line in sec.splitlines() if line.startswith("Published only")]
+    assert len(only) == 1 and "dkd" in only[0] and "wttm" in only[0] and " kd," not in only[0]
+
+
+def test_published_one_epoch_2000_images_shows_no_delta(tmp_path):
+    def cfg(method, pair):
+        return published_config(method, pair, epochs=1, num_train=2000)
+    grid_cfg = {**PUBLISHED_GRID_CONFIG, "train": {**PUBLISHED_GRID_CONFIG["train"], "epochs": 1},
+                "teacher_train": {"epochs": 240}}
+    root = make_results(tmp_path / "g", config=cfg, grid_config=grid_cfg, teacher_info=trained_teacher)
+    sec = published_text(root)
+    assert sec.startswith("**The protocol of this grid differs from the published one**")
+    assert diff_rows(sec) == [["`data.num_train`", "2000", "50000", "16 of 16 student runs"],
+                              ["`train.epochs`", "1", "240", "16 of 16 student runs"]]
+    rows = [r for r in table_list(sec[sec.index("| pair "):])[1:]]
+    assert len(rows) == 8  # teacher, vanilla, kd, crd on both pairs
+    assert all(r[6] == "– (protocol differs)" for r in rows)
+    assert all(r[4] for r in rows)  # the published number is still printed
+
+
+def test_published_one_cell_with_changed_hyperparameter(tmp_path):
+    def cfg(method, pair):
+        return published_config(method, pair, overrides={"kd": {"T": 2.0}} if (method, pair) == ("kd", A) else None)
+    root = make_results(tmp_path / "g", config=cfg, grid_config=PUBLISHED_GRID_CONFIG, teacher_info=trained_teacher)
+    sec = published_text(root)
+    assert diff_rows(sec) == [["`method.kd.T`", "2", "4", "3 of 16 student runs"]]
+    rows = {(c[0], c[1]): c for c in table_list(sec[sec.index("| pair "):])}
+    assert rows[("resnet32x4 → resnet8x4", "kd")][6] == "– (protocol differs)"
+    assert rows[("vgg13 → MobileNetV2", "kd")][6] == "+2.13"  # kd on B used T = 4
+    assert rows[("resnet32x4 → resnet8x4", "crd")][6] == "-0.51"
+
+
+def test_published_convention_beside_each_number(tmp_path):
+    root = make_results(tmp_path / "g", config=published_config, grid_config=PUBLISHED_GRID_CONFIG,
+                        teacher_info=trained_teacher)
+    table = pd.DataFrame([
+        ["resnet32x4", "resnet8x4", "kd", 73.0, "best-epoch top-1, mean of 5 runs (somewhere)", "S1"],
+        ["resnet32x4", "resnet8x4", "crd", 74.0, "not stated in README (no run count)", "S2"],
+    ], columns=["teacher", "student", "method", "top1", "protocol", "source"])
+    sec = published_text(root, table)
+    rows = {(c[0], c[1]): c for c in table_list(sec)}
+    # kd: best-epoch convention -> against our best-epoch mean 74.00: +1.00
+    assert rows[("resnet32x4 → resnet8x4", "kd")][5:8] == ["best epoch, mean of 5 runs [a]", "+1.00 (vs best)", "[1]"]
+    # crd: epoch not stated -> against our last-epoch mean 75.00, and says so
+    assert rows[("resnet32x4 → resnet8x4", "crd")][5:8] == ["epoch not stated [b]", "+1.00 (vs last; epoch not stated)",
+                                                           "[2]"]
+    assert "[a] best-epoch top-1, mean of 5 runs (somewhere)" in sec
+    assert "[b] not stated in README (no run count)" in sec
+
+
+def test_convention_labels_of_the_reference_table():
+    from reports.published import convention, load_published
+    conv = {convention(p) for p in load_published()["protocol"]}
+    assert {"last epoch", "best epoch, mean of 5 runs", "epoch not stated",
+            "epoch not stated, mean of ? runs, std 0.24",
+            "epoch not stated (likely best), mean of ? runs"} <= conv
+    assert convention("last-epoch top-1 (RepDistiller ...)") == "last epoch"
 
 
 # ---------------------------------------------------------------------------- cost and inventory
