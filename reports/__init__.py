@@ -44,6 +44,11 @@ def _header(res: agg.Results) -> str:
         f"({n_same} same-architecture, {len(g.pairs) - n_same} cross-architecture)",
         f"- **Protocol**: {proto or 'not recorded in grid.json'}",
     ]
+    if res.stale:
+        were = "record made under another protocol was" if res.stale == 1 else \
+            "records made under another protocol were"
+        lines.append(f"- **{res.stale} {were} moved to runs/stale/ and are not in this report** "
+                     "(the grid was rerun with a changed protocol; those runs were redone or are missing).")
     if not g.from_file:
         lines.append("- _No usable grid.json: methods, pairs and seeds are inferred from the records, and "
                      "a run counts as missing when that product lacks it._")
@@ -60,7 +65,11 @@ def render_report(res: agg.Results, published=None) -> str:
     cost = agg.cost_table(res)
     figs = figures.make_figures(res, last, teacher, cost)
 
+    groups = tables.teacher_groups(res)
     sec = [_header(res)]
+    sec += tables.teacher_warnings(groups)
+    sec.append("**Teachers**\n\n" + tables.teacher_section(res, groups)
+               + "\n\nEach pair's teacher as its runs' records name it; test top-1 on this grid's test set.")
     sec.append("## 1. Top-1 accuracy, last epoch (RepDistiller's convention)\n\n"
                + tables.accuracy_tables(res, last, teacher) + "\n\n" + tables.ACCURACY_FOOTNOTE)
     sec.append("## 2. Top-1 accuracy, best epoch (mdistiller's convention)\n\n"

@@ -36,6 +36,7 @@ __all__ = [
     "teacher_top1",
     "method_order",
     "protocol_summary",
+    "count_stale",
 ]
 
 TEACHER = "teacher"
@@ -49,24 +50,12 @@ class NoResultsError(FileNotFoundError):
 
 
 # ---------------------------------------------------------------------------- model families
-_FAMILY_RULES: list[tuple[re.Pattern, str]] = [
-    (re.compile(r"^resnet\d+(x\d+)?$"), "resnet"),  # resnet8..resnet110, resnet8x4, resnet32x4
-    (re.compile(r"^wrn_"), "wrn"),
-    (re.compile(r"^vgg"), "vgg"),
-    (re.compile(r"^ResNet\d+"), "ResNet"),  # ResNet50 (ImageNet-style bottleneck ResNets)
-    (re.compile(r"^MobileNet"), "MobileNet"),
-    (re.compile(r"^Shuffle(Net)?V\d"), "ShuffleNet"),
-]
-
-
 def family(model: str) -> str:
-    """Architecture family of a model name; ``timm:<name>`` (and anything unknown) is its own family."""
-    if model.startswith("timm:"):
-        return model[len("timm:"):]
-    for pattern, fam in _FAMILY_RULES:
-        if pattern.search(model):
-            return fam
-    return model
+    """Architecture family of a model name (``benchmarks.models.registry.model_family``):
+    resnet8, ResNet50 and timm:resnet18 are all ``resnet``; MobileNetV2 is ``mobilenet``."""
+    from benchmarks.models.registry import model_family
+
+    return model_family(model)
 
 
 def is_same_arch(teacher: str, student: str) -> bool:
@@ -138,6 +127,7 @@ class Results:
     grid: Grid
     runs: pd.DataFrame  # one row per expected run (grid order), then records outside the grid
     history: pd.DataFrame  # per-epoch test accuracy of complete runs
+    stale: int = 0  # records under runs/stale/ (moved there when the grid's protocol changed)
 
     @property
     def in_grid(self) -> pd.DataFrame:
@@ -161,6 +151,7 @@ _RUN_COLUMNS = [
     "top1_last", "top1_best", "best_epoch", "epochs", "teacher_top1",
     "time_s", "epoch_time_s", "images_per_s", "peak_mem_mb", "extra_params", "student_params",
     "error_type", "error_message", "error_epoch", "error_step", "epochs_done",
+    "dataset", "config", "teacher_info",
 ]
 
 
@@ -291,6 +282,9 @@ def _row_from_record(rec: dict, hist: list[dict]) -> dict:
         "error_epoch": _num(err.get("epoch")),
         "error_step": _num(err.get("step")),
         "epochs_done": float(len(hist)),
+        "dataset": rec.get("dataset"),
+        "config": rec.get("config") if isinstance(rec.get("config"), dict) else {},
+        "teacher_info": tinfo if isinstance(tinfo, dict) else {},
     }
 
 
@@ -345,7 +339,16 @@ def load_results(results_dir: Path | str) -> Results:
     runs = pd.DataFrame(rows, columns=_RUN_COLUMNS)
     runs["in_grid"] = runs["in_grid"].fillna(False).astype(bool)
     history = pd.DataFrame(hist_rows, columns=["run_id", "method", "pair", "seed", "epoch", "test_top1"])
-    return Results(results_dir=results_dir, grid=grid, runs=runs, history=history)
+    return Results(results_dir=results_dir, grid=grid, runs=runs, history=history,
+                   stale=count_stale(results_dir))
+
+
+def count_stale(results_dir: Path | str) -> int:
+    """Run records under ``runs/stale/``: made under another protocol, moved aside by the runner."""
+    stale = Path(results_dir) / "runs" / "stale"
+    if not stale.is_dir():
+        return 0
+    return sum(1 for f in stale.glob("*.json") if f.is_file())
 
 
 # ---------------------------------------------------------------------------- summaries

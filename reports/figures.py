@@ -1,10 +1,12 @@
 """PNG figures of a report (matplotlib Agg canvas, seaborn styling; no pyplot state)."""
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import matplotlib as mpl
@@ -14,10 +16,12 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from seaborn.external import husl
 
 from . import aggregate as agg
 
-__all__ = ["FigureResult", "make_figures", "FIGURE_FILES", "DPI"]
+__all__ = ["FigureResult", "make_figures", "FIGURE_FILES", "DPI", "method_color", "palette", "PALETTE",
+           "heatmap_scale"]
 
 DPI = 120
 FIGURE_FILES = {
@@ -61,9 +65,65 @@ def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
 
 
+# ---------------------------------------------------------------------------- colours
+# 20 colours: HUSL hues 18 degrees apart, lightness alternating 50/72 (saturation 90); the closest
+# two are 23.9 apart in CIELUV (tab20's closest two: 21.4), all readable on white.
+PALETTE: tuple[tuple[float, float, float], ...] = tuple(
+    tuple(float(c) for c in husl.husl_to_rgb(15 + 18 * i, 90, (50, 72)[i % 2])) for i in range(20))
+
+
+def _hash_slot(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big") % len(PALETTE)
+
+
+@lru_cache(maxsize=1)
+def _reserved_slots() -> dict[str, int]:
+    """Palette slots of the names that must never share a colour: every registered method, every
+    composition a preset runs (``crd+kd``) and every ``<method>+kd``. Each takes its hash slot, or
+    the next free one (names taken in sorted order): collisions among them are impossible by
+    construction, and the colours depend on the registry and presets, never on a grid's methods."""
+    from benchmarks.config import list_presets, load_preset
+    from methods import list_methods
+
+    names = set(list_methods())
+    names |= {f"{m}+kd" for m in list_methods() if m not in ("kd", "vanilla")}
+    for preset in list_presets():
+        try:
+            names |= {str(m) for m in load_preset(preset).get("methods", [])}
+        except Exception:  # a broken preset must not break a report
+            continue
+    taken: dict[int, str] = {}
+    out = {}
+    for name in sorted(names)[: len(PALETTE)]:
+        slot = _hash_slot(name)
+        while slot in taken:
+            slot = (slot + 1) % len(PALETTE)
+        taken[slot] = name
+        out[name] = slot
+    return out
+
+
+def method_color(name: str) -> tuple[float, float, float]:
+    """The RGB colour of method ``name`` in every figure of every report.
+
+    A registered method (or composition, see ``_reserved_slots``) has its own slot; any other
+    name takes the first slot from its hash that no reserved name holds (two such names in one
+    grid may share a colour).
+    """
+    reserved = _reserved_slots()
+    if name in reserved:
+        return PALETTE[reserved[name]]
+    used = set(reserved.values())
+    slot = _hash_slot(name)
+    for k in range(len(PALETTE)):
+        if (slot + k) % len(PALETTE) not in used:
+            return PALETTE[(slot + k) % len(PALETTE)]
+    return PALETTE[slot]
+
+
 def palette(methods: list[str]) -> dict[str, tuple]:
-    colors = sns.color_palette("tab10" if len(methods) <= 10 else "husl", len(methods))
-    return dict(zip(methods, colors))
+    """Method -> colour; a method's colour does not depend on which other methods are listed."""
+    return {m: method_color(m) for m in methods}
 
 
 def _facet_grid(n: int, max_cols: int = 3) -> tuple[int, int]:
@@ -86,7 +146,7 @@ def _pair_title(pair: str) -> str:
 
 
 # ---------------------------------------------------------------------------- bar chart
-def _bars(res: agg.Results, stats: pd.DataFrame, teacher: dict, pal: dict, path: Path) -> str | None:
+def bars_figure(res: agg.Results, stats: pd.DataFrame, teacher: dict, pal: dict) -> Figure | str:
     methods = agg.method_order(res.grid)
     pairs = [p for p in res.grid.pairs if stats.xs(p, level="pair")["n"].sum() > 0]
     if not pairs:
@@ -103,7 +163,7 @@ def _bars(res: agg.Results, stats: pd.DataFrame, teacher: dict, pal: dict, path:
             mean, std, n = col.at[m, "mean"], col.at[m, "std"], col.at[m, "n"]
             if n == 0:
                 continue
-            ax.bar(i, mean, width=0.7, color=pal[m], edgecolor="black", linewidth=0.5, zorder=2)
+            ax.bar(i, mean, width=0.7, color=pal[m], edgecolor="black", linewidth=0.5, zorder=2, gid=m)
             if not math.isnan(std):
                 ax.errorbar(i, mean, yerr=std, fmt="none", ecolor="black", capsize=4, lw=1, zorder=3)
                 lo.append(mean - std)
@@ -137,12 +197,47 @@ def _bars(res: agg.Results, stats: pd.DataFrame, teacher: dict, pal: dict, path:
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
     fig.suptitle("Student top-1 by method, last epoch\n(bars = mean over seeds; y-axis does not start at 0)")
-    _save(fig, path)
-    return None
+    return fig
 
 
 # ---------------------------------------------------------------------------- heatmap
-def _heatmap(res: agg.Results, means: pd.DataFrame, path: Path) -> str | None:
+HEATMAP_RULE = ("Colour scale: diverging, centred at 0, clipped at ±L where L is the smaller of the "
+                "largest |gain| and max(2 × the 75th percentile of |gain| over the cells, 1 pp), so that one "
+                "outlier does not wash out the rest; a cell beyond ±L is marked * and shows its true value.")
+CLIP_MARK = "*"
+
+
+def heatmap_scale(values) -> tuple[float, np.ndarray]:
+    """(L, clipped): the colour limit of the gain heatmap (``HEATMAP_RULE``) and which cells exceed it."""
+    v = np.asarray(values, dtype=float)
+    a = np.abs(v[np.isfinite(v)])
+    if a.size == 0 or a.max() == 0:
+        return 1.0, np.zeros(v.shape, dtype=bool)
+    lim = float(min(a.max(), max(2.0 * np.percentile(a, 75), 1.0)))
+    with np.errstate(invalid="ignore"):
+        clipped = np.isfinite(v) & (np.abs(v) > lim + 1e-12)
+    return lim, clipped
+
+
+def _gain_label(v: float, clipped: bool) -> str:
+    if pd.isna(v):
+        return ""
+    return f"{0.0 if abs(v) < 0.005 else v:+.2f}" + (CLIP_MARK if clipped else "")
+
+
+def _heatmap_note(means: pd.DataFrame) -> str:
+    gains = agg.gain_table(means, agg.VANILLA)
+    if gains is None:
+        return ""
+    vals = gains.drop(index=agg.VANILLA).to_numpy(dtype=float)
+    if not np.isfinite(vals).any():
+        return ""
+    lim, clipped = heatmap_scale(vals)
+    k = int(clipped.sum())
+    return f" Here L = {lim:.2f} pp; {k} cell{'' if k == 1 else 's'} beyond it."
+
+
+def heatmap_figure(means: pd.DataFrame) -> Figure | str:
     gains = agg.gain_table(means, agg.VANILLA)
     if gains is None:
         return "the grid has no vanilla row"
@@ -150,35 +245,41 @@ def _heatmap(res: agg.Results, means: pd.DataFrame, path: Path) -> str | None:
     if gains.empty or gains.isna().all().all():
         return "no pair has both a vanilla run and a distillation run complete"
     gains.columns = [agg.parse_pair(p)[0] + " →\n" + agg.parse_pair(p)[1] for p in gains.columns]
-    annot = gains.map(lambda v: "" if pd.isna(v) else f"{0.0 if abs(v) < 0.005 else v:+.2f}")
-    lim = float(np.nanmax(np.abs(gains.to_numpy(dtype=float))))
-    lim = lim if lim > 0 else 1.0
+    vals = gains.to_numpy(dtype=float)
+    lim, clipped = heatmap_scale(vals)
+    annot = np.array([[_gain_label(vals[i, j], clipped[i, j]) for j in range(vals.shape[1])]
+                      for i in range(vals.shape[0])], dtype=object)
+    lo, hi = bool((clipped & (vals < 0)).any()), bool((clipped & (vals > 0)).any())
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[(lo, hi)]
     fig = _new_fig(max(4.5, 1.05 * gains.shape[1] + 2.6), max(2.4, 0.42 * gains.shape[0] + 1.8))
     ax = fig.add_subplot()
+    label = "Δ top-1 vs vanilla (pp)" + (f"\nclipped at ±{lim:.2f}; * = beyond" if clipped.any() else "")
     with warnings.catch_warnings():  # seaborn 0.13 calls Colormap.set_bad, deprecated in mpl 3.11
         warnings.simplefilter("ignore", PendingDeprecationWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        sns.heatmap(gains.astype(float), ax=ax, annot=annot.to_numpy(), fmt="", cmap="RdYlGn", center=0,
+        sns.heatmap(gains.astype(float), ax=ax, annot=annot, fmt="", cmap="RdBu", center=0,
                     vmin=-lim, vmax=lim, linewidths=0.5, linecolor="white", annot_kws={"fontsize": 8},
-                    cbar_kws={"label": "Δ top-1 vs vanilla (pp)"})
+                    cbar_kws={"label": label, "extend": extend})
     ax.set_xlabel("teacher → student")
     ax.set_ylabel("method")
     ax.tick_params(axis="x", rotation=0)
     ax.tick_params(axis="y", rotation=0)
     ax.set_title("Gain over the vanilla student\n(mean last-epoch top-1, percentage points)")
-    _save(fig, path)
-    return None
+    return fig
 
 
 # ---------------------------------------------------------------------------- curves
-def _curves(res: agg.Results, teacher: dict, pal: dict, path: Path) -> str | None:
+def curves_figure(res: agg.Results, teacher: dict, pal: dict) -> Figure | str:
     hist = res.history
     if hist.empty:
         return "no per-epoch history in the complete runs"
     methods = [m for m in agg.method_order(res.grid) if m in set(hist["method"])]
     pairs = [p for p in res.grid.pairs if p in set(hist["pair"])]
+    first, last = int(hist["epoch"].min()), int(hist["epoch"].max())
+    few = last - first + 1 <= 30  # short grids: markers on every epoch (one epoch: points, not a line)
+    pad = max(0.5, 0.02 * (last - first))
     nrows, ncols = _facet_grid(len(pairs))
-    fig = _new_fig(3.9 * ncols + 1.4, 3.0 * nrows + 0.6)
+    fig = _new_fig(3.9 * ncols + 1.6, 3.0 * nrows + 0.7)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, p in zip(axes.flat, pairs):
         sub = hist[hist["pair"] == p]
@@ -187,27 +288,32 @@ def _curves(res: agg.Results, teacher: dict, pal: dict, path: Path) -> str | Non
             if g.ngroups == 0:
                 continue
             mean, std, cnt = g.mean(), g.std(ddof=1), g.count()
-            ax.plot(mean.index, mean.to_numpy(), color=pal[m], lw=1.4, label=m)
-            ok = cnt >= 2
-            if ok.any():
+            ax.plot(mean.index, mean.to_numpy(), color=pal[m], lw=1.4, label=m, gid=m,
+                    marker="o" if few else None, markersize=3.5 if g.ngroups > 1 else 6)
+            ok = (cnt >= 2).to_numpy()
+            if ok.any() and g.ngroups > 1:
                 ax.fill_between(mean.index[ok], (mean - std)[ok], (mean + std)[ok], color=pal[m],
                                 alpha=0.2, lw=0)
+            elif ok.any():
+                ax.errorbar(mean.index[ok], mean[ok], yerr=std[ok], fmt="none", ecolor=pal[m], capsize=4, lw=1)
         tv = teacher.get(p) or []
         if tv:
             ax.axhline(float(np.mean(tv)), ls="--", color="0.35", lw=1)
         ax.set_title(_pair_title(p))
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+        ax.set_xlim(first - pad, last + pad)
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True, min_n_ticks=1))
     for ax in axes[:, 0]:
         ax.set_ylabel("test top-1 (%)")
     for ax in list(axes.flat)[len(pairs):]:
         ax.set_visible(False)
-    handles = [Line2D([], [], color=pal[m], lw=2, label=m) for m in methods]
+    handles = [Line2D([], [], color=pal[m], lw=2, marker="o" if few else None, markersize=4, label=m)
+               for m in methods]
     handles.append(Line2D([], [], ls="--", color="0.35", label="teacher"))
-    fig.legend(handles=handles, loc="outside right upper", frameon=False, title="method")
-    fig.suptitle("Test top-1 over training (line = mean over seeds, band = ± std)")
-    _save(fig, path)
-    return None
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), frameon=False)
+    band = "band" if last > first else "error bar"
+    fig.suptitle(f"Test top-1 over training (line = mean over seeds, {band} = ± std)")
+    return fig
 
 
 # ---------------------------------------------------------------------------- gain vs cost
@@ -259,7 +365,7 @@ def _place_labels(ax, xs, ys, labels, colors, fontsize=9) -> None:
                     arrowprops=dict(arrowstyle="-", color=colors[i], lw=0.7, shrinkA=0, shrinkB=3) if far else None)
 
 
-def _cost(res: agg.Results, means: pd.DataFrame, cost: pd.DataFrame, pal: dict, path: Path) -> str | None:
+def cost_figure(res: agg.Results, means: pd.DataFrame, cost: pd.DataFrame, pal: dict) -> Figure | str:
     use_epoch = cost["epoch_time_s"].notna().any()
     xcol = "epoch_time_s" if use_epoch else "time_s"
     if not cost[xcol].notna().any():
@@ -280,7 +386,7 @@ def _cost(res: agg.Results, means: pd.DataFrame, cost: pd.DataFrame, pal: dict, 
     xs = np.array([p[1] for p in pts])
     ys = np.array([p[2] for p in pts])
     for m, x, v in pts:
-        ax.scatter([x], [v], s=55, color=pal[m], edgecolor="black", linewidth=0.6, zorder=3)
+        ax.scatter([x], [v], s=55, color=pal[m], edgecolor="black", linewidth=0.6, zorder=3, gid=m)
     if gains is not None:
         ax.axhline(0, color="0.4", lw=0.8, ls=":", zorder=1)
     xr = (xs.max() - xs.min()) or max(xs.max() * 0.2, 1.0)
@@ -291,8 +397,7 @@ def _cost(res: agg.Results, means: pd.DataFrame, cost: pd.DataFrame, pal: dict, 
     ax.set_ylabel(ylabel)
     ax.set_title("Accuracy gain vs training cost (one point per method)")
     _place_labels(ax, xs, ys, [p[0] for p in pts], [pal[p[0]] for p in pts])
-    _save(fig, path)
-    return None
+    return fig
 
 
 # ---------------------------------------------------------------------------- all
@@ -303,25 +408,31 @@ def make_figures(res: agg.Results, last: pd.DataFrame, teacher: dict, cost: pd.D
     specs = [
         ("bars", "Top-1 by method, per pair",
          "Bars: mean last-epoch top-1 over seeds; error bars: ± std; dots: single seeds; dashed: teacher.",
-         lambda p: _bars(res, last, teacher, pal, p)),
+         lambda: bars_figure(res, last, teacher, pal)),
         ("heatmap", "Gain over vanilla",
-         "Mean last-epoch top-1 of each method minus the vanilla student's, per pair (percentage points).",
-         lambda p: _heatmap(res, means, p)),
+         "Mean last-epoch top-1 of each method minus the vanilla student's, per pair (percentage points). "
+         + HEATMAP_RULE + _heatmap_note(means),
+         lambda: heatmap_figure(means)),
         ("curves", "Test accuracy over epochs",
          "Per-epoch test top-1 of complete runs; line: mean over seeds, band: ± std (where ≥ 2 seeds).",
-         lambda p: _curves(res, teacher, pal, p)),
+         lambda: curves_figure(res, teacher, pal)),
         ("cost", "Accuracy gain vs training cost",
          "x: the method's mean time per epoch over its complete runs; y: its mean gain over vanilla "
          "across pairs (mean top-1 when there is no vanilla row).",
-         lambda p: _cost(res, means, cost, pal, p)),
+         lambda: cost_figure(res, means, cost, pal)),
     ]
     out = []
     with _style():
         for key, title, caption, fn in specs:
             rel = f"figures/{FIGURE_FILES[key]}"
             path = res.results_dir / rel
-            note = fn(path)
-            if note is not None and path.exists():
-                path.unlink()  # a stale figure from an earlier run would contradict the report
+            fig = fn()
+            if isinstance(fig, str):
+                note = fig
+                if path.exists():
+                    path.unlink()  # a stale figure from an earlier run would contradict the report
+            else:
+                note = None
+                _save(fig, path)
             out.append(FigureResult(key, rel, title, caption, made=note is None, note=note or ""))
     return out

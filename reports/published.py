@@ -1,11 +1,12 @@
 """Published reference numbers (CIFAR-100) and their comparison with ours."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["DEFAULT_CSV", "load_published", "is_cifar100", "compare"]
+__all__ = ["DEFAULT_CSV", "load_published", "is_cifar100", "compare", "convention", "epoch_convention"]
 
 DEFAULT_CSV = Path(__file__).parent / "data" / "cifar100_published.csv"
 
@@ -30,8 +31,40 @@ def is_cifar100(dataset: str) -> bool:
     return dataset.lower().replace("-", "").replace("_", "") == "cifar100"
 
 
+def epoch_convention(protocol: str) -> str:
+    """Which epoch a published number is: ``"last"``, ``"best"``, or ``"not stated"``."""
+    p = str(protocol).strip().lower()
+    if p.startswith("last-epoch") or p.startswith("last epoch"):
+        return "last"
+    if p.startswith("best-epoch") or p.startswith("best epoch"):
+        return "best"
+    return "not stated"
+
+
 def is_best_epoch(protocol: str) -> bool:
-    return str(protocol).strip().lower().startswith("best")
+    return epoch_convention(protocol) == "best"
+
+
+def convention(protocol: str) -> str:
+    """A short label of the published convention, read from the ``protocol`` column.
+
+    'last-epoch top-1 (...)' -> 'last epoch'; 'best-epoch top-1, mean of 5 runs (...)' ->
+    'best epoch, mean of 5 runs'; a protocol that states neither the epoch nor the runs ->
+    'epoch not stated' (plus 'likely best' and 'mean of ? runs' where the text says so).
+    """
+    p = str(protocol).lower()
+    epoch = epoch_convention(protocol)
+    parts = [f"{epoch} epoch" if epoch != "not stated" else
+             "epoch not stated" + (" (likely best)" if "likely best" in p else "")]
+    m = re.search(r"mean of (\d+) runs", p)
+    if m:
+        parts.append(f"mean of {m.group(1)} runs")
+    elif re.search(r"mean\+/-std over repeated runs", p):
+        sd = re.search(r"prints [0-9.]+\+/-([0-9.]+)", p)
+        parts.append("mean of ? runs" + (f", std {sd.group(1)}" if sd else ""))
+    elif re.search(r"average over an unstated number of runs|mean over an unstated number", p):
+        parts.append("mean of ? runs")
+    return ", ".join(parts)
 
 
 def short_protocol(protocol: str) -> str:

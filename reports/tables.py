@@ -7,6 +7,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from . import aggregate as agg
+from . import protocol as proto
 from . import published as pub
 
 __all__ = ["md_table", "fmt_cell", "accuracy_tables", "gain_section", "published_section",
@@ -146,6 +147,68 @@ def gain_section(res: agg.Results, means: pd.DataFrame) -> str:
     return md_table(headers, rows) + "\n\n" + note
 
 
+def _dicts(x) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def protocol_differences(res: agg.Results):
+    """Per complete in-grid run, how its protocol differs from the published one.
+
+    Returns (student, teacher): dicts (method, pair) -> {run_id: [Diff]} and pair -> {run_id: [Diff]}.
+    """
+    student: dict[tuple[str, str], dict[str, list]] = {}
+    teacher: dict[str, dict[str, list]] = {}
+    for r in res.complete.itertuples():
+        cfg = _dicts(r.config)
+        student.setdefault((r.method, r.pair), {})[r.run_id] = proto.run_differences(
+            r.method, r.student, r.dataset, cfg)
+        teacher.setdefault(r.pair, {})[r.run_id] = proto.teacher_differences(
+            r.teacher, _dicts(r.teacher_info), r.dataset, cfg, res.grid.config)
+    return student, teacher
+
+
+def _diff_table(student: dict, teacher: dict) -> str:
+    """One row per (setting, value here, published value), with how many runs / teachers it touches."""
+    n_runs = sum(len(v) for v in student.values())
+    n_pairs = len(teacher)
+    rows: dict[tuple[str, str, str], list[set, set]] = {}
+    for runs in student.values():
+        for rid, diffs in runs.items():
+            for d in diffs:
+                rows.setdefault((d.key, d.ours, d.ref), [set(), set()])[0].add(rid)
+    for pair, runs in teacher.items():
+        for diffs in runs.values():
+            for d in diffs:
+                if d.key.startswith("teacher."):
+                    rows.setdefault((d.key, d.ours, d.ref), [set(), set()])[1].add(pair)
+    first: dict[str, int] = {}
+    for key, _, _ in rows:
+        first.setdefault(key, len(first))
+    out = []
+    for (key, ours, ref), (rids, pairs) in sorted(rows.items(), key=lambda kv: first[kv[0][0]]):
+        what = []
+        if rids:
+            what.append(f"{len(rids)} of {_n(n_runs, 'student run')}")
+        if pairs:
+            what.append(f"{len(pairs)} of {_n(n_pairs, 'teacher')}")
+        out.append([f"`{key}`", esc(ours), esc(ref), ", ".join(what)])
+    return md_table(["setting", "this grid", "published protocol", "affects"], out,
+                    ["left", "right", "right", "left"])
+
+
+def _n(k: int, word: str) -> str:
+    return f"{k} {word}{'' if k == 1 else 's'}"
+
+
+PROTOCOL_TEXT = (
+    "RepDistiller's CIFAR-100 protocol: the `cifar100` preset's recipe (240 epochs, batch 64, SGD lr "
+    "0.05, 0.01 for MobileNetV2/ShuffleV1/ShuffleV2 students, momentum 0.9, weight decay 5e-4, ×0.1 at "
+    "epochs 150/180/210), the full 50,000-image training set with crop-32/pad-4/flip augmentation, and "
+    "each method's registered default hyperparameters"
+)
+NOT_COMPARABLE = f"{DASH} (protocol differs)"
+
+
 def published_section(res: agg.Results, last: pd.DataFrame, best: pd.DataFrame,
                       teacher: dict[str, list[float]], published) -> str:
     grid = res.grid
@@ -154,29 +217,175 @@ def published_section(res: agg.Results, last: pd.DataFrame, best: pd.DataFrame,
                 f"reference numbers (`reports/data/cifar100_published.csv`) are CIFAR-100 results.")
     table = pub.load_published(published)
     teach = {p: float(pd.Series(v).mean()) for p, v in teacher.items() if v}
-    cmp = pub.compare(table, last, best, teach, grid.pairs, agg.method_order(grid), agg.parse_pair)
+    methods = agg.method_order(grid)
+    cmp = pub.compare(table, last, best, teach, grid.pairs, methods, agg.parse_pair)
     if cmp.empty:
         return ("No published CIFAR-100 number matches this grid's pairs and methods (or none of "
                 "those cells has a complete run yet).")
+    sdiff, tdiff = protocol_differences(res)
+    differs = any(d for runs in sdiff.values() for d in runs.values()) or \
+        any(d for runs in tdiff.values() for d in runs.values())
+    top = []
+    if differs:
+        top.append("**The protocol of this grid differs from the published one**, so Δ is not printed for "
+                   f"the cells whose runs differ (`{NOT_COMPARABLE}`): those numbers stand side by side "
+                   f"for reference only. The published numbers were made under {PROTOCOL_TEXT}. "
+                   "The differences, read from the run records (\"not recorded\": a record lacks the "
+                   "field, so the run cannot be shown to match):")
+        top.append(_diff_table(sdiff, tdiff))
+    else:
+        top.append(f"Every run here used the published protocol ({PROTOCOL_TEXT}), as its record shows: "
+                   "Δ is printed for every cell.")
+
     sources = list(dict.fromkeys(cmp["source"]))
     protocols = list(dict.fromkeys(cmp["protocol"]))
-    headers = ["pair", "method", "ours (last)", "ours (best)", "published", "Δ (ours − published)",
-               "protocol", "source"]
+    headers = ["pair", "method", "ours (last)", "ours (best)", "published", "published convention",
+               "Δ (ours − published)", "source"]
     rows = []
     for _, r in cmp.iterrows():
         n = "" if r["n"] is None or pd.isna(r["n"]) else f" ({int(r['n'])})"
         last_s, best_s = f"{r['ours_last']:.2f}{n}", f"{r['ours_best']:.2f}{n}"
         if r["method"] == "teacher":
             best_s = last_s = f"{r['ours_last']:.2f}"
-        diff = fmt_signed(r["diff"]) + (" (vs best)" if r["vs_best"] else "")
+            bad = any(tdiff.get(r["pair"], {}).values())
+        else:
+            bad = any(sdiff.get((r["method"], r["pair"]), {}).values())
+        if bad:
+            diff = NOT_COMPARABLE
+        else:
+            epoch = pub.epoch_convention(r["protocol"])
+            diff = fmt_signed(r["diff"]) + {"best": " (vs best)", "last": "",
+                                            "not stated": " (vs last; epoch not stated)"}[epoch]
+        conv = f"{esc(pub.convention(r['protocol']))} [{chr(ord('a') + protocols.index(r['protocol']))}]"
         rows.append([pair_label(r["pair"]), r["method"], last_s, best_s, f"{r['published']:.2f}",
-                     diff, esc(pub.short_protocol(r["protocol"])),
-                     f"[{sources.index(r['source']) + 1}]"])
-    notes = ["Ours: mean top-1 over complete seeds (n). Δ is taken against our number with the "
-             "published number's protocol: last-epoch unless the row says *(vs best)*."]
+                     conv, diff, f"[{sources.index(r['source']) + 1}]"])
+    notes = ["Ours: mean top-1 over complete seeds (n). Published convention: which epoch the published "
+             "number is (last or best) and over how many runs, as its source states; Δ is taken against "
+             "our number with the same convention: last-epoch unless the cell says *(vs best)*."]
     notes += [f"[{i + 1}] {esc(s)}" for i, s in enumerate(sources)]
-    notes += ["Protocols: " + "; ".join(esc(p) for p in protocols) + "."]
-    return md_table(headers, rows, ["left", "left"] + ["right"] * 4 + ["left", "left"]) + "\n\n" + "\n\n".join(notes)
+    notes += [f"[{chr(ord('a') + i)}] {esc(p)}" for i, p in enumerate(protocols)]
+    pairs_models = {agg.parse_pair(p) for p in grid.pairs}
+    here = table[[(t, s) in pairs_models for t, s in zip(table["teacher"], table["student"])]]
+    only = sorted(set(here["method"]) - set(methods) - {"teacher"})
+    if only:
+        notes.append(f"Published only (not shown: this grid does not run them): {', '.join(only)}.")
+    return ("\n\n".join(top) + "\n\n"
+            + md_table(headers, rows, ["left", "left"] + ["right"] * 3 + ["left", "right", "left"])
+            + "\n\n" + "\n\n".join(notes))
+
+
+# ---------------------------------------------------------------------------- teachers
+def _recipe_summary(recipe: dict) -> str:
+    parts = []
+    if recipe.get("batch_size") is not None:
+        parts.append(f"batch {recipe['batch_size']}")
+    if recipe.get("lr") is not None:
+        parts.append(f"lr {proto.fmt_value(recipe['lr'])}")
+    if recipe.get("lr_decay_epochs"):
+        rate = recipe.get("lr_decay_rate")
+        parts.append(f"×{proto.fmt_value(rate) if rate is not None else '?'} at "
+                     + "/".join(str(e) for e in recipe["lr_decay_epochs"]))
+    if recipe.get("weight_decay") is not None:
+        parts.append(f"wd {proto.fmt_value(recipe['weight_decay'])}")
+    return ", ".join(parts)
+
+
+def grid_teacher_recipe(grid: agg.Grid, teacher: str) -> tuple[dict, int | None]:
+    """The teacher recipe and seed that grid.json's config implies (for records that lack them)."""
+    cfg = grid.config or {}
+    if not isinstance(cfg.get("train"), dict):
+        return {}, None
+    from benchmarks.config import teacher_recipe
+
+    try:
+        recipe = teacher_recipe(cfg, teacher).as_dict()
+    except Exception:
+        recipe = {}
+    seed = cfg.get("teacher_seed")
+    return recipe, seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def teacher_description(info: dict, fallback: tuple[dict, int | None] = ({}, None)) -> str:
+    """Who made a teacher, from a record's ``teacher_info`` (older records lack some fields:
+    a kdbench-trained teacher's recipe and seed then come from ``fallback``, grid.json's, and say so)."""
+    source = info.get("source")
+    if source == "imported":
+        path = info.get("path")
+        file = info.get("file") or (str(path).replace("\\", "/").rsplit("/", 1)[-1] if path else None)
+        sha = info.get("weights_sha")
+        out = "imported: " + (f"`{esc(file)}`" if file else "file not recorded")
+        out += f", weights sha256 `{str(sha)[:12]}`" if sha else ", weights hash not recorded"
+        return out
+    if source in ("trained", "cache"):
+        recipe = info.get("recipe") if isinstance(info.get("recipe"), dict) else {}
+        seed = info.get("seed")
+        from_grid = []
+        if not recipe and fallback[0]:
+            recipe = fallback[0]
+            from_grid.append("recipe")
+        if seed is None and fallback[1] is not None:
+            seed = fallback[1]
+            from_grid.append("seed")
+        epochs = info.get("epochs", recipe.get("epochs"))
+        bits = [f"{epochs} epochs" if epochs is not None else "epochs not recorded",
+                f"seed {seed}" if seed is not None else "seed not recorded"]
+        summary = _recipe_summary(recipe)
+        bits.append(summary if summary else "recipe not recorded")
+        where = " (loaded from the teacher cache)" if source == "cache" else ""
+        out = f"trained by kdbench{where}: " + ", ".join(bits)
+        if from_grid:
+            out += f" ({' and '.join(from_grid)} from grid.json: the records do not carry them)"
+        return out
+    return "source not recorded"
+
+
+def _teacher_id(info: dict) -> str:
+    for k in ("key", "weights_sha", "path"):
+        if info.get(k):
+            return str(info[k])
+    return "?"
+
+
+def teacher_groups(res: agg.Results) -> dict[str, list[tuple[str, dict, list[str]]]]:
+    """Per grid pair, the distinct teachers its in-grid records name: (id, teacher_info, run ids)."""
+    out: dict[str, list] = {}
+    g = res.in_grid
+    for p in res.grid.pairs:
+        groups: dict[str, list] = {}
+        for r in g[g["pair"] == p].itertuples():
+            info = _dicts(r.teacher_info)
+            if not info:
+                continue
+            tid = _teacher_id(info)
+            groups.setdefault(tid, [tid, info, []])[2].append(r.run_id)
+        out[p] = [tuple(v) for v in groups.values()]
+    return out
+
+
+def teacher_warnings(groups: dict) -> list[str]:
+    out = []
+    for p, gs in groups.items():
+        if len(gs) > 1:
+            which = ", ".join(f"`{esc(tid)}` ({_n(len(rids), 'run')})" for tid, _, rids in gs)
+            out.append(f"> **WARNING: pair {pair_label(p)} mixes {len(gs)} different teachers** ({which}): "
+                       "its rows compare students distilled from different teachers, and its numbers "
+                       "should not be read as one cell.")
+    return out
+
+
+def teacher_section(res: agg.Results, groups: dict) -> str:
+    rows = []
+    for p in res.grid.pairs:
+        t, _ = agg.parse_pair(p)
+        gs = groups.get(p) or []
+        if not gs:
+            rows.append([pair_label(p), t, "no record names it", DASH, DASH])
+        for tid, info, rids in gs:
+            top1 = agg._num(info.get("top1"))
+            rows.append([pair_label(p), t, teacher_description(info, grid_teacher_recipe(res.grid, t)),
+                         _f(top1, ".2f"), f"`{esc(tid)}`"])
+    return md_table(["pair", "teacher", "made by", "test top-1", "key"], rows,
+                    ["left", "left", "left", "right", "left"])
 
 
 def fmt_duration(s: float) -> str:

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.records import record_path, run_id, write_json
+from methods import method_defaults
 from reports import build_report
 from reports import aggregate as agg
 
@@ -42,7 +43,7 @@ EXTRA = {"vanilla": 0, "kd": 0, "crd": 270000}
 EPOCHS = 5
 
 
-def _record(method, pair, seed, last, dataset, status="complete"):
+def _record(method, pair, seed, last, dataset, status="complete", config=None, teacher_info=None):
     t, s = pair.split(":")
     best = None if last is None else round(last + BEST_DELTA[method], 6)
     hist_acc = [] if last is None else [30.0, 50.0, 65.0, best, last]
@@ -53,9 +54,11 @@ def _record(method, pair, seed, last, dataset, status="complete"):
     rec = {
         "schema": 1, "run_id": run_id(method, t, s, seed), "status": status,
         "method": method, "teacher": t, "student": s, "pair": pair, "seed": seed,
-        "dataset": dataset, "preset": "test", "config": {"train": {"epochs": EPOCHS}},
+        "dataset": dataset, "preset": "test",
+        "config": {"train": {"epochs": EPOCHS}} if config is None else config(method, pair),
         "env": {"python": "3"},
-        "teacher_info": {"key": f"{t}-{dataset}", "top1": TEACHER_TOP1[pair], "top5": 95.0, "path": "x"},
+        "teacher_info": {"key": f"{t}-{dataset}", "top1": TEACHER_TOP1[pair], "top5": 95.0, "path": "x"}
+        if teacher_info is None else teacher_info(method, pair, seed),
         "metrics": {"top1_last": last, "top5_last": None if last is None else last + 15, "top1_best": best,
                     "top5_best": None, "best_epoch": 4, "epochs": EPOCHS},
         "history": history,
@@ -67,19 +70,23 @@ def _record(method, pair, seed, last, dataset, status="complete"):
     return rec
 
 
-def make_results(root: Path, dataset: str = "cifar100") -> Path:
+def make_results(root: Path, dataset: str = "cifar100", config=None, grid_config=None, teacher_info=None) -> Path:
+    """The unit grid. config(method, pair) -> a record's ``config`` (default: only train.epochs = 5);
+    teacher_info(method, pair, seed) -> its ``teacher_info``; grid_config: grid.json's ``config``."""
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / "grid.json", {
         "name": "unit", "preset": "test", "dataset": dataset, "methods": METHODS, "pairs": [A, B],
-        "seeds": SEEDS, "config": {"train": {"epochs": EPOCHS, "batch_size": 64, "lr": 0.05}},
+        "seeds": SEEDS,
+        "config": grid_config if grid_config is not None else {"train": {"epochs": EPOCHS, "batch_size": 64, "lr": 0.05}},
     })
     for (method, pair), vals in LAST.items():
         for seed, v in zip(SEEDS, vals):
             if (method, pair, seed) == MISSING:
                 continue
-            rec = _record(method, pair, seed, v, dataset)
+            rec = _record(method, pair, seed, v, dataset, config=config, teacher_info=teacher_info)
             if (method, pair, seed) == FAILED:
-                rec = _record(method, pair, seed, None, dataset, status="failed")
+                rec = _record(method, pair, seed, None, dataset, status="failed", config=config,
+                              teacher_info=teacher_info)
                 rec["history"] = rec["history"][:0]
                 rec["metrics"] = {}
                 rec["error"] = {"type": "RuntimeError",
@@ -212,18 +219,150 @@ def test_average_ranks_ties():
 
 
 # ---------------------------------------------------------------------------- published
-def test_published_numbers_cifar100(built):
+def published_config(method, pair, epochs=240, num_train=50000, overrides=None):
+    """A record's config under RepDistiller's protocol, written out (not read from the code under test)."""
+    student = pair.split(":")[1]
+    hp = method_defaults(method)
+    for part, kv in (overrides or {}).items():
+        hp[part].update(kv)
+    return {"train": {"epochs": epochs, "batch_size": 64, "lr": 0.01 if student == "MobileNetV2" else 0.05,
+                      "momentum": 0.9, "weight_decay": 5e-4, "lr_decay_epochs": [150, 180, 210],
+                      "lr_decay_rate": 0.1, "eval_batch_size": 256},
+            "data": {"name": "cifar100", "num_train": num_train, "num_test": 10000, "num_classes": 100,
+                     "input_shape": [3, 32, 32], "pad": 4, "flip": True},
+            "method": hp}
+
+
+PUBLISHED_GRID_CONFIG = {
+    "train": {"epochs": 240, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+              "lr_decay_epochs": [150, 180, 210], "lr_decay_rate": 0.1,
+              "lr_by_student": {"MobileNetV2": 0.01, "ShuffleV1": 0.01, "ShuffleV2": 0.01}},
+    "teacher_train": {}, "teacher_seed": 0,
+}
+
+
+def trained_teacher(method, pair, seed):
+    t = pair.split(":")[0]
+    return {"key": f"{t}-key", "top1": TEACHER_TOP1[pair], "top5": 95.0, "path": f"/c/{t}.pt",
+            "source": "trained", "seed": 0, "epochs": 240,
+            "recipe": {"epochs": 240, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+                       "lr_decay_epochs": [150, 180, 210], "lr_decay_rate": 0.1, "eval_batch_size": 256}}
+
+
+def published_text(root: Path, published=None) -> str:
+    """Section 4 alone (no figures: fast)."""
+    from reports import tables
+    res = agg.load_results(root)
+    return tables.published_section(res, agg.cell_stats(res, "top1_last"), agg.cell_stats(res, "top1_best"),
+                                    agg.teacher_top1(res), published)
+
+
+def diff_rows(text: str) -> list[list[str]]:
+    """The rows of the protocol-difference table (the first table of the section), header excluded."""
+    block = text[: text.index("| pair ")]
+    return table_list(block)[1:]
+
+
+def test_published_protocol_mismatch_in_full_report(built):
+    # the unit records carry only train.epochs = 5: every run differs, so no delta anywhere
     _, text = built
-    rows = {(c[0], c[1]): c for c in table_list(section(text, 4))}
+    sec = section(text, 4)
+    assert sec.splitlines()[2].startswith("**The protocol of this grid differs from the published one**")
+    diffs = {r[0]: r[1:] for r in diff_rows(sec)}
+    assert diffs["`train.epochs`"] == ["5", "240", "16 of 16 student runs"]
+    # a section the records lack is one line; kd's runs: 3 on A + 2 on B (one failed, one missing)
+    assert diffs["`data`"] == ["not recorded", "num_train=50000, num_test=10000, input_shape=[3, 32, 32], "
+                               "pad=4, flip=true", "16 of 16 student runs"]
+    assert diffs["`method.kd`"] == ["not recorded", "T=4, gamma=0.1, alpha=0.9", "5 of 16 student runs"]
+    # the teacher recipe follows grid.json (train.epochs = 5, no teacher_train): both teachers differ
+    assert diffs["`teacher.train.epochs`"] == ["5", "240", "2 of 2 teachers"]
+    rows = {(c[0], c[1]): c for c in table_list(sec[sec.index("| pair "):])}
     kd = rows[("resnet32x4 → resnet8x4", "kd")]
-    # ours 73.50 (3 seeds, last epoch), published 73.33 (CRD paper) -> +0.17
-    assert kd[2:6] == ["73.50 (3)", "74.00 (3)", "73.33", "+0.17"]
-    assert kd[6] == "last-epoch top-1"
-    # crd 75.00 vs 75.51 -> -0.51; teacher 79.42 vs 79.42 -> +0.00; cross pair kd 69.50 vs 67.37 -> +2.13
-    assert rows[("resnet32x4 → resnet8x4", "crd")][5] == "-0.51"
-    assert rows[("resnet32x4 → resnet8x4", "teacher")][5] == "+0.00"
-    assert rows[("vgg13 → MobileNetV2", "kd")][5] == "+2.13"
-    assert "CRD paper (Tian et al., ICLR 2020)" in section(text, 4)
+    # ours 73.50 (3 seeds, last epoch), published 73.33 (CRD paper): side by side, no delta
+    assert kd[2:8] == ["73.50 (3)", "74.00 (3)", "73.33", "last epoch [a]", "– (protocol differs)", "[1]"]
+    for key, r in rows.items():
+        if key != ("pair", "method"):
+            assert r[6] == "– (protocol differs)", key
+    assert "-71" not in sec and "+0.17" not in sec
+    assert "[a] last-epoch top-1 (RepDistiller reports the last epoch, its issue #16)" in sec
+    assert "CRD paper (Tian et al., ICLR 2020)" in sec
+
+
+def test_published_protocol_match_prints_deltas(tmp_path):
+    root = make_results(tmp_path / "g", config=published_config, grid_config=PUBLISHED_GRID_CONFIG,
+                        teacher_info=trained_teacher)
+    sec = published_text(root)
+    assert sec.startswith("Every run here used the published protocol")
+    assert "differs" not in sec
+    rows = {(c[0], c[1]): c for c in table_list(sec)}
+    kd = rows[("resnet32x4 → resnet8x4", "kd")]
+    # kd 73.50 - 73.33 = +0.17; crd 75.00 - 75.51 = -0.51; vanilla 70.50 - 72.50 = -2.00;
+    # teacher 79.42 - 79.42 = +0.00; cross pair kd 69.50 - 67.37 = +2.13, vanilla 65.00 - 64.60 = +0.40
+    assert kd[2:8] == ["73.50 (3)", "74.00 (3)", "73.33", "last epoch [a]", "+0.17", "[1]"]
+    assert rows[("resnet32x4 → resnet8x4", "crd")][6] == "-0.51"
+    assert rows[("resnet32x4 → resnet8x4", "vanilla")][6] == "-2.00"
+    assert rows[("resnet32x4 → resnet8x4", "teacher")][6] == "+0.00"
+    assert rows[("vgg13 → MobileNetV2", "kd")][6] == "+2.13"
+    assert rows[("vgg13 → MobileNetV2", "vanilla")][6] == "+0.40"
+    # methods kdbench does not have are named once, never given a row
+    assert not any(k[1] == "dkd" for k in rows)
+    only = [line for line in sec.splitlines() if line.startswith("Published only")]
+    assert len(only) == 1 and "dkd" in only[0] and "wttm" in only[0] and " kd," not in only[0]
+
+
+def test_published_one_epoch_2000_images_shows_no_delta(tmp_path):
+    def cfg(method, pair):
+        return published_config(method, pair, epochs=1, num_train=2000)
+    grid_cfg = {**PUBLISHED_GRID_CONFIG, "train": {**PUBLISHED_GRID_CONFIG["train"], "epochs": 1},
+                "teacher_train": {"epochs": 240}}
+    root = make_results(tmp_path / "g", config=cfg, grid_config=grid_cfg, teacher_info=trained_teacher)
+    sec = published_text(root)
+    assert sec.startswith("**The protocol of this grid differs from the published one**")
+    assert diff_rows(sec) == [["`data.num_train`", "2000", "50000", "16 of 16 student runs"],
+                              ["`train.epochs`", "1", "240", "16 of 16 student runs"]]
+    rows = [r for r in table_list(sec[sec.index("| pair "):])[1:]]
+    assert len(rows) == 8  # teacher, vanilla, kd, crd on both pairs
+    assert all(r[6] == "– (protocol differs)" for r in rows)
+    assert all(r[4] for r in rows)  # the published number is still printed
+
+
+def test_published_one_cell_with_changed_hyperparameter(tmp_path):
+    def cfg(method, pair):
+        return published_config(method, pair, overrides={"kd": {"T": 2.0}} if (method, pair) == ("kd", A) else None)
+    root = make_results(tmp_path / "g", config=cfg, grid_config=PUBLISHED_GRID_CONFIG, teacher_info=trained_teacher)
+    sec = published_text(root)
+    assert diff_rows(sec) == [["`method.kd.T`", "2", "4", "3 of 16 student runs"]]
+    rows = {(c[0], c[1]): c for c in table_list(sec[sec.index("| pair "):])}
+    assert rows[("resnet32x4 → resnet8x4", "kd")][6] == "– (protocol differs)"
+    assert rows[("vgg13 → MobileNetV2", "kd")][6] == "+2.13"  # kd on B used T = 4
+    assert rows[("resnet32x4 → resnet8x4", "crd")][6] == "-0.51"
+
+
+def test_published_convention_beside_each_number(tmp_path):
+    root = make_results(tmp_path / "g", config=published_config, grid_config=PUBLISHED_GRID_CONFIG,
+                        teacher_info=trained_teacher)
+    table = pd.DataFrame([
+        ["resnet32x4", "resnet8x4", "kd", 73.0, "best-epoch top-1, mean of 5 runs (somewhere)", "S1"],
+        ["resnet32x4", "resnet8x4", "crd", 74.0, "not stated in README (no run count)", "S2"],
+    ], columns=["teacher", "student", "method", "top1", "protocol", "source"])
+    sec = published_text(root, table)
+    rows = {(c[0], c[1]): c for c in table_list(sec)}
+    # kd: best-epoch convention -> against our best-epoch mean 74.00: +1.00
+    assert rows[("resnet32x4 → resnet8x4", "kd")][5:8] == ["best epoch, mean of 5 runs [a]", "+1.00 (vs best)", "[1]"]
+    # crd: epoch not stated -> against our last-epoch mean 75.00, and says so
+    assert rows[("resnet32x4 → resnet8x4", "crd")][5:8] == ["epoch not stated [b]", "+1.00 (vs last; epoch not stated)",
+                                                           "[2]"]
+    assert "[a] best-epoch top-1, mean of 5 runs (somewhere)" in sec
+    assert "[b] not stated in README (no run count)" in sec
+
+
+def test_convention_labels_of_the_reference_table():
+    from reports.published import convention, load_published
+    conv = {convention(p) for p in load_published()["protocol"]}
+    assert {"last epoch", "best epoch, mean of 5 runs", "epoch not stated",
+            "epoch not stated, mean of ? runs, std 0.24",
+            "epoch not stated (likely best), mean of ? runs"} <= conv
+    assert convention("last-epoch top-1 (RepDistiller ...)") == "last epoch"
 
 
 # ---------------------------------------------------------------------------- cost and inventory
@@ -299,3 +438,196 @@ def test_cli_empty_dir_exits_2(tmp_path):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "no grid.json" in lines[0]
     assert out.stdout == ""
+
+
+# ---------------------------------------------------------------------------- issue 19: teachers, stale records
+def test_teacher_description_trained_cached_imported():
+    from reports.tables import teacher_description
+    recipe = {"epochs": 240, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+              "lr_decay_epochs": [150, 180, 210], "lr_decay_rate": 0.1}
+    assert teacher_description({"source": "trained", "seed": 0, "epochs": 240, "recipe": recipe}) == (
+        "trained by kdbench: 240 epochs, seed 0, batch 64, lr 0.05, ×0.1 at 150/180/210, wd 0.0005")
+    assert teacher_description({"source": "cache", "seed": 1, "recipe": {**recipe, "epochs": 30}}) == (
+        "trained by kdbench (loaded from the teacher cache): 30 epochs, seed 1, batch 64, lr 0.05, "
+        "×0.1 at 150/180/210, wd 0.0005")
+    sha = "0123456789abcdef" * 4
+    assert teacher_description({"source": "imported", "file": "resnet32x4_vanilla.pth", "weights_sha": sha,
+                                "path": "/w/x/resnet32x4_vanilla.pth"}) == (
+        "imported: `resnet32x4_vanilla.pth`, weights sha256 `0123456789ab`")
+    # older records: no file, no hash, no recipe
+    assert teacher_description({"source": "imported", "path": "/w/ckpt/wrn_40_2.pth"}) == (
+        "imported: `wrn_40_2.pth`, weights hash not recorded")
+    assert teacher_description({"source": "trained"}) == (
+        "trained by kdbench: epochs not recorded, seed not recorded, recipe not recorded")
+    assert teacher_description({"source": "trained"}, ({**recipe, "epochs": 20}, 0)) == (
+        "trained by kdbench: 20 epochs, seed 0, batch 64, lr 0.05, ×0.1 at 150/180/210, wd 0.0005 "
+        "(recipe and seed from grid.json: the records do not carry them)")
+    assert teacher_description({}) == "source not recorded"
+
+
+def test_teacher_table_and_mixed_teacher_warning(tmp_path):
+    import reports
+    from reports import tables
+    sha = "feedfacecafebeef" * 4
+
+    def info(method, pair, seed):
+        if pair == B:
+            return {"key": "imported-1a2b3c", "top1": 74.64, "source": "imported", "path": "/w/vgg13.pth",
+                    "file": "vgg13.pth", "weights_sha": sha}
+        # seed 2 of crd on A used another teacher: must be shouted, not averaged away
+        key = "t-other" if (method, seed) == ("crd", 2) else "t-main"
+        return {**trained_teacher(method, pair, seed), "key": key}
+    root = make_results(tmp_path / "g", config=published_config, grid_config=PUBLISHED_GRID_CONFIG,
+                        teacher_info=info)
+    res = agg.load_results(root)
+    groups = tables.teacher_groups(res)
+    rows = table_list(tables.teacher_section(res, groups))
+    assert rows[1] == ["resnet32x4 → resnet8x4", "resnet32x4", "trained by kdbench: 240 epochs, seed 0, batch 64, "
+                       "lr 0.05, ×0.1 at 150/180/210, wd 0.0005", "79.42", "`t-main`"]
+    assert rows[2][4] == "`t-other`"
+    assert rows[3] == ["vgg13 → MobileNetV2", "vgg13", "imported: `vgg13.pth`, weights sha256 `feedfacecafe`",
+                       "74.64", "`imported-1a2b3c`"]
+    warn = tables.teacher_warnings(groups)
+    assert warn == ["> **WARNING: pair resnet32x4 → resnet8x4 mixes 2 different teachers** (`t-main` (8 runs), "
+                    "`t-other` (1 run)): its rows compare students distilled from different teachers, and its "
+                    "numbers should not be read as one cell."]
+    text = reports.render_report(res)
+    assert warn[0] in text.split("## 1.")[0]  # at the top, before any table
+    assert "**Teachers**" in text.split("## 1.")[0]
+
+
+def test_stale_records_are_counted_in_the_header(tmp_path):
+    import reports
+    root = make_results(tmp_path / "g")
+    stale = root / "runs" / "stale"
+    for rid in ("kd__resnet32x4-resnet8x4__s0", "crd__resnet32x4-resnet8x4__s0", "vanilla__vgg13-MobileNetV2__s1"):
+        write_json(stale / f"{rid}.json", {"run_id": rid, "status": "complete"})
+    (stale / "kd__resnet32x4-resnet8x4__s0.metrics.jsonl").write_text("{}\n")
+    res = agg.load_results(root)
+    assert res.stale == 3
+    assert res.counts()["complete"] == 16  # the stale ones are in no table
+    head = reports._header(res)
+    assert ("- **3 records made under another protocol were moved to runs/stale/ and are not in this report**"
+            in head)
+    (stale / "kd__resnet32x4-resnet8x4__s0.json").unlink()
+    (stale / "crd__resnet32x4-resnet8x4__s0.json").unlink()
+    assert "**1 record made under another protocol was moved to runs/stale/" in reports._header(agg.load_results(root))
+    (stale / "vanilla__vgg13-MobileNetV2__s1.json").unlink()
+    assert "stale" not in reports._header(agg.load_results(root))
+
+
+# ---------------------------------------------------------------------------- issue 19: figures
+def _rgb(c):
+    from matplotlib.colors import to_rgb
+    return tuple(round(x, 6) for x in to_rgb(c))
+
+
+def test_method_colour_is_the_same_in_reports_with_different_method_sets(built, tmp_path):
+    from reports import figures
+    root, _ = built
+    # the same records under a grid that lists other methods, in another order: kd comes first
+    other = tmp_path / "other"
+    (other / "runs").mkdir(parents=True)
+    for f in (root / "runs").glob("*.json"):
+        (other / "runs" / f.name).write_bytes(f.read_bytes())
+    write_json(other / "grid.json", {"name": "o", "preset": "test", "dataset": "cifar100", "methods": ["kd", "crd"],
+                                     "pairs": [A, B], "seeds": SEEDS, "config": {}})
+    kd = _rgb(figures.method_color("kd"))
+    assert kd != _rgb(figures.method_color("crd")) and kd != _rgb(figures.method_color("vanilla"))
+    seen = []
+    with figures._style():
+        for r in (root, other):
+            res = agg.load_results(r)
+            last = agg.cell_stats(res, "top1_last")
+            pal = figures.palette(agg.method_order(res.grid))
+            bars = figures.bars_figure(res, last, agg.teacher_top1(res), pal)
+            seen += [_rgb(p.get_facecolor()) for ax in bars.axes for p in ax.patches if p.get_gid() == "kd"]
+            curves = figures.curves_figure(res, agg.teacher_top1(res), pal)
+            seen += [_rgb(ln.get_color()) for ax in curves.axes for ln in ax.lines if ln.get_gid() == "kd"]
+            cost = figures.cost_figure(res, agg.mean_table(last), agg.cost_table(res), pal)
+            seen += [_rgb(c.get_facecolor()[0]) for ax in cost.axes for c in ax.collections if c.get_gid() == "kd"]
+    # 2 pairs of bars + 2 curves + 1 point, in each of the two reports
+    assert len(seen) == 10 and set(seen) == {kd}
+
+
+def test_registered_methods_and_compositions_never_share_a_colour():
+    from methods import list_methods
+    from reports import figures
+    names = list_methods() + [f"{m}+kd" for m in list_methods() if m not in ("kd", "vanilla")] + ["crd+kd"]
+    colours = {n: _rgb(figures.method_color(n)) for n in names}
+    assert len(set(colours.values())) == len(set(names))
+    # deterministic, and independent of which methods a grid lists
+    assert figures.palette(["kd"])["kd"] == figures.palette(["vanilla", "crd", "kd"])["kd"] == figures.method_color("kd")
+    # an unregistered name takes a colour no registered method holds
+    reserved = {_rgb(figures.method_color(n)) for n in list_methods()}
+    assert _rgb(figures.method_color("not-a-method-xyz")) not in reserved
+
+
+def test_heatmap_scale_is_robust_and_annotates_the_clipped_cell():
+    from reports import figures
+    # gains vs vanilla: |g| sorted = .5 .8 1 1.5 2 2.5 3 22; 75th percentile (linear) = 2.5 + .25 * .5 = 2.625
+    # -> L = min(22, max(2 * 2.625, 1)) = 5.25: only pair's -22 is beyond
+    means = pd.DataFrame({"P1:p1": [70.0, 71.0, 72.0, 71.5, 69.5], "P2:p2": [60.0, 63.0, 60.8, 62.5, 38.0]},
+                         index=["vanilla", "kd", "crd", "at", "pair"])
+    lim, clipped = figures.heatmap_scale((means - means.loc["vanilla"]).drop(index="vanilla").to_numpy())
+    assert lim == pytest.approx(5.25)
+    assert clipped.tolist() == [[False, False], [False, False], [False, False], [False, True]]
+    with figures._style():
+        fig = figures.heatmap_figure(means)
+    ax = fig.axes[0]
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == sorted(["+1.00", "+3.00", "+2.00", "+0.80", "+1.50", "+2.50", "-0.50", "-22.00*"])
+    mesh = ax.collections[0]
+    assert mesh.get_clim() == pytest.approx((-5.25, 5.25))  # centred at zero
+    assert "clipped at ±5.25" in fig.axes[1].get_ylabel()
+    assert figures._heatmap_note(means) == " Here L = 5.25 pp; 1 cell beyond it."
+
+
+def _boxes_overlap(a, b) -> bool:
+    return min(a.x1, b.x1) - max(a.x0, b.x0) > 0.5 and min(a.y1, b.y1) - max(a.y0, b.y0) > 0.5
+
+
+@pytest.mark.parametrize("pairs", [[A], [A, B]])
+def test_curves_of_a_one_epoch_grid(tmp_path, pairs):
+    import json
+    from reports import figures
+    root = make_results(tmp_path / "g")
+    for f in (root / "runs").glob("*.json"):
+        rec = json.loads(f.read_text())
+        rec["history"] = [{**h, "epoch": 1} for h in rec["history"][-1:]]
+        write_json(f, rec)
+    grid = json.loads((root / "grid.json").read_text())
+    write_json(root / "grid.json", {**grid, "pairs": pairs})
+    res = agg.load_results(root)
+    with figures._style():
+        fig = figures.curves_figure(res, agg.teacher_top1(res), figures.palette(agg.method_order(res.grid)))
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == len(pairs)
+    for ax in panels:
+        kd = [ln for ln in ax.lines if ln.get_gid() == "kd"]
+        assert len(kd) == 1 and list(kd[0].get_xdata()) == [1] and kd[0].get_marker() == "o"
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks == [1.0]  # one integer tick, no 0.96/0.98/1.02...
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(r)
+    title = fig._suptitle.get_window_extent(r)
+    for ax in panels:
+        assert not _boxes_overlap(legend, ax.get_tightbbox(r))
+        assert not _boxes_overlap(title, ax.get_tightbbox(r))
+    assert not _boxes_overlap(legend, title)
+
+
+def test_same_and_cross_architecture_follow_the_family():
+    from benchmarks.models.registry import model_family
+    expect = {"resnet8": "resnet", "resnet32x4": "resnet", "resnet110": "resnet", "ResNet50": "resnet",
+              "timm:resnet18": "resnet", "timm:resnet10t": "resnet", "wrn_40_2": "wrn", "wrn_16_1": "wrn",
+              "vgg13": "vgg", "vgg8": "vgg", "MobileNetV2": "mobilenet", "ShuffleV1": "shufflenet",
+              "ShuffleV2": "shufflenet", "timm:mobilenetv3_large_100": "mobilenet",
+              "timm:efficientnet_b0": "efficientnet", "timm:convnext_tiny": "convnext"}
+    assert {n: model_family(n) for n in expect} == expect
+    assert agg.is_same_arch("timm:resnet18", "timm:resnet10t")
+    assert agg.is_same_arch("resnet32x4", "resnet8x4")
+    assert not agg.is_same_arch("vgg13", "MobileNetV2")
+    assert not agg.is_same_arch("timm:resnet18", "timm:efficientnet_b0")

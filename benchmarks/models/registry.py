@@ -93,3 +93,28 @@ def create_model(name: str, num_classes: int = 100, **kwargs) -> KDModel:
             f"(or timm:<name> for any timm model)"
         ) from None
     return factory(num_classes=num_classes, **kwargs)
+
+
+_FAMILY_ALIASES = {"shuffle": "shufflenet", "wide": "wrn", "wideresnet": "wrn"}
+
+
+def model_family(name: str) -> str:
+    """Architecture family of a model name, for "same-architecture" vs "cross-architecture" pairs.
+
+    The leading alphabetic stem of the name, lower-cased, with a version suffix dropped
+    (``MobileNetV2`` and ``timm:mobilenetv3_large_100`` -> ``mobilenet``) and ``timm:`` ignored:
+    ``resnet8``, ``resnet32x4``, ``ResNet50``, ``timm:resnet18``, ``timm:resnet10t`` -> ``resnet``;
+    ``wrn_40_2`` (and timm's ``wide_resnet50_2``) -> ``wrn``; ``vgg13`` -> ``vgg``;
+    ``ShuffleV1``/``ShuffleV2`` -> ``shufflenet``; ``timm:efficientnet_b0`` -> ``efficientnet``.
+    A name without a leading letter is its own family.
+    """
+    import re
+
+    base = name[len("timm:"):] if name.startswith("timm:") else name
+    m = re.match(r"[A-Za-z]+", base)
+    if not m:
+        return base
+    stem = m.group(0).lower()
+    if stem.endswith("v") and len(stem) > 1 and base[len(stem):][:1].isdigit():
+        stem = stem[:-1]  # MobileNetV2 -> mobilenet, ShuffleV1 -> shuffle
+    return _FAMILY_ALIASES.get(stem, stem)
