@@ -23,6 +23,9 @@ def linear(cin, cout):
     return cin * cout + cout
 
 
+OKI_MODELS = ["oki2020_teacher", "oki2020_student", "oki2022_net", "tv_resnet34", "tv_resnet34_imagenet"]
+
+
 def n_params(model):
     return sum(p.numel() for p in model.parameters())
 
@@ -181,3 +184,21 @@ def test_resnet34_from_scratch_says_so(capsys):
     create_model("tv_resnet34", num_classes=10)
     err = capsys.readouterr().err
     assert err.count("from scratch") == 1 and "ImageNet" in err  # one line, once per process
+
+
+@pytest.mark.parametrize("name", ["oki2020_teacher", "oki2020_student", "oki2022_net", "tv_resnet34"])
+@pytest.mark.parametrize("hw", [(9, 13), (64, 8), (32, 32)])
+def test_uniform_interface(name, hw):
+    """The zoo's contract (tests/test_models.py's checks) on the new networks, odd sizes included."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=100).eval()
+    x = torch.randn(2, 3, *hw)
+    with torch.no_grad():
+        plain, pre, logits = model.forward_kd(x), model.forward_kd(x, preact=True), model(x)
+    assert plain.preact_features is None and len(pre.preact_features) == len(pre.features)
+    for out in (plain, pre):
+        assert out.logits.shape == (2, 100) and torch.isfinite(out.logits).all()
+        assert [f.shape[1] for f in out.features] == model.feature_channels
+        assert out.embedding.shape == (2, model.embedding_dim)
+    assert torch.equal(plain.logits, pre.logits) and torch.equal(plain.logits, logits)
+    assert all(torch.equal(a, b) for a, b in zip(plain.features, pre.features))
