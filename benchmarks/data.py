@@ -278,7 +278,7 @@ def _load_cifar(kind: str, data_root: str | Path | None, download: bool) -> InMe
     except RuntimeError as e:
         if "not found" in str(e).lower() or "corrupted" in str(e).lower():
             raise DataError(
-                f"{kind}: dataset not found under {where}; {expected}, found {_found(where)}. "
+                f"{kind}: dataset not found or corrupted under {where}; {expected}, found {_found(where)}. "
                 f"Pass --data-root DIR (the folder that contains {folder}/), or add --download to fetch it"
             ) from None
         raise
@@ -341,7 +341,7 @@ def _load_mnist(kind: str, data_root, download: bool) -> InMemoryData:
         test = cls(str(root), train=False, download=download)
     except RuntimeError as e:
         if "not found" in str(e).lower():
-            raise DataError(f"{kind}: dataset not found under {where}; {expected}, found {_found(where)}. "
+            raise DataError(f"{kind}: dataset not found or corrupted under {where}; {expected}, found {_found(where)}. "
                             f"Pass --data-root DIR (the folder that contains {kind}/raw/), "
                             f"or add --download to fetch it") from None
         raise DataError(f"{kind}: could not read the files under {where} ({e}); {expected}, "
