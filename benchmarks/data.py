@@ -1,6 +1,7 @@
-"""Datasets: digits (embedded default), CIFAR-10/100 (torchvision, from --data-root), ImageFolder.
+"""Datasets: digits (embedded default), CIFAR-10/100 and MNIST/FashionMNIST (torchvision, from
+--data-root), ImageFolder.
 
-In-memory datasets (digits, CIFAR) keep their uint8 images on the training
+In-memory datasets (digits, CIFAR, MNIST) keep their uint8 images on the training
 device and augment whole batches there (airbench-style): RepDistiller's CIFAR
 recipe, random crop with 4 pixels of zero padding + horizontal flip +
 per-channel normalisation. Every random draw comes from a CPU
@@ -12,6 +13,18 @@ All datasets answer the same small interface used by the harness:
 ``epoch_batches(batch_size, generator, device)`` -> (x, y, index),
 ``fetch(index, generator, device)`` -> augmented x, and
 ``test_batches(batch_size, device)`` -> (x, y).
+
+Two ordinary options of every loader (preset ``[data]`` keys, ``--set data.augment=none``):
+
+``augment``: ``"crop_flip"`` (random crop + horizontal flip), ``"crop"``, ``"flip"`` or
+    ``"none"`` (the images as stored, torchvision's bare ``ToTensor``); the default is each
+    dataset's usual recipe (CIFAR and ImageFolder ``crop_flip``; digits and the MNISTs
+    ``crop``: a flipped glyph is another glyph).
+``normalize``: ``true`` (default: per-channel mean/std) or ``false``: pixel values / 255,
+    in [0, 1], exactly ``ToTensor``.
+
+``describe()`` records each option when it differs from the dataset's default (so the
+defaults keep the record layout and teacher cache keys they always had).
 """
 from __future__ import annotations
 
@@ -24,11 +37,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DATASETS", "DataError", "InMemoryData", "load_dataset", "list_datasets"]
+__all__ = ["DATASETS", "AUGMENTS", "DataError", "InMemoryData", "load_dataset", "list_datasets"]
 
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)  # RepDistiller dataset/cifar100.py
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+MNIST_MEAN, MNIST_STD = (0.1307,) * 3, (0.3081,) * 3  # the usual MNIST constants (torchvision examples)
+FASHION_MEAN, FASHION_STD = (0.2860,) * 3, (0.3530,) * 3
+AUGMENTS = ("crop_flip", "crop", "flip", "none")
 
 
 class DataError(RuntimeError):
@@ -47,6 +63,8 @@ class InMemoryData:
     std: tuple[float, ...]
     pad: int = 4
     flip: bool = True
+    normalize: bool = True
+    extra_desc: dict = field(default_factory=dict)  # options that differ from the dataset's default
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -60,7 +78,8 @@ class InMemoryData:
     def describe(self) -> dict:
         return {"name": self.name, "num_train": self.num_train, "num_test": int(self.test_labels.numel()),
                 "num_classes": self.num_classes, "input_shape": list(self.input_shape),
-                "pad": self.pad, "flip": self.flip, "mean": list(self.mean), "std": list(self.std)}
+                "pad": self.pad, "flip": self.flip, "mean": list(self.mean), "std": list(self.std),
+                **self.extra_desc}
 
     def _on(self, device: torch.device) -> dict[str, torch.Tensor]:
         """The tensors on ``device``, moved once and kept (the data lives where training runs)."""
@@ -78,13 +97,17 @@ class InMemoryData:
         return self._cache[key]
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-channel (x - mean) / std; with ``normalize`` off, x / 255 (torchvision's ``ToTensor``)."""
+        if not self.normalize:
+            return images.float().div(255.0)
         t = self._on(images.device)
         return (images.float() - t["mean"]) / t["std"]
 
     def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Random crop (zero padding ``pad``) + horizontal flip, then normalise; batched on the images' device.
 
-        Draws, in this order, from ``generator``: crop offsets (B, 2) and flip bits (B,).
+        Draws, in this order, from ``generator``: crop offsets (B, 2) (when ``pad`` > 0) and flip
+        bits (B,) (when ``flip``); with neither, nothing is drawn and the images pass unchanged.
         """
         b, _, h, w = images.shape
         device = images.device
@@ -121,9 +144,38 @@ class InMemoryData:
             yield self.normalise(t["test_x"][start:start + batch_size]), t["test_y"][start:start + batch_size]
 
 
+# --- options shared by every loader --------------------------------------------
+
+def check_options(name: str, augment: str | None, normalize: object) -> None:
+    """One clear error for a bad ``augment`` / ``normalize`` value (before any file is read)."""
+    if augment is not None and augment not in AUGMENTS:
+        raise DataError(f"{name}: data.augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
+    if not isinstance(normalize, bool):
+        raise DataError(f"{name}: data.normalize must be true or false, got {normalize!r}")
+
+
+def with_options(data: InMemoryData, default_augment: str, augment: str | None, normalize: bool) -> InMemoryData:
+    """Apply ``augment`` / ``normalize`` to a freshly loaded dataset, recording non-defaults in describe().
+
+    The dataset's own crop padding is kept for the recipes that crop; ``none`` turns both off.
+    """
+    check_options(data.name, augment, normalize)
+    augment = default_augment if augment is None else augment
+    if augment != default_augment:
+        data.extra_desc["augment"] = augment
+        data.flip = augment in ("crop_flip", "flip")
+        if augment in ("flip", "none"):
+            data.pad = 0
+    if not normalize:
+        data.normalize = False
+        data.extra_desc["normalize"] = False
+    return data
+
+
 # --- loaders ------------------------------------------------------------------
 
-def load_digits(image_size: int = 8, test_fraction: float = 0.25, **_: object) -> InMemoryData:
+def load_digits(image_size: int = 8, test_fraction: float = 0.25, augment: str | None = None,
+                normalize: bool = True, **_: object) -> InMemoryData:
     """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes), no download.
 
     Gray levels 0..16 are scaled to 0..255 and repeated on 3 channels so CIFAR
@@ -135,6 +187,7 @@ def load_digits(image_size: int = 8, test_fraction: float = 0.25, **_: object) -
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split
 
+    check_options("digits", augment, normalize)
     if image_size < 8:
         raise DataError(f"digits: image_size must be >= 8, got {image_size}")
     d = sk_digits()
@@ -150,8 +203,9 @@ def load_digits(image_size: int = 8, test_fraction: float = 0.25, **_: object) -
     flat = x.float()
     mean = tuple((flat[idx_train].mean(dim=(0, 2, 3)) / 255.0).tolist())
     std = tuple((flat[idx_train].std(dim=(0, 2, 3)) / 255.0).tolist())
-    return InMemoryData("digits", x[idx_train].contiguous(), y[idx_train], x[idx_test].contiguous(), y[idx_test],
+    data = InMemoryData("digits", x[idx_train].contiguous(), y[idx_train], x[idx_test].contiguous(), y[idx_test],
                         num_classes=10, mean=mean, std=std, pad=max(1, image_size // 8), flip=False)
+    return with_options(data, "crop", augment, normalize)
 
 
 def _present_files(cls):
@@ -186,6 +240,27 @@ def _present_files(cls):
     return Present
 
 
+def _found(folder: Path) -> str:
+    """What is actually at ``folder``, in a few words (for the error messages)."""
+    if not folder.exists():
+        return "no such folder"
+    if not folder.is_dir():
+        return "a file, not a folder"
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    if not names:
+        return "an empty folder"
+    shown = ", ".join(names[:8]) + (f", ... ({len(names)} entries)" if len(names) > 8 else "")
+    return f"a folder holding {shown}"
+
+
+CIFAR_FORMAT = {
+    "cifar10": "torchvision's CIFAR-10 python version: pickled batches data_batch_1..5, test_batch "
+               "and batches.meta, each a dict with 'data' (N x 3072 uint8, CHW rows) and 'labels'",
+    "cifar100": "torchvision's CIFAR-100 python version: pickled batches train, test and meta, "
+                "each a dict with 'data' (N x 3072 uint8, CHW rows) and 'fine_labels'",
+}
+
+
 def _load_cifar(kind: str, data_root: str | Path | None, download: bool) -> InMemoryData:
     from torchvision import datasets
 
@@ -194,6 +269,8 @@ def _load_cifar(kind: str, data_root: str | Path | None, download: bool) -> InMe
         "cifar100": (datasets.CIFAR100, "cifar-100-python", CIFAR100_MEAN, CIFAR100_STD, 100),
     }[kind]
     root = Path(data_root or "data").expanduser()
+    where = root / folder
+    expected = f"expected {CIFAR_FORMAT[kind]} in {where}"
     cls = _present_files(cls)
     try:
         train = cls(str(root), train=True, download=download)
@@ -201,39 +278,107 @@ def _load_cifar(kind: str, data_root: str | Path | None, download: bool) -> InMe
     except RuntimeError as e:
         if "not found" in str(e).lower() or "corrupted" in str(e).lower():
             raise DataError(
-                f"{kind}: dataset not found or corrupted under {root / folder}; pass --data-root DIR "
-                f"(the folder that contains {folder}/), or add --download to fetch it"
+                f"{kind}: dataset not found or corrupted under {where}; {expected}, found {_found(where)}. "
+                f"Pass --data-root DIR (the folder that contains {folder}/), or add --download to fetch it"
             ) from None
         raise
     except Exception as e:  # unreadable pickles, truncated files
-        raise DataError(f"{kind}: could not read {root / folder} ({type(e).__name__}: {e}); "
-                        f"delete it and re-fetch with --download") from None
+        raise DataError(f"{kind}: could not read the files under {where} ({type(e).__name__}: {e}); "
+                        f"{expected}, found {_found(where)}") from None
 
     def as_tensor(ds):
         x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
         return x, torch.tensor(ds.targets, dtype=torch.int64)
 
-    tx, ty = as_tensor(train)
-    vx, vy = as_tensor(test)
+    try:
+        tx, ty = as_tensor(train)
+        vx, vy = as_tensor(test)
+    except Exception as e:  # pickles of the wrong layout
+        raise DataError(f"{kind}: the files under {where} are not in the expected layout "
+                        f"({type(e).__name__}: {e}); {expected}") from None
     for x, y in ((tx, ty), (vx, vy)):
         if x.shape[1:] != (3, 32, 32) or len(x) != len(y) or int(y.min()) < 0 or int(y.max()) >= n:
-            raise DataError(f"{kind}: files under {root / folder} do not hold {n}-class 32x32 RGB images; "
-                            f"delete the folder and re-fetch with --download")
+            raise DataError(f"{kind}: the files under {where} do not hold {n}-class 32x32 RGB images "
+                            f"(found images of shape {tuple(x.shape[1:])}, {len(x)} images, {len(y)} labels "
+                            f"in {int(y.min())}..{int(y.max())}); {expected}")
     return InMemoryData(kind, tx, ty, vx, vy, num_classes=n, mean=mean, std=std, pad=4, flip=True)
 
 
-def load_cifar10(data_root=None, download=False, **_: object) -> InMemoryData:
-    return _load_cifar("cifar10", data_root, download)
+def load_cifar10(data_root=None, download=False, augment: str | None = None, normalize: bool = True,
+                 **_: object) -> InMemoryData:
+    check_options("cifar10", augment, normalize)
+    return with_options(_load_cifar("cifar10", data_root, download), "crop_flip", augment, normalize)
 
 
-def load_cifar100(data_root=None, download=False, **_: object) -> InMemoryData:
-    return _load_cifar("cifar100", data_root, download)
+def load_cifar100(data_root=None, download=False, augment: str | None = None, normalize: bool = True,
+                  **_: object) -> InMemoryData:
+    check_options("cifar100", augment, normalize)
+    return with_options(_load_cifar("cifar100", data_root, download), "crop_flip", augment, normalize)
 
 
-def load_imagefolder(data_root=None, image_size: int = 224, workers: int = 4, **_: object):
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _load_mnist(kind: str, data_root, download: bool) -> InMemoryData:
+    """torchvision's MNIST / FashionMNIST from ``<data_root>/<kind>/raw/`` (the four uncompressed idx files).
+
+    The 28x28 gray images are repeated on 3 channels, as the digits are, so every model of the
+    zoo (and torchvision's resnet34, ImageNet weights included) runs on them unchanged; a
+    3-channel first conv over three equal channels computes what a 1-channel conv with the
+    summed kernel would (the authors' ``Net(input_channels=1)``), with 2x more weights there.
+    """
+    from torchvision import datasets
+
+    cls, mean, std = {"MNIST": (datasets.MNIST, MNIST_MEAN, MNIST_STD),
+                      "FashionMNIST": (datasets.FashionMNIST, FASHION_MEAN, FASHION_STD)}[kind]
+    root = Path(data_root or "data").expanduser()
+    where = root / kind / "raw"
+    expected = (f"expected torchvision's {kind} raw files {', '.join(MNIST_FILES)} (uncompressed idx format: "
+                f"uint8 images N x 28 x 28, uint8 labels 0..9) in {where}")
+    try:
+        train = cls(str(root), train=True, download=download)
+        test = cls(str(root), train=False, download=download)
+    except RuntimeError as e:
+        if "not found" in str(e).lower():
+            raise DataError(f"{kind}: dataset not found or corrupted under {where}; {expected}, found {_found(where)}. "
+                            f"Pass --data-root DIR (the folder that contains {kind}/raw/), "
+                            f"or add --download to fetch it") from None
+        raise DataError(f"{kind}: could not read the files under {where} ({e}); {expected}, "
+                        f"found {_found(where)}") from None
+    except Exception as e:  # truncated files, wrong magic numbers (torchvision asserts)
+        raise DataError(f"{kind}: could not read the files under {where} ({type(e).__name__}: {e}); "
+                        f"{expected}, found {_found(where)}") from None
+    out = []
+    for ds in (train, test):
+        x, y = ds.data, ds.targets.to(torch.int64)
+        if x.dtype != torch.uint8 or x.dim() != 3 or x.shape[1:] != (28, 28) or len(x) != len(y) \
+                or len(y) == 0 or int(y.min()) < 0 or int(y.max()) > 9:
+            raise DataError(f"{kind}: the files under {where} do not hold 10-class 28x28 gray images "
+                            f"(found {x.dtype} images of shape {tuple(x.shape[1:])}, {len(x)} images, "
+                            f"{len(y)} labels); {expected}")
+        out += [x[:, None].repeat(1, 3, 1, 1).contiguous(), y]
+    return InMemoryData(kind, *out, num_classes=10, mean=mean, std=std, pad=4, flip=False)
+
+
+def load_mnist(data_root=None, download=False, augment: str | None = None, normalize: bool = True,
+               **_: object) -> InMemoryData:
+    check_options("MNIST", augment, normalize)
+    return with_options(_load_mnist("MNIST", data_root, download), "crop", augment, normalize)
+
+
+def load_fashion_mnist(data_root=None, download=False, augment: str | None = None, normalize: bool = True,
+                       **_: object) -> InMemoryData:
+    check_options("FashionMNIST", augment, normalize)
+    return with_options(_load_mnist("FashionMNIST", data_root, download), "crop", augment, normalize)
+
+
+def load_imagefolder(data_root=None, image_size: int = 224, workers: int = 4, augment: str | None = None,
+                     normalize: bool = True, **_: object):
     from .folder_data import FolderData
 
-    return FolderData(data_root, image_size=image_size, workers=workers)
+    check_options("imagefolder", augment, normalize)
+    return FolderData(data_root, image_size=image_size, workers=workers, augment=augment, normalize=normalize)
 
 
 DATASETS = {
@@ -241,6 +386,9 @@ DATASETS = {
     "cifar10": load_cifar10,
     "cifar100": load_cifar100,
     "imagefolder": load_imagefolder,
+    # torchvision's class names (and folder names under --data-root)
+    "MNIST": load_mnist,
+    "FashionMNIST": load_fashion_mnist,
 }
 
 

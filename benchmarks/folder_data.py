@@ -2,7 +2,10 @@
 
 Too large to keep in memory, so a multi-worker DataLoader decodes and augments
 (ImageNet recipe: RandomResizedCrop + flip for training, resize 1.14x + centre
-crop for testing). Shuffling draws from the caller's generator; each worker's
+crop for testing; ``augment`` picks the training transforms: ``crop_flip`` the
+ImageNet recipe, ``crop`` without the flip, ``flip`` and ``none`` the test-time
+resize + centre crop, with or without the flip; ``normalize=False`` leaves
+``ToTensor``'s [0, 1] values). Shuffling draws from the caller's generator; each worker's
 augmentation RNG is seeded from it through the DataLoader, so a seed fixes the
 stream for a given worker count.
 """
@@ -29,7 +32,8 @@ class _Indexed(torch.utils.data.Dataset):
 
 
 class FolderData:
-    def __init__(self, data_root, image_size: int = 224, workers: int = 4):
+    def __init__(self, data_root, image_size: int = 224, workers: int = 4, augment: str | None = None,
+                 normalize: bool = True):
         from torchvision import datasets, transforms
 
         root = Path(data_root or "data").expanduser()
@@ -37,13 +41,20 @@ class FolderData:
         if missing:
             raise DataError(f"imagefolder: no folder {' or '.join(missing)}; pass --data-root DIR with "
                             f"DIR/train/<class>/ and DIR/val/<class>/ image folders")
-        norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-        self.train_set = datasets.ImageFolder(str(root / "train"), transforms.Compose([
-            transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(), norm]))
-        self.test_set = datasets.ImageFolder(str(root / "val"), transforms.Compose([
-            transforms.Resize(int(image_size * 256 / 224)), transforms.CenterCrop(image_size),
-            transforms.ToTensor(), norm]))
+        self.extra_desc = {}
+        if augment not in (None, "crop_flip"):
+            self.extra_desc["augment"] = augment
+        if not normalize:
+            self.extra_desc["normalize"] = False
+        augment = augment or "crop_flip"
+        norm = [transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)] if normalize else []
+        centre = [transforms.Resize(int(image_size * 256 / 224)), transforms.CenterCrop(image_size)]
+        crop = [transforms.RandomResizedCrop(image_size)] if augment in ("crop_flip", "crop") else centre
+        flip = [transforms.RandomHorizontalFlip()] if augment in ("crop_flip", "flip") else []
+        self.train_set = datasets.ImageFolder(str(root / "train"), transforms.Compose(
+            crop + flip + [transforms.ToTensor()] + norm))
+        self.test_set = datasets.ImageFolder(str(root / "val"), transforms.Compose(
+            centre + [transforms.ToTensor()] + norm))
         if self.train_set.classes != self.test_set.classes:
             raise DataError(f"imagefolder: train/ and val/ under {root} have different class folders")
         self.name = "imagefolder"
@@ -60,7 +71,7 @@ class FolderData:
     def describe(self) -> dict:
         return {"name": self.name, "root": str(self.root), "num_train": self.num_train,
                 "num_test": len(self.test_set), "num_classes": self.num_classes,
-                "input_shape": list(self.input_shape)}
+                "input_shape": list(self.input_shape), **self.extra_desc}
 
     def _loader(self, ds, batch_size, generator=None, shuffle=False):
         return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator,

@@ -7,6 +7,7 @@ import torch
 
 from benchmarks.data import DataError, InMemoryData, load_dataset
 from tests.conftest import write_cifar
+from tests.test_oki_presets import write_mnist
 
 
 def test_digits_split_is_fixed_and_stratified():
@@ -65,8 +66,130 @@ def test_corrupt_cifar_is_one_clear_error(tmp_path):
 
 
 def test_unknown_dataset():
-    with pytest.raises(DataError, match="known datasets: digits, cifar10, cifar100, imagefolder"):
+    with pytest.raises(DataError, match="known datasets: digits, cifar10, cifar100, imagefolder, MNIST, FashionMNIST"):
         load_dataset("mnist")
+
+
+def test_wrong_format_cifar_names_the_expected_format_and_never_advises_deleting(tmp_path):
+    """Issue 19: say what format was expected and what was found; no destructive advice."""
+    write_cifar(tmp_path, "cifar10")
+    base = tmp_path / "cifar-10-batches-py"
+    (base / "data_batch_3").write_bytes(b"PNG? not a pickle")
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", data_root=tmp_path)
+    msg = str(e.value)
+    assert "pickled batches" in msg and "data_batch_1..5" in msg and "found a folder holding" in msg
+    assert "delete" not in msg.lower()
+    # pickles of the right kind but the wrong shape: the same kind of message
+    write_cifar(tmp_path, "cifar10")
+    import pickle
+    with open(base / "test_batch", "wb") as f:
+        pickle.dump({"data": np.zeros((4, 12), np.uint8), "labels": [0, 1, 2, 3]}, f)
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", data_root=tmp_path)
+    assert "pickled batches" in str(e.value) and "delete" not in str(e.value).lower()
+    # a missing dataset says what was expected and what is there
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar100", data_root=tmp_path)
+    msg = str(e.value)
+    assert "pickled batches" in msg and "no such folder" in msg and "delete" not in msg.lower()
+
+
+@pytest.mark.parametrize("kind", ["MNIST", "FashionMNIST"])
+def test_mnist_errors_name_the_expected_format_and_never_advise_deleting(tmp_path, kind):
+    with pytest.raises(DataError) as e:
+        load_dataset(kind, data_root=tmp_path)
+    msg = str(e.value)
+    assert "idx" in msg and "train-images-idx3-ubyte" in msg and "--data-root" in msg and "delete" not in msg.lower()
+    write_mnist(tmp_path, kind)
+    (tmp_path / kind / "raw" / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03\x00")  # truncated
+    with pytest.raises(DataError) as e:
+        load_dataset(kind, data_root=tmp_path)
+    msg = str(e.value)
+    assert "could not read" in msg and "idx" in msg and "found a folder holding" in msg
+    assert "delete" not in msg.lower()
+
+
+@pytest.mark.parametrize("kind", ["MNIST", "FashionMNIST"])
+def test_mnist_loader_reads_torchvision_raw_files(tmp_path, kind):
+    tx, ty, vx, vy = write_mnist(tmp_path, kind, n_train=30, n_test=12)
+    d = load_dataset(kind, data_root=tmp_path)
+    assert d.name == kind and d.num_classes == 10 and d.num_train == 30 and d.input_shape == (3, 28, 28)
+    # gray pixels repeated on three channels, labels unchanged
+    for c in range(3):
+        assert np.array_equal(d.train_images[:, c].numpy(), tx) and np.array_equal(d.test_images[:, c].numpy(), vx)
+    assert np.array_equal(d.train_labels.numpy(), ty) and np.array_equal(d.test_labels.numpy(), vy)
+    assert d.pad == 4 and not d.flip  # default: crop only (a flipped glyph is another glyph)
+    raw = load_dataset(kind, data_root=tmp_path, augment="none", normalize=False)
+    x, y, index = next(raw.epoch_batches(7, torch.Generator().manual_seed(0), torch.device("cpu")))
+    assert torch.equal(x, torch.from_numpy(tx)[index][:, None].repeat(1, 3, 1, 1).float() / 255)
+
+
+# --- the data-pipeline options: augment, normalize -----------------------------
+
+def test_options_none_and_unnormalised_give_raw_pixels_over_255(tmp_path):
+    """``augment=none, normalize=false``: batches are ToTensor's values (x / 255, in [0, 1]), no crop, no flip."""
+    tx, ty, vx, vy = write_cifar(tmp_path, "cifar10", n_train=40, n_test=20)
+    d = load_dataset("cifar10", data_root=tmp_path, augment="none", normalize=False)
+    assert (d.pad, d.flip, d.normalize) == (0, False, False)
+    raw = torch.from_numpy(tx).permute(0, 3, 1, 2).float() / 255  # CHW, exactly ToTensor
+    for x, y, index in d.epoch_batches(16, torch.Generator().manual_seed(3), torch.device("cpu")):
+        assert torch.equal(x, raw[index]) and torch.equal(y, torch.from_numpy(ty)[index])
+        assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    extra = d.fetch(torch.tensor([5, 0, 39]), torch.Generator().manual_seed(1), torch.device("cpu"))
+    assert torch.equal(extra, raw[[5, 0, 39]])  # extra samples (triplet negatives) too
+    xs = torch.cat([x for x, _ in d.test_batches(8, torch.device("cpu"))])
+    assert torch.equal(xs, torch.from_numpy(vx).permute(0, 3, 1, 2).float() / 255)
+    # ToTensor itself agrees bit for bit
+    from torchvision.transforms.functional import to_tensor
+    assert torch.equal(to_tensor(tx[0]), raw[0])
+    desc = d.describe()
+    assert desc["augment"] == "none" and desc["normalize"] is False
+
+
+def test_options_defaults_keep_todays_pipeline_and_description(tmp_path):
+    write_cifar(tmp_path, "cifar10")
+    d = load_dataset("cifar10", data_root=tmp_path)
+    explicit = load_dataset("cifar10", data_root=tmp_path, augment="crop_flip", normalize=True)
+    assert (d.pad, d.flip, d.normalize) == (4, True, True)
+    # the description (the record, the teacher cache key) is the same as before the options existed
+    assert set(d.describe()) == {"name", "num_train", "num_test", "num_classes", "input_shape", "pad", "flip",
+                                 "mean", "std"}
+    assert d.describe() == explicit.describe()
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    for (x1, _, i1), (x2, _, i2) in zip(d.epoch_batches(16, g1, torch.device("cpu")),
+                                        explicit.epoch_batches(16, g2, torch.device("cpu"))):
+        assert torch.equal(x1, x2) and torch.equal(i1, i2)
+    assert set(load_dataset("digits").describe()) == set(d.describe())
+
+
+def test_options_crop_only_and_flip_only():
+    d = load_dataset("digits", augment="flip")
+    assert (d.pad, d.flip) == (0, True) and d.describe()["augment"] == "flip"
+    d = load_dataset("digits", augment="none", normalize=False)
+    x, _, index = next(d.epoch_batches(32, torch.Generator().manual_seed(0), torch.device("cpu")))
+    assert torch.equal(x, d.train_images[index].float() / 255)
+    c = load_dataset("digits", augment="crop")
+    assert "augment" not in c.describe()  # digits' default
+
+
+@pytest.mark.parametrize("opts, match", [({"augment": "random"}, "data.augment must be one of crop_flip, crop, flip, none"),
+                                         ({"normalize": "no"}, "data.normalize must be true or false")])
+@pytest.mark.parametrize("name", ["digits", "cifar10", "MNIST", "imagefolder"])
+def test_options_bad_values_are_one_clear_error(tmp_path, name, opts, match):
+    with pytest.raises(DataError, match=match):
+        load_dataset(name, data_root=tmp_path, **opts)
+
+
+def test_options_from_the_command_line(tmp_path, capsys):
+    from benchmarks.run import main
+
+    code = main(["--dry-run", "--set", "data.augment=none", "--set", "data.normalize=false"])
+    assert code == 0
+    code = main(["--methods", "vanilla", "--pairs", "resnet8:resnet8", "--seeds", "0", "--epochs", "1",
+                 "--set", "teacher_train.epochs=1", "--set", "data.augment=sideways", "--results", str(tmp_path),
+                 "--quiet", "--no-report"])
+    assert code == 2 and "data.augment must be one of" in capsys.readouterr().err
 
 
 def _toy(pad=1, flip=True) -> InMemoryData:
@@ -131,6 +254,19 @@ def test_imagefolder_tree(tmp_path):
     assert x1.shape == (2, 3, 16, 16) and torch.equal(x1, x2)  # seeded augmentation of extra samples
     xs, ys = zip(*d.test_batches(8, torch.device("cpu")))
     assert sum(len(y) for y in ys) == 12 and xs[0].shape[1:] == (3, 16, 16)
+
+
+def test_imagefolder_options(tmp_path):
+    _write_image_folder(tmp_path, per_class=2, size=16)
+    d = load_dataset("imagefolder", data_root=tmp_path, image_size=16, workers=0, augment="none", normalize=False)
+    x, _, index = next(d.epoch_batches(4, torch.Generator().manual_seed(0), torch.device("cpu")))
+    from PIL import Image
+    from torchvision import transforms
+    files = [p for p, _ in d.train_set.samples]
+    same = transforms.Compose([transforms.Resize(18), transforms.CenterCrop(16), transforms.ToTensor()])
+    assert torch.equal(x, torch.stack([same(Image.open(files[i]).convert("RGB")) for i in index]))
+    assert float(x.min()) >= 0 and float(x.max()) <= 1
+    assert d.describe()["augment"] == "none" and d.describe()["normalize"] is False
 
 
 def test_imagefolder_missing_split_is_one_clear_error(tmp_path):

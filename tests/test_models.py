@@ -51,7 +51,9 @@ def _seed():
 
 
 def test_registry_lists_all_models():
-    assert sorted(list_models()) == sorted(ALL_MODELS)
+    from tests.test_oki_models import OKI_MODELS  # the seed paper's networks, tested there
+
+    assert sorted(list_models()) == sorted(ALL_MODELS + OKI_MODELS)
 
 
 @pytest.mark.parametrize("name", sorted(PARAM_COUNTS))

@@ -1,0 +1,133 @@
+"""The seed paper's experiments as presets (issue 20): oki2020, oki2022 and the digits smoke variant."""
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+
+
+def write_mnist(root: Path, kind: str = "MNIST", n_train: int = 20, n_test: int = 10, seed: int = 0):
+    """Write a tiny dataset in torchvision's MNIST on-disk format: ``<root>/<kind>/raw/`` holding the four
+    uncompressed idx files (big-endian magic 0x00000803 / 0x00000801, then the sizes, then uint8 data).
+
+    Returns (train images (N,28,28) uint8, train labels, test images, test labels).
+    """
+    rng = np.random.default_rng(seed)
+    raw = root / kind / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    out = []
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, size=n).astype(np.uint8)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, n, 28, 28) + x.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + y.tobytes())
+        out += [x, y.astype(np.int64)]
+    return tuple(out)
+
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.config import load_preset, student_recipe, teacher_recipe  # noqa: E402
+from benchmarks.run import main  # noqa: E402
+from tests.conftest import write_cifar  # noqa: E402
+
+ALL_METHODS = ["vanilla", "kd", "triplet", "pair", "fitnet", "at", "rkd", "crd", "crd+kd"]
+
+
+def _records(results, grid_prefix):
+    grids = [p for p in results.iterdir() if p.name.startswith(grid_prefix)]
+    assert len(grids) == 1, grids
+    return {r["method"]: r for r in (json.loads(p.read_text()) for p in sorted((grids[0] / "runs").glob("*.json")))}
+
+
+def test_presets_hold_the_authors_values():
+    a = load_preset("oki2020")
+    assert (a["dataset"], a["pairs"], a["methods"]) == ("cifar10", ["oki2020_teacher:oki2020_student"], ALL_METHODS)
+    assert a["data"] == {"augment": "none", "normalize": False}
+    r = student_recipe(a, "oki2020_student")
+    assert (r.epochs, r.batch_size, r.lr, r.momentum, r.weight_decay, r.lr_decay_epochs, r.lr_decay_rate) == \
+        (500, 100, 0.01, 0.9, 0.007, [100, 200, 300, 400], 0.1)
+    assert teacher_recipe(a, "oki2020_teacher") == r
+    assert a["method"]["triplet"] == {"gamma": 1.0, "weight": 2.0, "margin": 5.0, "kl": 0.0, "negatives": "dataset"}
+    b = load_preset("oki2022")
+    assert (b["dataset"], b["pairs"], b["methods"]) == ("cifar10", ["tv_resnet34:oki2022_net"], ALL_METHODS)
+    assert b["data"] == {"augment": "none", "normalize": False}
+    r = student_recipe(b, "oki2022_net")
+    assert (r.epochs, r.batch_size, r.lr, r.momentum, r.weight_decay, r.lr_decay_epochs, r.lr_decay_rate) == \
+        (100, 100, 0.01, 0.9, 1e-3, [30, 60, 90], 0.1)
+    assert teacher_recipe(b, "tv_resnet34") == r
+    assert b["method"]["triplet"] == {"gamma": 1.0, "weight": 2.0, "margin": 5.0, "kl": 1.0, "kl_T": 1.0,
+                                      "negatives": "dataset"}
+
+
+@pytest.mark.parametrize("preset, step, epochs", [("oki2020", 100, 500), ("oki2022", 30, 100)])
+def test_milestones_are_the_authors_steplr(preset, step, epochs):
+    """PyTorch's StepLR (scheduler.step() after each epoch, as the authors call it) gives every epoch
+    the learning rate that Recipe.lr_at gives it, off-by-one included (epoch 101 is the first at x0.1)."""
+    recipe = student_recipe(load_preset(preset), "s")
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=recipe.lr, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=0.1)
+    for epoch in range(epochs):
+        assert opt.param_groups[0]["lr"] == pytest.approx(recipe.lr_at(epoch), rel=1e-12), epoch
+        opt.step()
+        sched.step()
+    assert recipe.lr_at(step - 1) == recipe.lr and recipe.lr_at(step) == pytest.approx(recipe.lr * 0.1)
+
+
+def _one_epoch(tmp_path, preset, methods, extra=()):
+    code = main(["--preset", preset, "--data-root", str(tmp_path / "data"), "--results", str(tmp_path / "r"),
+                 "--methods", methods, "--seeds", "0", "--set", "train.epochs=1", "--set", "teacher_train.epochs=1",
+                 "--set", "train.batch_size=10", "--set", "teacher_train.batch_size=10", "--quiet", *extra])
+    assert code == 0
+    return _records(tmp_path / "r", preset)
+
+
+def test_oki2020_one_epoch_on_cifar_files(tmp_path):
+    write_cifar(tmp_path / "data", "cifar10", n_train=40, n_test=20)
+    recs = _one_epoch(tmp_path, "oki2020", "vanilla,triplet")
+    assert set(recs) == {"vanilla", "triplet"}
+    for rec in recs.values():
+        assert rec["status"] == "complete" and rec["student"] == "oki2020_student"
+        assert rec["teacher"] == "oki2020_teacher" and rec["teacher_info"]["source"] == "trained"
+        assert rec["config"]["data"]["augment"] == "none" and rec["config"]["data"]["normalize"] is False
+        assert (rec["config"]["data"]["pad"], rec["config"]["data"]["flip"]) == (0, False)
+        assert rec["config"]["train"]["weight_decay"] == 0.007
+    assert rec["cost"]["student_params"] == 161_130
+    assert recs["triplet"]["config"]["method"]["triplet"]["kl"] == 0.0
+
+
+def test_oki2022_one_epoch_on_cifar_files(tmp_path, capsys):
+    import benchmarks.models.oki as oki
+
+    oki._said.discard("scratch")  # the notice is printed once per process; another test may have seen it
+    write_cifar(tmp_path / "data", "cifar10", n_train=40, n_test=20)
+    recs = _one_epoch(tmp_path, "oki2022", "kd,triplet")
+    assert set(recs) == {"kd", "triplet"}
+    for rec in recs.values():
+        assert rec["status"] == "complete" and rec["pair"] == "tv_resnet34:oki2022_net"
+        assert rec["config"]["train"]["lr_decay_epochs"] == [30, 60, 90]
+    assert recs["triplet"]["config"]["method"]["triplet"]["kl"] == 1.0
+    assert "tv_resnet34: torchvision's resnet34 from scratch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["MNIST", "FashionMNIST"])
+def test_oki2022_one_epoch_on_mnist_files(tmp_path, kind):
+    write_mnist(tmp_path / "data", kind, n_train=40, n_test=20)
+    recs = _one_epoch(tmp_path, "oki2022", "triplet", ["--dataset", kind, "--pairs", "oki2022_net:oki2022_net"])
+    rec = recs["triplet"]
+    assert rec["status"] == "complete" and rec["dataset"] == kind
+    assert rec["config"]["data"]["input_shape"] == [3, 28, 28]
+
+
+def test_oki2022_imagenet_teacher_without_weights_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KDBENCH_RESNET34_WEIGHTS", str(tmp_path / "resnet34-b627a593.pth"))
+    write_cifar(tmp_path / "data", "cifar10", n_train=20, n_test=10)
+    code = main(["--preset", "oki2022", "--data-root", str(tmp_path / "data"), "--results", str(tmp_path / "r"),
+                 "--methods", "vanilla", "--seeds", "0", "--pairs", "tv_resnet34_imagenet:oki2022_net",
+                 "--set", "train.epochs=1", "--set", "teacher_train.epochs=1", "--quiet", "--no-report"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no ImageNet weights file" in err and "nothing is downloaded here" in err
