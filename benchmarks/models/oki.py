@@ -49,6 +49,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torchvision.models import resnet34
 import torch.nn.functional as F
 from torch import nn
 
@@ -177,8 +178,6 @@ class TorchvisionResNet34(KDModel):
 
     def __init__(self, num_classes: int = 10, imagenet_weights: str | Path | None = None):
         super().__init__()
-        from torchvision.models import resnet34
-
         net = resnet34(weights=None, num_classes=num_classes)
         for name, module in net.named_children():  # the same names, so torchvision state dicts load as they are
             setattr(self, name, module)

@@ -12,6 +12,8 @@ re-exported here.
 """
 from __future__ import annotations
 
+import re
+
 from typing import Callable
 
 from torch import nn
@@ -108,8 +110,6 @@ def model_family(name: str) -> str:
     ``ShuffleV1``/``ShuffleV2`` -> ``shufflenet``; ``timm:efficientnet_b0`` -> ``efficientnet``.
     A name without a leading letter is its own family.
     """
-    import re
-
     base = name[len("timm:"):] if name.startswith("timm:") else name
     m = re.match(r"[A-Za-z]+", base)
     if not m:
