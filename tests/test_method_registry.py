@@ -5,6 +5,7 @@ pair is covered without touching this file.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -73,9 +74,10 @@ def _fake_data(num_classes: int = 100, n: int = 300) -> InMemoryData:
     return InMemoryData("fake", x, y, x[:8], y[:8], num_classes, (0.5,) * 3, (0.25,) * 3)
 
 
-@pytest.mark.parametrize("pair", PAIRS)
-def test_every_method_takes_a_step_on_every_cifar100_pair(pair):
-    teacher_name, student_name = parse_pair(pair)
+@functools.lru_cache(maxsize=2)
+def _teacher_batch(pair: str):
+    """One frozen teacher, batch and teacher output per pair, shared by that pair's method cases."""
+    teacher_name, _ = parse_pair(pair)
     data = _fake_data()
     torch.manual_seed(0)
     teacher = freeze(create_model(teacher_name, num_classes=100))
@@ -83,19 +85,27 @@ def test_every_method_takes_a_step_on_every_cifar100_pair(pair):
     x, y, index = next(data.epoch_batches(4, g, CPU))
     with torch.no_grad():
         t_out = teacher.forward_kd(x, preact=True)
-    for name in list_methods() + COMBOS:
-        torch.manual_seed(0)
-        student = create_model(student_name, num_classes=100)
-        ctx = BuildContext(probe(student, data.input_shape, CPU, True), probe(teacher, data.input_shape, CPU, True),
-                           100, data.train_labels)
-        method = build_method(name, ctx)
-        run = StudentRun(name, student, method, Recipe(batch_size=4), seed=0)
-        run.begin_epoch(0)
-        before = [p.detach().clone() for p in student.parameters()]
-        loss = run.step(x, y, index, t_out, data, CPU, 0, 0)
-        assert math.isfinite(float(loss)), f"{name} on {pair}: loss {loss}"
-        moved = sum(not torch.equal(a, b.detach()) for a, b in zip(before, student.parameters()))
-        assert moved > 0, f"{name} on {pair}: the student did not change"
-        for p in method.parameters():  # the method's own modules train with the student
-            if p.requires_grad:
-                assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name} on {pair}: adapter grad"
+    return data, teacher, x, y, index, t_out
+
+
+# ids carry the method's name, so ./run_tests.sh -k NAME selects a method's cases
+@pytest.mark.parametrize("name", list_methods() + COMBOS)
+@pytest.mark.parametrize("pair", PAIRS)
+def test_every_method_takes_a_step_on_every_cifar100_pair(name, pair):
+    _, student_name = parse_pair(pair)
+    data, teacher, x, y, index, t_out = _teacher_batch(pair)
+    torch.manual_seed(0)
+    student = create_model(student_name, num_classes=100)
+    ctx = BuildContext(probe(student, data.input_shape, CPU, True), probe(teacher, data.input_shape, CPU, True),
+                       100, data.train_labels)
+    method = build_method(name, ctx)
+    run = StudentRun(name, student, method, Recipe(batch_size=4), seed=0)
+    run.begin_epoch(0)
+    before = [p.detach().clone() for p in student.parameters()]
+    loss = run.step(x, y, index, t_out, data, CPU, 0, 0)
+    assert math.isfinite(float(loss)), f"{name} on {pair}: loss {loss}"
+    moved = sum(not torch.equal(a, b.detach()) for a, b in zip(before, student.parameters()))
+    assert moved > 0, f"{name} on {pair}: the student did not change"
+    for p in method.parameters():  # the method's own modules train with the student
+        if p.requires_grad:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name} on {pair}: adapter grad"
