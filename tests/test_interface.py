@@ -18,6 +18,7 @@ from benchmarks.train import Recipe, StudentRun, freeze, seed_for, train_cohort
 from methods import (BuildContext, Distiller, Progress, Range, batch_coupling, build_method, list_methods,
                      method_needs)
 from methods import base as methods_base
+from test_harness import assert_bitwise_equal  # the harness tests' bitwise cohort = solo check, not a copy
 
 CPU = torch.device("cpu")
 EXAMPLES = Path(__file__).parent / "examples"
@@ -66,23 +67,6 @@ def make_run(m, data, teacher, seed=0, epochs=2, overrides=None):
 def train(runs, data, teacher, seed=0, generator=None, on_epoch_end=None):
     gen = generator or torch.Generator().manual_seed(seed_for(seed, "data"))
     return train_cohort(runs, data, CPU, teacher=teacher, data_generator=gen, on_epoch_end=on_epoch_end)
-
-
-def state(run):
-    return {**{f"model.{k}": v for k, v in run.model.state_dict().items()},
-            **{f"method.{k}": v for k, v in run.method.state_dict().items()}}
-
-
-def metrics(run):
-    return [{k: v for k, v in h.items() if "time" not in k and k != "images_per_s"} for h in run.history]
-
-
-def assert_bitwise_equal(a, b):
-    sa, sb = state(a), state(b)
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        assert torch.equal(sa[k], sb[k]), k
-    assert metrics(a) == metrics(b)
 
 
 def test_examples_are_not_in_the_product():
