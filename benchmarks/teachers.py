@@ -220,7 +220,7 @@ def load_state_dict_loose(model: torch.nn.Module, state: dict[str, torch.Tensor]
     core_own = {k for k in own if not k.endswith(NBT)}
     core_theirs = {k for k in state if not k.endswith(NBT)}
     if core_own == core_theirs:
-        wrong = [k for k in core_own if own[k].shape != state[k].shape]
+        wrong = [k for k in own if k in core_own and own[k].shape != state[k].shape]  # model order: one message
         if wrong:
             k = wrong[0]
             raise TeacherError(f"{source}: shapes differ from {name} at {k} ({tuple(state[k].shape)} vs "

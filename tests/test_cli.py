@@ -54,7 +54,7 @@ def _write_checkpoints(tmp_path):
 BAD_INPUT += [
     # a CIFAR-100 teacher for the 10-class digits: incompatible class counts
     (["--teacher-ckpt", "resnet8={tmp}/c100.pth", "--pairs", "resnet8:resnet8", "--epochs", "1"],
-     "error: {tmp}/c100.pth: shapes differ from CifarResNet at fc.bias ((100,) vs (10,)); "
+     "error: {tmp}/c100.pth: shapes differ from CifarResNet at fc.weight ((100, 64) vs (10, 64)); "
      "check the architecture name and the class count"),
     (["--teacher-ckpt", "resnet8={tmp}/junk.pth", "--pairs", "resnet8:resnet8", "--epochs", "1"],
      "error: teacher checkpoint {tmp}/junk.pth is unreadable"),
