@@ -1,7 +1,8 @@
 """The registry: ``build_method("crd+kd", ctx)``, ``list_methods()``.
 
-Adding a method is one file in this folder: subclass ``Distiller``, decorate
-it with ``@register_method("name")``, import it below (README, "Adding a method").
+Adding a method is one file in this folder: subclass ``Distiller`` and decorate
+it with ``@register_method("name")`` (README, "Adding a method"). Every module of
+this package is imported here (sorted by name), which registers its methods.
 Importing ``methods`` loads torch, ``kdcore`` (the model/method contract) and
 the method files, never ``benchmarks`` or a model file.
 """
@@ -27,5 +28,11 @@ from .base import (  # noqa: F401
     validate_method,
 )
 
-# one import per method file; registration happens on import
-from . import vanilla, kd, fitnet, at, rkd, crd, triplet, pair  # noqa: F401,E402
+import importlib as _importlib  # noqa: E402
+import pkgutil as _pkgutil  # noqa: E402
+
+# registration happens on import: every module of this folder is a method file, except the
+# interface (base) and the hyperparameter checks it uses (hparams)
+for _module in sorted(m.name for m in _pkgutil.iter_modules(__path__)):
+    if _module not in ("base", "hparams"):
+        _importlib.import_module(f"{__name__}.{_module}")
