@@ -13,11 +13,16 @@ A preset is a table with these keys (all checked; an unknown key is an error)::
     [train.lr_by_student]   per-student learning rate (RepDistiller: 0.01 for MobileNetV2/ShuffleV1/V2)
     [teacher_train]  the teacher recipe: fields that differ from [train]
     [method.<name>]  hyperparameter overrides of a method (checked against its defaults)
+    [method_by_pair."<teacher>:<student>".<name>]  overrides for one pair only, on top of
+                     [method.<name>] (mdistiller's DKD beta, TTM's gamma per pair); a pair not in
+                     ``pairs`` is an error
 
 ``--set section.key=value`` overrides any of them (``train.epochs=5``,
 ``teacher_train.lr=0.1``, ``data.image_size=16``, ``crd.nce_k=4096``); the
 value is parsed as a TOML value (``2.0``, ``[1, 2]``, ``"batch"``), falling
-back to a plain string.
+back to a plain string. A method value set on the command line applies to every
+pair: it replaces that key's per-pair values (``--set dkd.beta=4`` means 4
+everywhere).
 """
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ from .train import Recipe
 
 PRESET_DIR = Path(__file__).parent / "presets"
 TOP_KEYS = {"description", "dataset", "methods", "pairs", "seeds", "teacher_seed",
-            "data", "train", "teacher_train", "method"}
+            "data", "train", "teacher_train", "method", "method_by_pair"}
 RECIPE_KEYS = {f.name for f in dataclasses.fields(Recipe)}
 
 
@@ -62,6 +67,7 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"preset {path}: invalid TOML ({e})") from None
     cfg.setdefault("description", "")
+    cfg.setdefault("teacher_seed", 0)  # before the grid's base protocol is taken: a preset without it is not "changed"
     cfg["preset"] = path.stem
     check_config(cfg)
     return cfg
@@ -83,6 +89,23 @@ def check_config(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"seeds must be non-negative integers, got {seed!r}")
     for pair in cfg["pairs"]:
         parse_pair(pair)
+    by_pair = cfg.get("method_by_pair", {})
+    if not isinstance(by_pair, dict) or not all(isinstance(v, dict) for v in by_pair.values()):
+        raise ConfigError('method_by_pair must be tables [method_by_pair."teacher:student".method]')
+    for pair, methods in by_pair.items():
+        parse_pair(pair)
+        if not all(isinstance(v, dict) for v in methods.values()):
+            raise ConfigError(f'method_by_pair."{pair}": expected tables of method hyperparameters, '
+                              f'e.g. [method_by_pair."{pair}".dkd] beta = 6.0')
+
+
+def method_overrides(cfg: dict[str, Any], pair: str) -> dict[str, dict[str, Any]]:
+    """The method hyperparameter overrides of one pair: ``[method.<name>]`` updated by
+    ``[method_by_pair."<pair>".<name>]``."""
+    out = copy.deepcopy(cfg.get("method", {}))
+    for name, values in cfg.get("method_by_pair", {}).get(pair, {}).items():
+        out.setdefault(name, {}).update(copy.deepcopy(values))
+    return out
 
 
 def parse_pair(pair: str) -> tuple[str, str]:
@@ -116,6 +139,9 @@ def apply_set(cfg: dict[str, Any], assignment: str, method_names: set[str]) -> N
         target = cfg.setdefault(section, {})
     elif section in method_names:
         target = cfg.setdefault("method", {}).setdefault(section, {})
+        if len(keys) == 1:  # the command line wins over the preset's per-pair values of this key
+            for methods in cfg.get("method_by_pair", {}).values():
+                methods.get(section, {}).pop(keys[0], None)
     else:
         raise ConfigError(f"bad --set {assignment!r}: {section!r} is neither train, teacher_train, data "
                           f"nor a method ({', '.join(sorted(method_names))})")
@@ -177,6 +203,8 @@ def protocol(cfg: dict[str, Any]) -> dict[str, Any]:
     """
     out = {k: copy.deepcopy(cfg.get(k)) for k in ("dataset", "data", "train", "teacher_train", "method",
                                                   "teacher_seed")}
+    if cfg.get("method_by_pair"):  # absent from older grids: their identity does not change
+        out["method_by_pair"] = copy.deepcopy(cfg["method_by_pair"])
     if cfg.get("teachers"):
         out["teachers"] = dict(cfg["teachers"])
     return out

@@ -48,13 +48,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from methods import Batch, BuildContext, build_method, method_class, method_needs
+from methods import Batch, method_class, method_needs
 
 from . import checkpoints, records
-from .config import ConfigError, parse_pair, student_recipe, teacher_recipe
+from .config import ConfigError, method_overrides, parse_pair, student_recipe, teacher_recipe
 from .data import load_dataset
 from .models import create_model
-from .grid import GridRunner, RunSpec, environment, peak_memory_mb, probe
+from .grid import GridRunner, RunSpec, build_student, environment, peak_memory_mb
 from .run import BAD_INPUT, build_parser, print_listing, resolve
 from .teachers import TeacherError, get_teacher, teacher_path
 from .train import StudentRun, compute_terms, freeze, seed_for, train_cohort
@@ -242,17 +242,6 @@ class DistributedRun(StudentRun):
         return self.history[-1]
 
 
-def build_student(spec: RunSpec, cfg: dict, data, teacher, device: torch.device):
-    """Student and method exactly as the grid runner builds them (same seeds, same probes)."""
-    torch.manual_seed(seed_for(spec.seed, "init", spec.student))
-    model = create_model(spec.student, num_classes=data.num_classes).to(device)
-    torch.manual_seed(seed_for(spec.seed, "method", spec.method))
-    ctx = BuildContext(probe(model, data.input_shape, device, True),
-                       probe(teacher, data.input_shape, device, True) if teacher is not None else None,
-                       data.num_classes, data.train_labels, student_model=model, teacher_model=teacher)
-    return model, build_method(spec.method, ctx, cfg.get("method", {})).to(device)
-
-
 # --- CLI -----------------------------------------------------------------------------
 def parser():
     p = build_parser()
@@ -276,7 +265,7 @@ def resolve_one(args) -> tuple[dict, RunSpec]:
                           f"(got methods {cfg['methods']}, pairs {cfg['pairs']}, seeds {cfg['seeds']})")
     teacher, student = parse_pair(cfg["pairs"][0])
     spec = RunSpec(cfg["methods"][0], teacher, student, cfg["seeds"][0])
-    why = approximation(cfg["resolved_methods"][spec.method])
+    why = approximation(cfg["resolved_methods"][spec.pair][spec.method])
     if why and not args.allow_approximate:
         raise ConfigError(f"{spec.method} is not exact under DDP ({why}); pass --allow-approximate to train it anyway")
     cfg["distributed_approximate"] = why
@@ -341,7 +330,7 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
         data = load_dataset(cfg["dataset"], **data_opts, download=False)
     needs_teacher = method_needs(spec.method, "needs_teacher")
     teacher, teacher_info = load_teacher(runner, cfg, spec, data, device, log) if needs_teacher else (None, {})
-    model, method = build_student(spec, cfg, data, teacher, device)
+    model, method = build_student(spec, method_overrides(cfg, spec.pair), data, teacher, device)
     model, method = sync_batchnorm(model, device), sync_batchnorm(method, device)
     if runner.fast["channels_last"]:  # before DDP builds its gradient buckets (train_cohort would do it after)
         model.to(memory_format=torch.channels_last)

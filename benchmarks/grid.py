@@ -34,7 +34,8 @@ import torch
 from methods import BuildContext, build_method
 
 from . import checkpoints, records
-from .config import ConfigError, fingerprint, grid_name, parse_pair, protocol, student_recipe, teacher_recipe
+from .config import (ConfigError, fingerprint, grid_name, method_overrides, parse_pair, protocol, student_recipe,
+                     teacher_recipe)
 from .curves import CurveWriter
 from .data import load_dataset
 from .locks import FileLock
@@ -149,6 +150,26 @@ def probe(model: torch.nn.Module, input_shape, device, preact: bool):
         out = model.forward_kd(torch.zeros(2, *input_shape, device=device), preact=preact)
     model.train(was)
     return out
+
+
+def build_student(spec: RunSpec, overrides: dict[str, dict[str, Any]], data, teacher, device,
+                  teacher_probe=None) -> tuple[torch.nn.Module, Any]:
+    """The student model and its method for one run: what the grid, the DDP entry point, the speed
+    benchmark and the tests train.
+
+    Same student init for every method of a seed (``seed_for(seed, "init", student)``); each method's
+    modules from their own seed. ``overrides``: the pair's method hyperparameters
+    (``config.method_overrides``). ``teacher_probe``: the teacher's probe output when the caller has it.
+    """
+    torch.manual_seed(seed_for(spec.seed, "init", spec.student))
+    model = create_model(spec.student, num_classes=data.num_classes).to(device)
+    torch.manual_seed(seed_for(spec.seed, "method", spec.method))
+    if teacher_probe is None and teacher is not None:
+        teacher_probe = probe(teacher, data.input_shape, device, True)
+    # probing with preact costs nothing and serves every method
+    ctx = BuildContext(probe(model, data.input_shape, device, True), teacher_probe, data.num_classes,
+                       data.train_labels, student_model=model, teacher_model=teacher)
+    return model, build_method(spec.method, ctx, overrides).to(device)
 
 
 # what a record keeps of its teacher: identity, accuracy, and where it came from (trained: recipe, seed,
@@ -325,7 +346,7 @@ class GridRunner:
     def fingerprint_of(self, spec: RunSpec) -> str:
         # fast paths change the arithmetic (bf16), so they are part of a run's identity
         # an imported teacher's weight hash is in protocol()["teachers"]; a trained one is fixed by the protocol
-        return fingerprint({"protocol": protocol(self.cfg), "method": self.cfg["resolved_methods"][spec.method],
+        return fingerprint({"protocol": protocol(self.cfg), "method": self.cfg["resolved_methods"][spec.pair][spec.method],
                             "recipe": self.student_recipe(spec).as_dict(), "fast": self.fast})
 
     def checkpoint_path(self, spec: RunSpec) -> Path:
@@ -358,7 +379,7 @@ class GridRunner:
             "method": spec.method, "teacher": spec.teacher, "student": spec.student, "pair": spec.pair,
             "seed": spec.seed, "dataset": self.cfg["dataset"], "preset": self.cfg["preset"],
             "config": {"fingerprint": self.fingerprint_of(spec), "train": recipe.as_dict(),
-                       "method": self.cfg["resolved_methods"][spec.method], "data": self.data.describe(),
+                       "method": self.cfg["resolved_methods"][spec.pair][spec.method], "data": self.data.describe(),
                        "cohort": not self.args.no_cohort, "teacher_seed": self.cfg["teacher_seed"],
                        "checkpoint_every": self.checkpoint_every, "fast_paths": self.fast},
             "env": self.env,
@@ -370,16 +391,7 @@ class GridRunner:
         }
 
     def build_run(self, spec: RunSpec, teacher) -> StudentRun:
-        # same student init for every method of a seed; each method's modules from its own seed
-        torch.manual_seed(seed_for(spec.seed, "init", spec.student))
-        model = create_model(spec.student, num_classes=self.data.num_classes).to(self.device)
-        torch.manual_seed(seed_for(spec.seed, "method", spec.method))
-        # probing with preact costs nothing and serves every method
-        ctx = BuildContext(probe(model, self.data.input_shape, self.device, True),
-                           probe(teacher, self.data.input_shape, self.device, True),
-                           self.data.num_classes, self.data.train_labels,
-                           student_model=model, teacher_model=teacher)
-        method = build_method(spec.method, ctx, self.cfg.get("method", {})).to(self.device)
+        model, method = build_student(spec, method_overrides(self.cfg, spec.pair), self.data, teacher, self.device)
         return StudentRun(spec.run_id, model, method, self.student_recipe(spec), spec.seed)
 
     def resume(self, spec: RunSpec, run: StudentRun):

@@ -17,7 +17,7 @@ from typing import Any
 from methods import HyperparameterError, UnknownMethodError, check_override_keys, list_methods, validate_method
 
 from .config import (ConfigError, apply_set, check_config, fingerprint, grid_name, list_presets, load_preset,
-                     parse_pair, protocol, student_recipe, teacher_recipe)
+                     method_overrides, parse_pair, protocol, student_recipe, teacher_recipe)
 from .data import DataError, dataset_loader, list_datasets
 from .grid import GridRunner, RunSpec, cohorts, expand, parse_shard, shard
 from .models import UnknownModelError, create_model, list_models
@@ -113,10 +113,13 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     if cfg["methods"] == ["all"]:
         cfg["methods"] = list_methods()
     dataset_loader(cfg["dataset"])  # an unknown dataset fails here, before any work
-    overrides = cfg.get("method", {})
-    check_override_keys(overrides)
-    resolved = {m: validate_method(m, overrides) for m in cfg["methods"]}
+    check_override_keys(cfg.get("method", {}))
+    for pair in cfg.get("method_by_pair", {}):
+        check_override_keys(method_overrides(cfg, pair))
     pairs = [parse_pair(p) for p in cfg["pairs"]]
+    # each pair's resolved hyperparameters: [method] updated by that pair's [method_by_pair] values
+    resolved = {f"{t}:{s}": {m: validate_method(m, method_overrides(cfg, f"{t}:{s}")) for m in cfg["methods"]}
+                for t, s in pairs}
     known = set(list_models())
     for t, s in pairs:
         for name in (t, s):

@@ -79,11 +79,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from methods import (Batch, BuildContext, HyperparameterError, UnknownMethodError, build_method, method_needs,
+from methods import (Batch, HyperparameterError, UnknownMethodError, method_needs,
                      validate_method)
 
 from .config import ConfigError
-from .grid import environment as grid_environment, pick_device, probe
+from .grid import RunSpec, build_student, environment as grid_environment, pick_device, probe
 from .data import CIFAR100_MEAN, CIFAR100_STD, DataError, InMemoryData, load_dataset
 from .models import UnknownModelError, create_model
 from .train import FastPaths, Recipe, StudentRun, freeze, seed_for, teacher_outputs, train_cohort
@@ -191,15 +191,9 @@ class Setup:
                               args.compile).resolve(device)
 
     def build(self, method_name: str):
-        """(student, method) exactly as ``GridRunner.run_cohort`` builds them."""
-        seed, data, device = self.args.seed, self.data, self.device
-        torch.manual_seed(seed_for(seed, "init", self.student_name))
-        model = create_model(self.student_name, num_classes=data.num_classes).to(device)
-        torch.manual_seed(seed_for(seed, "method", method_name))
-        ctx = BuildContext(probe(model, data.input_shape, device, True), self.teacher_probe,
-                           data.num_classes, data.train_labels, student_model=model, teacher_model=self.teacher)
-        method = build_method(method_name, ctx).to(device)
-        return model, method
+        """(student, method) exactly as the grid builds them (``grid.build_student``)."""
+        spec = RunSpec(method_name, self.teacher_name, self.student_name, self.args.seed)
+        return build_student(spec, {}, self.data, self.teacher, self.device, teacher_probe=self.teacher_probe)
 
     def runs(self, method_names: list[str], recipe: Recipe | None = None) -> list[StudentRun]:
         out = []

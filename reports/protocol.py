@@ -4,7 +4,7 @@ The published CIFAR-100 numbers (``reports/data/cifar100_published.csv``) were m
 RepDistiller's protocol: the ``cifar100`` preset (240 epochs, batch 64, lr 0.05 or 0.01 for
 MobileNetV2/ShuffleV1/V2 students, x0.1 at 150/180/210, momentum 0.9, wd 5e-4), CIFAR-100's full
 50,000-image training set with RepDistiller's augmentation (random crop 32, padding 4, horizontal
-flip), and each method's registered default hyperparameters (``methods.method_defaults``).
+flip), and each method's registered default hyperparameters with the preset's per-pair values.
 
 A run's protocol is read from its record (``dataset``, ``config.train``, ``config.data``,
 ``config.method``); a field the record lacks counts as a difference ("not recorded"): a number is
@@ -94,28 +94,31 @@ def _data_differences(dataset: Any, data: Any) -> list[Diff]:
     return out
 
 
-def _method_differences(method: str, resolved: Any) -> list[Diff]:
-    """The run's resolved hyperparameters against the method's registered defaults."""
-    from methods import method_defaults
+def _method_differences(method: str, pair: str | None, resolved: Any) -> list[Diff]:
+    """The run's resolved hyperparameters against the published ones: the method's registered defaults
+    with the reference preset's values for this pair (``[method]``, ``[method_by_pair]``: DKD's beta of
+    each pair, from mdistiller's configs)."""
+    from benchmarks.config import method_overrides
+    from methods import validate_method
 
     try:
-        defaults = method_defaults(method)
+        reference = validate_method(method, method_overrides(_preset(), pair or ""))
     except Exception:  # a method this checkout does not have: nothing to compare with
         return [Diff(f"method.{method}", "not in this registry", "registered defaults")]
     resolved = resolved if isinstance(resolved, dict) else {}
     out = []
-    for part, hp in defaults.items():
+    for part, hp in reference.items():
         out += _compare(f"method.{part}.", resolved.get(part) if isinstance(resolved.get(part), dict) else {}, hp)
     return out
 
 
-def run_differences(method: str, student: str, dataset: Any, config: Any) -> list[Diff]:
+def run_differences(method: str, student: str, dataset: Any, config: Any, pair: str | None = None) -> list[Diff]:
     """Every way one student run's protocol (from its record) differs from the published one."""
     config = config if isinstance(config, dict) else {}
     out = _data_differences(dataset, config.get("data"))
     train = config.get("train") if isinstance(config.get("train"), dict) else {}
     out += _compare("train.", train, reference_recipe(student))
-    out += _method_differences(method, config.get("method"))
+    out += _method_differences(method, pair, config.get("method"))
     return out
 
 

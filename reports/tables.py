@@ -161,7 +161,7 @@ def protocol_differences(res: agg.Results):
     for r in res.complete.itertuples():
         cfg = _dicts(r.config)
         student.setdefault((r.method, r.pair), {})[r.run_id] = proto.run_differences(
-            r.method, r.student, r.dataset, cfg)
+            r.method, r.student, r.dataset, cfg, r.pair)
         teacher.setdefault(r.pair, {})[r.run_id] = proto.teacher_differences(
             r.teacher, _dicts(r.teacher_info), r.dataset, cfg, res.grid.config)
     return student, teacher

@@ -22,9 +22,8 @@ if str(ROOT) not in sys.path:
 from benchmarks import records  # noqa: E402
 from benchmarks.config import ConfigError  # noqa: E402
 from benchmarks.data import InMemoryData, load_dataset  # noqa: E402
-from benchmarks.distributed import (DistributedRun, ShardedData, approximation, build_student,  # noqa: E402
-                                    main, sync_batchnorm)
-from benchmarks.grid import RunSpec  # noqa: E402
+from benchmarks.distributed import DistributedRun, ShardedData, approximation, main, sync_batchnorm  # noqa: E402
+from benchmarks.grid import RunSpec, build_student  # noqa: E402
 from benchmarks.models import create_model  # noqa: E402
 from benchmarks.train import Recipe, StudentRun, freeze, seed_for, train_cohort  # noqa: E402
 

@@ -1,0 +1,95 @@
+"""Per-pair method values in a preset (``[method_by_pair."T:S".method]``): mdistiller tunes DKD's beta
+per pair, TTM/WTTM tune gamma and beta per pair. They are data, resolved once per pair, recorded in
+each run's config, and the command line (``--set dkd.beta=4``) wins over them for every pair.
+"""
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import records
+from benchmarks.config import load_preset, method_overrides
+from benchmarks.run import build_parser, main, resolve
+
+PRESET = '''
+description = "per-pair test"
+dataset = "digits"
+methods = ["kd"]
+pairs = ["resnet8:resnet8", "resnet20:resnet8"]
+seeds = [0]
+[train]
+epochs = 1
+[teacher_train]
+epochs = 1
+[method.kd]
+T = 3.0
+[method_by_pair."resnet20:resnet8".kd]
+T = 6.0
+alpha = 0.5
+[method_by_pair."vgg13:vgg8".kd]
+T = 9.0
+'''
+
+
+def _preset(tmp_path, text=PRESET):
+    path = tmp_path / "pp.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_each_pair_resolves_its_own_values(tmp_path):
+    cfg = resolve(build_parser().parse_args(["--preset", _preset(tmp_path)]))
+    kd = {pair: methods["kd"]["kd"] for pair, methods in cfg["resolved_methods"].items()}
+    assert kd == {"resnet8:resnet8": {"T": 3.0, "gamma": 0.1, "alpha": 0.9},
+                  "resnet20:resnet8": {"T": 6.0, "gamma": 0.1, "alpha": 0.5}}
+    assert method_overrides(cfg, "vgg13:vgg8") == {"kd": {"T": 9.0}}  # a pair the grid does not run: unused
+
+
+def test_the_command_line_wins_over_per_pair_values(tmp_path):
+    cfg = resolve(build_parser().parse_args(["--preset", _preset(tmp_path), "--set", "kd.T=2"]))
+    assert {p: m["kd"]["kd"]["T"] for p, m in cfg["resolved_methods"].items()} == \
+        {"resnet8:resnet8": 2.0, "resnet20:resnet8": 2.0}
+    assert cfg["resolved_methods"]["resnet20:resnet8"]["kd"]["kd"]["alpha"] == 0.5  # other keys stay
+
+
+def test_bad_per_pair_values_exit_2_before_any_work(capsys, tmp_path):
+    cases = [
+        (PRESET.replace("alpha = 0.5", "alpha = -1.0"), "error: kd.alpha must be >= 0, got -1.0"),
+        (PRESET.replace("alpha = 0.5", "alfa = 0.5"),
+         "error: unknown hyperparameter kd.alfa; kd has: T, alpha, gamma"),
+        (PRESET.replace('"vgg13:vgg8"', '"vgg13"'),
+         "error: bad pair 'vgg13': expected teacher:student, e.g. resnet32x4:resnet8x4"),
+        (PRESET.replace('[method_by_pair."vgg13:vgg8".kd]\nT = 9.0', '[method_by_pair."vgg13:vgg8"]\nT = 9.0'),
+         'error: method_by_pair."vgg13:vgg8": expected tables of method hyperparameters, '
+         'e.g. [method_by_pair."vgg13:vgg8".dkd] beta = 6.0'),
+    ]
+    for text, message in cases:
+        results = tmp_path / "results"
+        code = main(["--preset", _preset(tmp_path, text), "--results", str(results), "--quiet"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert (code, err) == (2, [message])
+        assert not results.exists()
+
+
+def test_runs_train_and_record_their_pairs_values(capsys, tmp_path):
+    results = tmp_path / "results"
+    assert main(["--preset", _preset(tmp_path), "--results", str(results), "--quiet", "--no-report"]) == 0
+    grid = results / "pp"
+    for pair, T, alpha in (("resnet8-resnet8", 3.0, 0.9), ("resnet20-resnet8", 6.0, 0.5)):
+        rec = records.read_json(records.record_path(grid, f"kd__{pair}__s0"))
+        assert rec["status"] == "complete"
+        assert rec["config"]["method"] == {"kd": {"T": T, "gamma": 0.1, "alpha": alpha}}
+        # the term was weighted with the pair's alpha (epoch means of weighted and raw terms: float32 sums)
+        last = rec["history"][-1]
+        assert last["weighted_losses"]["kd"] == pytest.approx(alpha * last["losses"]["kd"], rel=1e-6)
+
+
+def test_per_pair_values_are_part_of_the_grids_identity(tmp_path):
+    a = resolve(build_parser().parse_args(["--preset", _preset(tmp_path)]))
+    b = resolve(build_parser().parse_args(["--preset", _preset(tmp_path, PRESET.replace("T = 6.0", "T = 5.0"))]))
+    assert a["grid_base"]["protocol"] != b["grid_base"]["protocol"]
+
+
+def test_the_cifar100_preset_loads_its_per_pair_values():
+    cfg = load_preset("cifar100")
+    for pair in cfg.get("method_by_pair", {}):
+        assert pair in cfg["pairs"], pair
