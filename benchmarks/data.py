@@ -37,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .augment import VIEWS
+
 __all__ = ["DATASETS", "AUGMENTS", "DataError", "InMemoryData", "load_dataset", "list_datasets"]
 
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)  # RepDistiller dataset/cifar100.py
@@ -103,8 +105,8 @@ class InMemoryData:
         t = self._on(images.device)
         return (images.float() - t["mean"]) / t["std"]
 
-    def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Random crop (zero padding ``pad``) + horizontal flip, then normalise; batched on the images' device.
+    def crop_flip(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Random crop (zero padding ``pad``) + horizontal flip of uint8 images, batched on their device.
 
         Draws, in this order, from ``generator``: crop offsets (B, 2) (when ``pad`` > 0) and flip
         bits (B,) (when ``flip``); with neither, nothing is drawn and the images pass unchanged.
@@ -121,7 +123,11 @@ class InMemoryData:
         if self.flip:
             flips = (torch.rand(b, generator=generator) < 0.5).to(device)
             images = torch.where(flips[:, None, None, None], images.flip(3), images)
-        return self.normalise(images)
+        return images
+
+    def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The training augmentation (``crop_flip``), then normalise."""
+        return self.normalise(self.crop_flip(images, generator))
 
     def epoch_batches(
         self, batch_size: int, generator: torch.Generator, device: torch.device
@@ -137,6 +143,16 @@ class InMemoryData:
         """Augmented training samples ``index`` (for methods that ask for extra samples)."""
         t = self._on(device)
         return self.augment(t["train_x"][index.to(device)], generator)
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The other views this data produces (``view``)."""
+        return tuple(VIEWS)
+
+    def view(self, name: str, index: torch.Tensor, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        """Another view of training samples ``index`` (``augment.VIEWS``: ``"strong"``, MLKD's), normalised."""
+        t = self._on(device)
+        return self.normalise(VIEWS[name](self.crop_flip, t["train_x"][index.to(device)], generator))
 
     def test_batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         t = self._on(device)

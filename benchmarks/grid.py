@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from methods import BuildContext, build_method
+from methods import BuildContext, build_method, method_views
 
 from . import checkpoints, records
 from .config import (ConfigError, fingerprint, grid_name, method_overrides, parse_pair, protocol, student_recipe,
@@ -198,6 +198,11 @@ class GridRunner:
         self.stale_moved = 0
         self.progress = None
         self.data = self.load_data()
+        for m in cfg["methods"]:
+            missing = [v for v in method_views(m) if v not in getattr(self.data, "views", ())]
+            if missing:
+                raise ConfigError(f"{m} trains on the {missing[0]} view, which {cfg['dataset']} data does not produce "
+                                  f"(views come with in-memory datasets: digits, cifar10, cifar100, MNIST, ...)")
         self.teacher_keys = self.identify_teachers()
         # imported weights are part of the protocol: another checkpoint is another grid, never a reuse
         cfg["teachers"] = {a: k for a, k in self.teacher_keys.items() if k.startswith(IMPORTED)}
@@ -386,7 +391,10 @@ class GridRunner:
             "teacher_info": {k: teacher_info.get(k) for k in TEACHER_INFO_KEYS if k in teacher_info},
             "metrics": None, "history": [], "error": None,
             "cost": {"extra_params": method.extra_parameters(),
-                     "student_params": sum(p.numel() for p in model.parameters())},
+                     "student_params": sum(p.numel() for p in model.parameters()),
+                     # each view (MLKD's strong one) costs one more student and one more teacher forward per step
+                     "views": list(method.views),
+                     "teacher_forwards_per_step": (1 + len(method.views)) if method.needs_teacher else 0},
             "started_at": now(), "finished_at": None,
         }
 

@@ -6,7 +6,9 @@ once, then every student takes its own step with its own method, optimizer,
 schedule and RNG. A solo run is a cohort of one, so cohort and solo training
 are the same code. The loop knows methods only through their declarations
 (``needs_teacher``, ``needs_features``, ``needs_preact``, ``prepare``'s
-``extra_index``) and their named loss terms, which it weights, sums and logs.
+``extra_index``, ``views``) and their named loss terms, which it weights, sums and logs.
+A view (MLKD's strong augmentation) is drawn from a generator seeded by the run's seed,
+the view, the epoch and the step, once per seed in the cohort, and the teacher runs on it once.
 Before every step it hands the method its ``Progress`` (fractional epoch, total),
 derived from the epoch and step counters, so a resumed run sees the same values.
 """
@@ -23,9 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods import Batch, Distiller, Progress
+from methods import Batch, Distiller, Progress, ViewOutput
 
-__all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "seed_for", "freeze"]
+__all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "seed_for", "freeze",
+           "draw_views", "view_generator"]
 
 
 @dataclass
@@ -137,16 +140,22 @@ class DivergenceError(RuntimeError):
                          f"lower the learning rate or the method's loss weights")
 
 
-def compute_terms(model, method: Distiller, x, y, teacher_out, batch: Batch, extra_x=None):
+def compute_terms(model, method: Distiller, x, y, teacher_out, batch: Batch, extra_x=None, view_inputs=None):
     """Student forward pass(es) and the method's named, unweighted loss terms (CE included).
 
     The extra samples get a separate forward call (their own BN batch), as the
-    triplet authors' code does.
+    triplet authors' code does; so does each view the method declares (``view_inputs``:
+    ``{name: (images, teacher output)}``), as MLKD's code runs the student on its weak and
+    strong views one after the other.
     """
     student_out = model.forward_kd(x, preact=method.needs_preact)
     if extra_x is not None:
         extra = model.forward_kd(extra_x, preact=method.needs_preact)
         batch.extras["extra_student"] = extra if method.needs_features else extra.logits_only()
+    for name in method.views:
+        x_view, teacher_view = view_inputs[name]
+        view = model.forward_kd(x_view, preact=method.needs_preact)
+        batch.views[name] = ViewOutput(view if method.needs_features else view.logits_only(), teacher_view)
     terms = {"ce": F.cross_entropy(student_out.logits, y)}
     if method.needs_features:
         terms.update(method.losses(student_out, teacher_out, batch))
@@ -224,8 +233,8 @@ class StudentRun:
             extra_x = extra_x.contiguous(memory_format=torch.channels_last)
         return batch, extra_x
 
-    def forward_terms(self, x, y, teacher_out, batch: Batch, extra_x):
-        return compute_terms(self.model, self.method, x, y, teacher_out, batch, extra_x)
+    def forward_terms(self, x, y, teacher_out, batch: Batch, extra_x, view_inputs=None):
+        return compute_terms(self.model, self.method, x, y, teacher_out, batch, extra_x, view_inputs)
 
     def global_total(self, total: torch.Tensor, n: int) -> torch.Tensor:
         """The loss that decides divergence (distributed: the mean over all ranks)."""
@@ -239,14 +248,22 @@ class StudentRun:
         ``steps_per_epoch`` = ceil(training samples / batch size) (every loader keeps the last batch)."""
         return Progress.at(epoch, step, math.ceil(data.num_train / self.recipe.batch_size), self.recipe.epochs)
 
-    def step(self, x, y, index, teacher_out, data, device, epoch: int, step: int) -> torch.Tensor:
-        """One optimizer step; returns the (detached) weighted total loss."""
+    def step(self, x, y, index, teacher_out, data, device, epoch: int, step: int,
+             view_inputs: dict[str, tuple[torch.Tensor, Any]] | None = None) -> torch.Tensor:
+        """One optimizer step; returns the (detached) weighted total loss.
+
+        ``view_inputs``: ``{name: (images, teacher output)}`` for the views the method declares, drawn by
+        ``train_cohort`` with ``draw_views``.
+        """
         t0 = time.perf_counter()
         method = self.method
         method.set_progress(self.progress(epoch, step, data))
+        if method.views and not (view_inputs and set(method.views) <= set(view_inputs)):
+            raise ValueError(f"{method.name} trains on the views {list(method.views)}: pass their images and "
+                             f"teacher outputs (train_cohort draws them with draw_views)")
         batch, extra_x = self.prepare_batch(x, y, index, data, device)
         with _autocast(device, self.fast):
-            logits, terms = self.forward_terms(x, y, teacher_out, batch, extra_x)
+            logits, terms = self.forward_terms(x, y, teacher_out, batch, extra_x, view_inputs)
         weights = {"ce": method.ce_weight(), **method.loss_weights()}
         unweighted = set(terms) - set(weights)
         if unweighted:
@@ -294,6 +311,31 @@ class StudentRun:
         self.epochs_done = epoch + 1
         self.time_s += train_time + entry["eval_time_s"]
         return entry
+
+
+def view_generator(seed: int, name: str, epoch: int, step: int) -> torch.Generator:
+    """The generator of one view's images at one step: a function of the run's seed, the view, the epoch and
+    the step only, so every cohort member with that seed (and a solo run, and a resumed one) draws the same."""
+    return torch.Generator().manual_seed(seed_for(seed, "view", name, epoch, step))
+
+
+def draw_views(runs: list["StudentRun"], index, data, device, epoch: int, step: int, teacher, fast,
+               preact: bool = False, logits_only: bool = True) -> dict[int, dict[str, tuple[torch.Tensor, Any]]]:
+    """The views ``runs`` declare for the batch ``index``, once per (seed, view): ``{seed: {name: (images,
+    teacher output or None)}}``; the teacher (if given) runs once on each view's images."""
+    out: dict[int, dict[str, tuple[torch.Tensor, Any]]] = {}
+    for r in runs:
+        for name in r.method.views:
+            if name in out.setdefault(r.seed, {}):
+                continue
+            x_view = data.view(name, index, view_generator(r.seed, name, epoch, step), device)
+            if fast.get("channels_last"):
+                x_view = x_view.contiguous(memory_format=torch.channels_last)
+            t_view = teacher_outputs(teacher, x_view, device, fast, preact) if teacher is not None else None
+            if t_view is not None and logits_only:
+                t_view = t_view.logits_only()
+            out[r.seed][name] = (x_view, t_view)
+    return out
 
 
 @torch.no_grad()
@@ -374,12 +416,15 @@ def train_cohort(
             teacher_out = teacher_outputs(teacher, x, device, fast, preact) if use_teacher else None
             if teacher_out is not None and teacher_logits_only:
                 teacher_out = teacher_out.logits_only()
+            # other views (MLKD's strong one): drawn, and the teacher run on them, once per seed
+            views = draw_views([r for r in active if r.error is None and r.method.views], index, data, device,
+                               epoch, step, teacher if use_teacher else None, fast, preact, teacher_logits_only)
             shared_time += time.perf_counter() - t0
             for r in active:
                 if r.error is not None:
                     continue
                 try:
-                    r.step(x, y, index, teacher_out, data, device, epoch, step)
+                    r.step(x, y, index, teacher_out, data, device, epoch, step, views.get(r.seed))
                 except Exception as e:  # one run's failure never stops its cohort
                     r.error = e
                     r.error_at = (epoch, step)

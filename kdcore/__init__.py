@@ -4,6 +4,6 @@
 and subclass ``KDModel``; methods (``methods``) read them through ``Batch``,
 ``BuildContext`` and ``Progress``; neither imports the other.
 """
-from .contract import Batch, BuildContext, KDModel, ModelOutput, Progress
+from .contract import Batch, BuildContext, KDModel, ModelOutput, Progress, ViewOutput
 
-__all__ = ["Batch", "BuildContext", "KDModel", "ModelOutput", "Progress"]
+__all__ = ["Batch", "BuildContext", "KDModel", "ModelOutput", "Progress", "ViewOutput"]

@@ -2,7 +2,7 @@
 
 ``ModelOutput`` / ``KDModel``: what every model returns from ``forward_kd``.
 ``BuildContext``: what a method sees when it builds its modules.
-``Batch``: one training batch as a method sees it.
+``Batch``: one training batch as a method sees it; ``ViewOutput``: both models on another view of it.
 ``Progress``: where training stands, read by methods that schedule a weight.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ModelOutput", "KDModel", "Progress", "Batch", "BuildContext"]
+__all__ = ["ModelOutput", "KDModel", "Progress", "Batch", "ViewOutput", "BuildContext"]
 
 
 @dataclass
@@ -78,6 +78,21 @@ class Progress:
 
 
 @dataclass
+class ViewOutput:
+    """The student and the teacher on another view of the batch's images (MLKD's strong augmentation).
+
+    The images of a view are drawn once per step for every cohort member with the same seed (from a
+    generator seeded by the run's seed, the view's name, the epoch and the step), so the teacher runs
+    on them once and every member that asked for the view gets the same ``teacher``. The student's
+    forward on the view is its own (a separate call: its own BatchNorm batch, as MLKD's code does).
+    ``teacher`` is None for a method that does not need the teacher.
+    """
+
+    student: ModelOutput
+    teacher: ModelOutput | None
+
+
+@dataclass
 class Batch:
     """One training batch as a method sees it.
 
@@ -85,6 +100,7 @@ class Batch:
     method's own: what ``prepare`` returned, plus ``"extra_student"`` (the
     student's ``ModelOutput`` on the samples named by ``"extra_index"``) when
     the method asked for extra samples. ``progress``: as the method's ``progress``.
+    ``views``: ``{name: ViewOutput}`` for each view the method declares (``Distiller.views``).
     """
 
     x: torch.Tensor
@@ -92,6 +108,7 @@ class Batch:
     index: torch.Tensor
     extras: dict[str, Any] = field(default_factory=dict)
     progress: Progress = field(default_factory=Progress)
+    views: dict[str, ViewOutput] = field(default_factory=dict)
 
 
 @dataclass

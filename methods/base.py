@@ -17,12 +17,12 @@ method follows from these declarations.
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
 
-from kdcore import Batch, BuildContext, ModelOutput, Progress
+from kdcore import Batch, BuildContext, ModelOutput, Progress, ViewOutput
 
 from .hparams import Choice, HyperparameterError, Range, check_ranges, resolve_hparams
 
@@ -31,12 +31,15 @@ __all__ = [
     "BuildContext",
     "ModelOutput",
     "Progress",
+    "ViewOutput",
     "Distiller",
     "Composite",
     "Range",
     "Choice",
     "register_method",
     "list_methods",
+    "list_modifiers",
+    "method_views",
     "method_class",
     "method_needs",
     "build_method",
@@ -76,9 +79,17 @@ class Distiller(nn.Module):
                       data-parallel training on slices is only approximate;
                       ``coupling_note`` says how in one line, ``coupling(hp)``
                       decides for given hyperparameters
+      views           the other views of each batch it trains on (``("strong",)``: MLKD's
+                      RandAugment view); the harness runs the student and, once per cohort,
+                      the teacher on each and hands them over as ``batch.views[name]``
       ce_weight_key   the hyperparameter that weights the ``"ce"`` term
       combined_defaults  overrides applied when this method is a secondary
                       part of a composition (``crd+kd`` gives kd alpha=1)
+      modifier        this "method" modifies the other parts of a composition instead of
+                      adding terms (``ls``: ``kd+ls``); it is never run alone
+      modifier_rules  how a modifier changes this method's hyperparameters, per modifier name:
+                      ``{"ls": {"T": "base_temp", "alpha": "kd_weight"}}`` (see ``methods/ls.py``);
+                      a method without an entry cannot be modified by it
     """
 
     name: ClassVar[str] = ""
@@ -91,12 +102,18 @@ class Distiller(nn.Module):
     needs_preact: ClassVar[bool] = False
     couples_batch: ClassVar[bool] = False
     coupling_note: ClassVar[str] = ""
+    views: ClassVar[tuple[str, ...]] = ()
+    modifier: ClassVar[bool] = False
+    modifier_rules: ClassVar[dict[str, dict[str, str]]] = {}
 
     def __init__(self, ctx: BuildContext, **hparams: Any):
         super().__init__()
         self.hparams: dict[str, Any] = resolve_hparams(self.name, self.defaults, hparams)
         self.check_hparams(self.hparams)
         self.progress = Progress()
+        # set by a modifier (``ls``) on the parts it modifies: what the method applies to logits where its
+        # reference code applies the modifier's transform (``soft_logits``)
+        self.logit_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @classmethod
     def check_hparams(cls, hparams: dict[str, Any]) -> None:
@@ -133,6 +150,20 @@ class Distiller(nn.Module):
 
     def ce_weight(self) -> float:
         return float(self.hparams[self.ce_weight_key]) if self.ce_weight_key else 0.0
+
+    def soft_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` as this method's soft terms should see them: unchanged, or transformed by a modifier
+        of its composition (``kd+ls``: z-scored per sample). Call it where the reference code does."""
+        return logits if self.logit_transform is None else self.logit_transform(logits)
+
+    # --- modifiers (``modifier = True``) implement these two -------------------------------
+    @classmethod
+    def adjust_partner(cls, rule: dict[str, str], partner_hp: dict[str, Any], hp: dict[str, Any]) -> dict[str, Any]:
+        """A modifier's change to a partner's resolved hyperparameters, following the partner's ``rule``."""
+        return partner_hp
+
+    def modify(self, partner: "Distiller") -> None:
+        """A modifier's change to a built partner (``ls`` sets its ``logit_transform``)."""
 
     def loss_weights(self) -> dict[str, float]:
         """Weight of each term ``losses`` returns (the ``"ce"`` term excluded); may follow ``self.progress``."""
@@ -178,6 +209,8 @@ class Composite(Distiller):
         self.progress = Progress()
         for need in ("needs_teacher", "needs_features", "needs_preact", "couples_batch"):
             setattr(self, need, any(getattr(p, need) for p in parts))
+        self.views = tuple(sorted({v for p in parts for v in p.views}))
+        self.logit_transform = None
         seen: dict[str, str] = {}
         for p in parts:
             for term in p.loss_weights():
@@ -248,7 +281,16 @@ def register_method(name: str):
 
 
 def list_methods() -> list[str]:
-    return sorted(_METHODS)
+    """The methods that run on their own (modifiers such as ``ls`` are listed by ``list_modifiers``)."""
+    return sorted(n for n, cls in _METHODS.items() if not cls.modifier)
+
+
+def list_modifiers() -> list[str]:
+    return sorted(n for n, cls in _METHODS.items() if cls.modifier)
+
+
+def _modifiable(modifier: str) -> list[str]:
+    return [m for m in list_methods() if modifier in _METHODS[m].modifier_rules]
 
 
 def method_class(name: str) -> type[Distiller]:
@@ -269,6 +311,16 @@ def _parts(name: str) -> list[str]:
         method_class(p)
     if len(parts) > 1 and "vanilla" in parts:
         raise UnknownMethodError("'vanilla' (the student alone) cannot be combined with other methods")
+    for i, p in enumerate(parts):
+        if not _METHODS[p].modifier:
+            continue
+        supported = _modifiable(p)
+        if i == 0:
+            raise UnknownMethodError(f"{p!r} modifies another method: write it after one, e.g. "
+                                     f"{supported[0] if supported else 'kd'}+{p} (it applies to {', '.join(supported)})")
+        if not any(p in _METHODS[q].modifier_rules for q in parts if q != p):
+            raise UnknownMethodError(f"{p!r} applies to {', '.join(supported)}; "
+                                     f"{'+'.join(q for q in parts if q != p)} has none of them")
     return parts
 
 
@@ -276,6 +328,11 @@ def method_needs(name: str, need: str) -> bool:
     """Whether method ``name`` has the declaration ``need`` (``"needs_teacher"``, ``"couples_batch"``, ...)
     without building it: a composition (``crd+kd``) has it when any part has, as ``Composite`` sets it."""
     return any(getattr(method_class(part), need) for part in _parts(name))
+
+
+def method_views(name: str) -> tuple[str, ...]:
+    """The other views of the batch method ``name`` trains on (any part's), without building it."""
+    return tuple(sorted({v for part in _parts(name) for v in method_class(part).views}))
 
 
 def method_defaults(name: str) -> dict[str, dict[str, Any]]:
@@ -303,6 +360,12 @@ def validate_method(name: str, overrides: dict[str, dict[str, Any]] | None = Non
     for part, hp in resolved.items():
         hp.update(resolve_hparams(part, hp, (overrides or {}).get(part, {})))
         method_class(part).check_hparams(hp)
+    for mod in [p for p in resolved if method_class(p).modifier]:  # kd+ls: ls sets kd's T and weight
+        for part, hp in resolved.items():
+            rule = method_class(part).modifier_rules.get(mod)
+            if rule is not None:
+                resolved[part] = method_class(mod).adjust_partner(rule, hp, resolved[mod])
+                method_class(part).check_hparams(resolved[part])
     return resolved
 
 
@@ -327,6 +390,10 @@ def build_method(
     """Build method ``name`` (``"kd"``, ``"crd+kd"``) with its resolved hyperparameters."""
     resolved = validate_method(name, overrides)
     parts = [method_class(p)(ctx, **hp) for p, hp in resolved.items()]
+    for mod in [p for p in parts if p.modifier]:
+        for part in parts:
+            if mod.name in part.modifier_rules:
+                mod.modify(part)
     method = parts[0] if len(parts) == 1 else Composite(name, parts)
     models = [m for m in (ctx.student_model, ctx.teacher_model) if m is not None]
     for sub in method.modules():

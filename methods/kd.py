@@ -10,6 +10,10 @@ The T^2 factor keeps the gradient scale of the soft term independent of T.
 Defaults are RepDistiller's KD row (``train_student.py --distill kd -r 0.1 -a 0.9``):
 T = 4, gamma = 0.1, alpha = 0.9. Inside a composition (``crd+kd``) alpha = 1,
 as RepDistiller's CRD+KD row (``-a 1``).
+
+``kd+ls`` (logit standardisation, ``methods/ls.py``): both models' logits are z-scored before the
+softmax, T = ls.base_temp (2) and alpha = ls.kd_weight (9), as
+sunshangquan/logit-standardization-KD ``tools/train.py`` sets ``KD.TEMPERATURE`` and ``KD_WEIGHT``.
 """
 from __future__ import annotations
 
@@ -32,9 +36,10 @@ class KD(Distiller):
     defaults = {"T": 4.0, "gamma": 0.1, "alpha": 0.9}
     ranges = {"T": Range(gt=0), "gamma": Range(ge=0), "alpha": Range(ge=0)}
     combined_defaults = {"alpha": 1.0}
+    modifier_rules = {"ls": {"T": "base_temp", "alpha": "kd_weight"}}
 
     def loss_weights(self):
         return {"kd": self.alpha}
 
     def losses(self, student, teacher, batch):
-        return {"kd": kd_loss(student.logits, teacher.logits, self.T)}
+        return {"kd": kd_loss(self.soft_logits(student.logits), self.soft_logits(teacher.logits), self.T)}

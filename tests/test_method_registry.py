@@ -15,13 +15,15 @@ from benchmarks.config import load_preset, parse_pair
 from benchmarks.data import InMemoryData
 from benchmarks.models import create_model
 from benchmarks.grid import probe
-from benchmarks.train import Recipe, StudentRun, freeze
+from benchmarks.train import FastPaths, Recipe, StudentRun, draw_views, freeze
 from methods import (BuildContext, HyperparameterError, UnknownMethodError, build_method, list_methods,
-                     method_class, method_needs, validate_method)
+                     list_modifiers, method_class, method_needs, validate_method)
 
 CPU = torch.device("cpu")
 PAIRS = load_preset("cifar100")["pairs"]
-COMBOS = ["crd+kd", "triplet+kd"]
+# every modifier on every method that declares it (kd+ls, dkd+ls, ...), from the registry
+MODIFIED = [f"{m}+{mod}" for mod in list_modifiers() for m in list_methods() if mod in method_class(m).modifier_rules]
+COMBOS = ["crd+kd", "triplet+kd"] + MODIFIED
 
 
 def test_registry_lists_the_seed_methods():
@@ -102,7 +104,8 @@ def test_every_method_takes_a_step_on_every_cifar100_pair(name, pair):
     run = StudentRun(name, student, method, Recipe(batch_size=4), seed=0)
     run.begin_epoch(0)
     before = [p.detach().clone() for p in student.parameters()]
-    loss = run.step(x, y, index, t_out, data, CPU, 0, 0)
+    views = draw_views([run], index, data, CPU, 0, 0, teacher, FastPaths().resolve(CPU), True, False)
+    loss = run.step(x, y, index, t_out, data, CPU, 0, 0, views.get(0))
     assert math.isfinite(float(loss)), f"{name} on {pair}: loss {loss}"
     moved = sum(not torch.equal(a, b.detach()) for a, b in zip(before, student.parameters()))
     assert moved > 0, f"{name} on {pair}: the student did not change"
