@@ -35,7 +35,11 @@ Defaults (RepDistiller):
   beta = 30000.0   ``scripts/run_cifar_distill.sh`` PKT row ``-b 30000``
   eps = 1e-7       ``distiller_zoo/PKT.py`` ``cosine_similarity_loss(eps=0.0000001)``
                    (a constant of the formula, not a hyperparameter)
-No deviation from RepDistiller's computation.
+Deviation (gradient only, at an all-zero embedding row): RepDistiller's
+``sqrt(sum(x ** 2))`` has an infinite derivative at 0, so such a row gets a NaN
+gradient (its forward value is fine); ``torch.linalg.vector_norm`` is used
+here, the same value, with gradient 0 at that point, so a dead sample cannot
+put NaN into the student's update. Nothing else differs.
 """
 from __future__ import annotations
 
@@ -49,7 +53,7 @@ PKT_EPS = 1e-7
 def similarity_distribution(e: torch.Tensor, eps: float = PKT_EPS) -> torch.Tensor:
     """(B, D) -> (B, B): row-normalised (cosine + 1) / 2 between the samples."""
     e = e.reshape(e.shape[0], -1)
-    x = e / (e.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
+    x = e / (torch.linalg.vector_norm(e, dim=1, keepdim=True) + eps)
     x = torch.where(torch.isnan(x), torch.zeros_like(x), x)
     k = (x @ x.t() + 1.0) / 2.0
     return k / k.sum(dim=1, keepdim=True)
