@@ -20,7 +20,7 @@ from seaborn.external import husl
 
 from . import aggregate as agg
 
-__all__ = ["FigureResult", "make_figures", "FIGURE_FILES", "DPI", "method_color", "palette", "PALETTE",
+__all__ = ["FigureResult", "make_figures", "FIGURE_FILES", "DPI", "method_color", "palette", "make_palette",
            "heatmap_scale"]
 
 DPI = 120
@@ -66,59 +66,65 @@ def _save(fig: Figure, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- colours
-# 20 colours: HUSL hues 18 degrees apart, lightness alternating 50/72 (saturation 90); the closest
-# two are 23.9 apart in CIELUV (tab20's closest two: 21.4), all readable on white.
-PALETTE: tuple[tuple[float, float, float], ...] = tuple(
-    tuple(float(c) for c in husl.husl_to_rgb(15 + 18 * i, 90, (50, 72)[i % 2])) for i in range(20))
-
-
-def _hash_slot(name: str) -> int:
-    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big") % len(PALETTE)
+def make_palette(n: int) -> tuple[tuple[float, float, float], ...]:
+    """n colours: HUSL hues 360/n degrees apart, lightness alternating 50/72 (saturation 90). With 20 (the
+    least we use) the closest two are 23.9 apart in CIELUV (tab20's closest two: 21.4); more colours stay
+    distinct but come closer, so a figure of many methods also names them in its legend."""
+    return tuple(tuple(float(c) for c in husl.husl_to_rgb(15 + 360 / n * i, 90, (50, 72)[i % 2])) for i in range(n))
 
 
 @lru_cache(maxsize=1)
-def _reserved_slots() -> dict[str, int]:
-    """Palette slots of the names that must never share a colour: every registered method, every
-    composition a preset runs (``crd+kd``) and every ``<method>+kd``. Each takes its hash slot, or
-    the next free one (names taken in sorted order): collisions among them are impossible by
-    construction, and the colours depend on the registry and presets, never on a grid's methods."""
+def _reserved() -> tuple[tuple[tuple[float, float, float], ...], dict[str, int]]:
+    """The palette and the slots of the names that must never share a colour: every registered method,
+    every ``<method>+kd``, every ``<method>+<modifier>`` it declares (``kd+ls``) and every composition a
+    preset runs (``crd+kd``). The palette has room for all of them plus 8 free slots (at least 20); each
+    takes its hash slot, or the next free one (names in sorted order): collisions among them are
+    impossible by construction, and the colours depend on the registry and presets, never on a grid's
+    methods."""
     from benchmarks.config import list_presets, load_preset
-    from methods import list_methods
+    from methods import list_methods, list_modifiers, method_class
 
     names = set(list_methods())
     names |= {f"{m}+kd" for m in list_methods() if m not in ("kd", "vanilla")}
+    names |= {f"{m}+{mod}" for mod in list_modifiers() for m in list_methods()
+              if mod in method_class(m).modifier_rules}
     for preset in list_presets():
         try:
             names |= {str(m) for m in load_preset(preset).get("methods", [])}
         except Exception:  # a broken preset must not break a report
             continue
+    colours = make_palette(max(20, len(names) + 8))
     taken: dict[int, str] = {}
     out = {}
-    for name in sorted(names)[: len(PALETTE)]:
-        slot = _hash_slot(name)
+    for name in sorted(names):
+        slot = _hash_slot(name, len(colours))
         while slot in taken:
-            slot = (slot + 1) % len(PALETTE)
+            slot = (slot + 1) % len(colours)
         taken[slot] = name
         out[name] = slot
-    return out
+    return colours, out
+
+
+def _hash_slot(name: str, n: int) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big") % n
 
 
 def method_color(name: str) -> tuple[float, float, float]:
     """The RGB colour of method ``name`` in every figure of every report.
 
-    A registered method (or composition, see ``_reserved_slots``) has its own slot; any other
-    name takes the first slot from its hash that no reserved name holds (two such names in one
-    grid may share a colour).
+    A registered method (or composition, see ``_reserved``) has its own slot; any other name takes
+    the first slot from its hash that no reserved name holds (two such names in one grid may share a
+    colour).
     """
-    reserved = _reserved_slots()
+    colours, reserved = _reserved()
     if name in reserved:
-        return PALETTE[reserved[name]]
+        return colours[reserved[name]]
     used = set(reserved.values())
-    slot = _hash_slot(name)
-    for k in range(len(PALETTE)):
-        if (slot + k) % len(PALETTE) not in used:
-            return PALETTE[(slot + k) % len(PALETTE)]
-    return PALETTE[slot]
+    slot = _hash_slot(name, len(colours))
+    for k in range(len(colours)):
+        if (slot + k) % len(colours) not in used:
+            return colours[(slot + k) % len(colours)]
+    return colours[slot]
 
 
 def palette(methods: list[str]) -> dict[str, tuple]:
