@@ -8,7 +8,6 @@ per-pair values are checked to resolve.
 """
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
