@@ -297,9 +297,10 @@ def method_class(name: str) -> type[Distiller]:
     try:
         return _METHODS[name]
     except KeyError:
+        mods = list_modifiers()
         raise UnknownMethodError(
             f"unknown method {name!r}; known methods: {', '.join(list_methods())} "
-            f"(combine with '+', e.g. crd+kd)"
+            f"(combine with '+', e.g. crd+kd{'; modifiers: ' + ', '.join(mods) + ', e.g. kd+' + mods[0] if mods else ''})"
         ) from None
 
 

@@ -36,6 +36,11 @@ Deviations (numerically equivalent, not different losses):
     (the official takes ``log`` of summed softmax probabilities): the same numbers, without the
     ``log(0)`` the official code can hit when a probability underflows.
 ``warmup`` is a float here (mdistiller's is an int); the ramp is the same for integer values.
+
+``dkd+ls`` (logit standardisation, ``methods/ls.py``): both models' logits are z-scored before
+``dkd_loss`` (sunshangquan/logit-standardization-KD ``mdistiller/distillers/DKD.py``), T =
+ls.base_temp (2), and alpha and beta are MULTIPLIED by ls.kd_weight (9), as their ``tools/train.py``
+does (``cfg.DKD.ALPHA = cfg.DKD.ALPHA * args.kd_weight``), so a pair's beta stays that pair's.
 """
 from __future__ import annotations
 
@@ -81,11 +86,12 @@ class DKD(Distiller):
     defaults = {"T": 4.0, "gamma": 1.0, "alpha": 1.0, "beta": 8.0, "warmup": 20.0}
     ranges = {"T": Range(gt=0), "gamma": Range(ge=0), "alpha": Range(ge=0), "beta": Range(ge=0),
               "warmup": Range(gt=0)}
+    modifier_rules = {"ls": {"T": "base_temp", "alpha": "times_kd_weight", "beta": "times_kd_weight"}}
 
     def loss_weights(self):
         ramp = warmup_ramp(self.progress.epoch, self.warmup)
         return {"dkd_tckd": ramp * self.alpha, "dkd_nckd": ramp * self.beta}
 
     def losses(self, student, teacher, batch):
-        tckd, nckd = dkd_terms(student.logits, teacher.logits, batch.y, self.T)
+        tckd, nckd = dkd_terms(self.soft_logits(student.logits), self.soft_logits(teacher.logits), batch.y, self.T)
         return {"dkd_tckd": tckd, "dkd_nckd": nckd}

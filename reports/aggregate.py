@@ -150,7 +150,7 @@ _RUN_COLUMNS = [
     "run_id", "method", "teacher", "student", "pair", "seed", "status", "in_grid",
     "top1_last", "top1_best", "best_epoch", "epochs", "teacher_top1",
     "time_s", "epoch_time_s", "images_per_s", "peak_mem_mb", "extra_params", "student_params",
-    "error_type", "error_message", "error_epoch", "error_step", "epochs_done",
+    "views", "error_type", "error_message", "error_epoch", "error_step", "epochs_done",
     "dataset", "config", "teacher_info",
 ]
 
@@ -277,6 +277,8 @@ def _row_from_record(rec: dict, hist: list[dict]) -> dict:
         "peak_mem_mb": _num(cost.get("peak_mem_mb")),
         "extra_params": _num(cost.get("extra_params")),
         "student_params": _num(cost.get("student_params")),
+        # other views of each batch (MLKD's strong one): a different augmentation protocol, more passes
+        "views": "+".join(str(v) for v in cost.get("views") or []) if isinstance(cost.get("views"), list) else "",
         "error_type": err.get("type") or "",
         "error_message": _first_line(err.get("message")),
         "error_epoch": _num(err.get("epoch")),
@@ -445,6 +447,7 @@ def cost_table(res: Results) -> pd.DataFrame:
             v = sub[c].dropna()
             row[c] = float(v.mean()) if len(v) else float("nan")
         row["time_total_s"] = float(sub["time_s"].dropna().sum()) if sub["time_s"].notna().any() else float("nan")
+        row["views"] = ", ".join(sorted({v for v in sub["views"] if v}))
         rows.append(row)
     return pd.DataFrame(rows).set_index("method")
 

@@ -417,14 +417,23 @@ def cost_section(res: agg.Results, cost: pd.DataFrame) -> str:
         return "_No complete runs: no cost figures._"
     headers = ["method", "runs", "epoch time (s)", "images/s", "peak memory (MB)",
                "extra trainable params", "total time / run", "total time (all runs)"]
+    with_views = "views" in cost and cost["views"].astype(bool).any()
+    if with_views:
+        headers.append("forward passes / step")
     rows = []
     for m, r in cost.iterrows():
         rows.append([m, str(int(r["runs"])), _f(r["epoch_time_s"], ".2f"), _f(r["images_per_s"], ",.0f"),
                      _f(r["peak_mem_mb"], ",.0f"), fmt_params(r["extra_params"]),
                      fmt_duration(r["time_s"]), fmt_duration(r["time_total_s"])])
+        if with_views:
+            n = 1 + len(r["views"].split(", ")) if r["views"] else 1
+            rows[-1].append(f"{n} student + {n} teacher ({r['views']} view)" if r["views"] else "")
+    note = ("\n\nMethods with a forward-passes entry train on other views of each batch (MLKD: a strong "
+            "RandAugment view): a different augmentation protocol from the other rows, and one more "
+            "student and teacher pass per view." if with_views else "")
     return (md_table(headers, rows) + "\n\nAverages over each method's complete runs (all pairs); extra "
             "trainable params = the method's own modules (adapters, embeddings) that join the "
-            "optimizer, beyond the student.")
+            "optimizer, beyond the student." + note)
 
 
 def _num_or_blank(x) -> str:

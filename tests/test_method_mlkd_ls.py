@@ -332,3 +332,33 @@ def test_mlkd_record_names_its_views_and_passes(capsys, tmp_path):
     rec = records.read_json(records.record_path(grid, "mlkd__resnet8-resnet8__s0"))
     assert rec["status"] == "complete"
     assert rec["cost"]["views"] == ["strong"] and rec["cost"]["teacher_forwards_per_step"] == 2
+
+
+def ref_dkd_terms(s, t, y, T):
+    """logit-standardization-KD ``mdistiller/distillers/DKD.py`` dkd_loss, unweighted, transcribed with the
+    official 1000-mask: TCKD on the binary split, NCKD with the target logit pushed down by 1000."""
+    gt = torch.nn.functional.one_hot(y, s.shape[1]).float()
+    ps, pt = torch.softmax(s / T, 1), torch.softmax(t / T, 1)
+    bs = torch.stack([(ps * gt).sum(1), (ps * (1 - gt)).sum(1)], 1)
+    bt = torch.stack([(pt * gt).sum(1), (pt * (1 - gt)).sum(1)], 1)
+    tckd = (bt * (torch.log(bt) - torch.log(bs))).sum() * T ** 2 / s.shape[0]
+    lt = torch.log_softmax(t / T - 1000.0 * gt, 1)
+    ls_ = torch.log_softmax(s / T - 1000.0 * gt, 1)
+    nckd = (lt.exp() * (lt - ls_)).sum() * T ** 2 / s.shape[0]
+    return tckd, nckd
+
+
+def test_dkd_plus_ls_matches_their_standardised_dkd_loss():
+    hp = validate_method("dkd+ls", {"dkd": {"beta": 2.0}})["dkd"]  # a per-pair beta is multiplied, not replaced
+    assert (hp["T"], hp["alpha"], hp["beta"]) == (2.0, 9.0, 18.0)
+    (s, t, _, _), y = _logits(3)
+    method = build_method("dkd+ls", _ctx())
+    a = s.clone().requires_grad_(True)
+    ours = method.losses(_out(a), _out(t), Batch(s, y, y))
+    b = s.clone().requires_grad_(True)
+    ref = ref_dkd_terms(ref_normalize(b), ref_normalize(t), y, 2.0)
+    for term, r in zip(("dkd_tckd", "dkd_nckd"), ref):
+        assert torch.allclose(ours[term], r, rtol=RTOL)
+    (ga,) = torch.autograd.grad(9.0 * ours["dkd_tckd"] + 18.0 * ours["dkd_nckd"], a)
+    (gb,) = torch.autograd.grad(9.0 * ref[0] + 18.0 * ref[1], b)
+    assert torch.allclose(ga, gb, rtol=RTOL, atol=1e-6)
