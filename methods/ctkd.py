@@ -55,6 +55,11 @@ Deviations: only the global temperature (``--mlp_name global``), with the cosine
 schedule (``--cosine_decay 1``; their LinearDecay is not offered). The learned
 temperature is logged as the diagnostic term ``ctkd_T`` (detached, weight 0:
 the harness leaves it out of the total loss and logs its epoch mean).
+
+``ctkd+ls`` (logit standardisation, ``methods/ls.py``): both models' logits are z-scored before
+the softmax at the learned T and alpha = ls.kd_weight (9), as the CTKD+ls runs of
+sunshangquan/logit-standardization-KD (``CTKD/scripts/run_cifar_distill.sh``: ``-a 9``; its
+``--kd_T 2`` is unused with the learned temperature; ``DistillKL_logit_stand``).
 """
 from __future__ import annotations
 
@@ -111,6 +116,7 @@ class CTKD(Distiller):
                 "decay_max": 0.0, "decay_min": -1.0, "decay_loops": 10.0}
     ranges = {"gamma": Range(ge=0), "alpha": Range(ge=0), "t_start": Range(gt=0), "t_range": Range(gt=0),
               "decay_max": Range(), "decay_min": Range(), "decay_loops": Range(gt=0)}
+    modifier_rules = {"ls": {"alpha": "kd_weight"}}
 
     def __init__(self, ctx: BuildContext, **hparams):
         super().__init__(ctx, **hparams)
@@ -133,4 +139,5 @@ class CTKD(Distiller):
 
     def losses(self, student, teacher, batch):
         T = self.temperature(self.grl_lambda())
-        return {"ctkd": kd_loss(student.logits, teacher.logits, T), "ctkd_T": T.detach()}
+        return {"ctkd": kd_loss(self.soft_logits(student.logits), self.soft_logits(teacher.logits), T),
+                "ctkd_T": T.detach()}

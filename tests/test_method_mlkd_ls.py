@@ -362,3 +362,22 @@ def test_dkd_plus_ls_matches_their_standardised_dkd_loss():
     (ga,) = torch.autograd.grad(9.0 * ours["dkd_tckd"] + 18.0 * ours["dkd_nckd"], a)
     (gb,) = torch.autograd.grad(9.0 * ref[0] + 18.0 * ref[1], b)
     assert torch.allclose(ga, gb, rtol=RTOL, atol=1e-6)
+
+
+def test_ctkd_plus_ls_standardises_at_the_learned_temperature():
+    """The formula at rtol 1e-5 with our method run in float64 (at T ~ 15.6 the KL is ~3e-3 of log-probabilities
+    ~2: float32 itself is only good to ~1e-5 there, for any implementation), and float32 within 1e-4."""
+    assert validate_method("ctkd+ls")["ctkd"]["alpha"] == 9.0
+    (s, t, _, _), y = _logits(4)
+    T0 = 1 + 20 / (1 + math.exp(-1))  # CTKD's Global_T starts at theta = 1
+    for dtype, rtol, atol in ((torch.float64, RTOL, 1e-12), (torch.float32, 1e-4, 1e-6)):
+        method = build_method("ctkd+ls", _ctx()).to(dtype)
+        a = s.to(dtype).requires_grad_(True)
+        out = method.losses(_out(a), _out(t.to(dtype)), Batch(s, y, y))
+        assert float(out["ctkd_T"]) == pytest.approx(T0, rel=1e-6)
+        b = s.double().requires_grad_(True)
+        ref = ref_kd(b, t.double(), float(out["ctkd_T"]), stand=True)  # CTKD/distiller_zoo/KD.py DistillKL_logit_stand
+        assert torch.allclose(out["ctkd"].double(), ref, rtol=rtol)
+        (ga,) = torch.autograd.grad(out["ctkd"], a)
+        (gb,) = torch.autograd.grad(ref, b)
+        assert torch.allclose(ga.double(), gb, rtol=rtol, atol=atol)
