@@ -191,8 +191,8 @@ class StudentWithMethod(nn.Module):
         super().__init__()
         self.student, self.method = student, method
 
-    def forward(self, x, y, teacher_out, batch: Batch, extra_x=None):
-        return compute_terms(self.student, self.method, x, y, teacher_out, batch, extra_x)
+    def forward(self, x, y, teacher_out, batch: Batch, extra_x=None, view_inputs=None):
+        return compute_terms(self.student, self.method, x, y, teacher_out, batch, extra_x, view_inputs)
 
 
 class DistributedRun(StudentRun):
@@ -208,8 +208,8 @@ class DistributedRun(StudentRun):
         self.ddp = DistributedDataParallel(StudentWithMethod(model, method), **{_NO_BUFFER_SYNC: False})
         self.last_loss = None
 
-    def forward_terms(self, x, y, teacher_out, batch, extra_x):
-        return self.ddp(x, y, teacher_out, batch, extra_x)  # through DDP, so gradients are all-reduced
+    def forward_terms(self, x, y, teacher_out, batch, extra_x, view_inputs=None):
+        return self.ddp(x, y, teacher_out, batch, extra_x, view_inputs)  # through DDP: gradients all-reduced
 
     def global_total(self, total, n):
         # one all-reduce: the global batch size and mean loss (so every rank agrees on divergence)
