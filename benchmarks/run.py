@@ -14,7 +14,8 @@ import sys
 import time
 from typing import Any
 
-from methods import HyperparameterError, UnknownMethodError, check_override_keys, list_methods, validate_method
+from methods import (HyperparameterError, UnknownMethodError, check_override_keys, list_methods, list_modifiers,
+                     method_class, validate_method)
 
 from .config import (ConfigError, apply_set, check_config, fingerprint, grid_name, list_presets, load_preset,
                      method_overrides, parse_pair, protocol, student_recipe, teacher_recipe)
@@ -108,7 +109,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     if args.epochs is not None:
         cfg.setdefault("train", {})["epochs"] = args.epochs
     for assignment in args.set:
-        apply_set(cfg, assignment, set(list_methods()))
+        apply_set(cfg, assignment, set(list_methods()) | set(list_modifiers()))
     check_config(cfg)
     if cfg["methods"] == ["all"]:
         cfg["methods"] = list_methods()
@@ -163,11 +164,13 @@ def parse_teacher_ckpts(items: list[str], teachers: list[str]) -> dict[str, str]
 
 
 def print_listing() -> None:
-    from methods import method_class
-
     print("methods:  " + ", ".join(list_methods()) + "  (combine with '+', e.g. crd+kd)")
     for m in list_methods():
         print(f"  {m:10s} {method_class(m).defaults}")
+    for mod in list_modifiers():
+        on = [m for m in list_methods() if mod in method_class(m).modifier_rules]
+        print(f"modifier: {mod} {method_class(mod).defaults}, written after the method: "
+              f"{', '.join(f'{m}+{mod}' for m in on)}")
     print("models:   " + ", ".join(list_models()) + ", timm:<name>")
     print("datasets: " + ", ".join(list_datasets()))
     print("presets:  " + ", ".join(list_presets()))

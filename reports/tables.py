@@ -15,6 +15,20 @@ __all__ = ["md_table", "fmt_cell", "accuracy_tables", "gain_section", "published
 
 DASH = "–"
 DAGGER = "†"
+VIEWS_MARK = "‡"
+
+
+def methods_with_views(res: agg.Results) -> dict[str, str]:
+    """Method -> the other views its complete runs trained on (``"strong"``), for those that have any."""
+    done = res.complete
+    if done.empty or "views" not in done:
+        return {}
+    out = {}
+    for m, views in done.groupby("method")["views"]:
+        names = sorted({v for v in views if v})
+        if names:
+            out[str(m)] = ", ".join(names)
+    return out
 
 
 def md_table(headers: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
@@ -74,11 +88,12 @@ def accuracy_tables(res: agg.Results, stats: pd.DataFrame, teacher: dict[str, li
         col = stats.xs(p, level="pair")
         marks[p] = agg.best_and_indistinguishable(col)
     parts = []
+    viewed = methods_with_views(res)
     for title, pairs in _pair_groups(res.grid):
         headers = ["method"] + [pair_label(p) for p in pairs]
         rows = [["teacher"] + [_teacher_cell(teacher.get(p, [])) for p in pairs]]
         for m in methods:
-            row = [m]
+            row = [f"{m}{VIEWS_MARK}" if m in viewed else m]
             for p in pairs:
                 st = stats.loc[(m, p)]
                 cell = fmt_cell(st["mean"], st["std"], int(st["n"]))
@@ -90,6 +105,10 @@ def accuracy_tables(res: agg.Results, stats: pd.DataFrame, teacher: dict[str, li
                 row.append(cell)
             rows.append(row)
         parts.append(f"**{title}**\n\n" + md_table(headers, rows))
+    if viewed:
+        parts.append(f"{VIEWS_MARK}: trained on two views of each batch (the usual crop+flip and a "
+                     f"{'/'.join(sorted(set(viewed.values())))} view: RandAugment + Cutout, MLKD's protocol): a "
+                     f"different augmentation protocol from the other rows, and twice the forward passes.")
     return "\n\n".join(parts)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.run import main
-from methods import Choice, Range, list_methods, method_class
+from methods import Choice, Range, list_methods, list_modifiers, method_class
 
 
 def out_of_range(spec, default):
@@ -28,12 +28,12 @@ def out_of_range(spec, default):
     return [type(default)(v) for v in vals]
 
 
-CASES = [(m, key, v) for m in list_methods() for key, spec in sorted(method_class(m).ranges.items())
+CASES = [(m, key, v) for m in list_methods() + list_modifiers() for key, spec in sorted(method_class(m).ranges.items())
          for v in out_of_range(spec, method_class(m).defaults[key])]
 
 
 def test_every_method_declares_ranges():
-    assert {m for m, _, _ in CASES} == set(list_methods())
+    assert {m for m, _, _ in CASES} == set(list_methods()) | set(list_modifiers())
 
 
 @pytest.mark.parametrize("method,key,value", CASES, ids=[f"{m}.{k}={v}" for m, k, v in CASES])

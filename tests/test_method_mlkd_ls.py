@@ -381,3 +381,14 @@ def test_ctkd_plus_ls_standardises_at_the_learned_temperature():
         (ga,) = torch.autograd.grad(out["ctkd"], a)
         (gb,) = torch.autograd.grad(ref, b)
         assert torch.allclose(ga.double(), gb, rtol=rtol, atol=atol)
+
+
+def test_list_names_the_modifier_and_set_reaches_it(capsys, tmp_path):
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "modifier: ls {'base_temp': 2.0, 'kd_weight': 9.0}, written after the method: " in out
+    assert "kd+ls" in out and "dkd+ls" in out and "mlkd+ls" in out and "ctkd+ls" in out
+    assert main(["--results", str(tmp_path / "r"), "--methods", "kd,kd+ls", "--pairs", "resnet8:resnet8",
+                 "--set", "ls.kd_weight=3", "--dry-run"]) == 0
+    code = main(["--results", str(tmp_path / "r"), "--methods", "kd+ls", "--set", "ls.base_temp=0", "--quiet"])
+    assert code == 2 and capsys.readouterr().err.strip() == "error: ls.base_temp must be > 0, got 0.0"
