@@ -70,6 +70,11 @@ def _translate_y(img, v):
     return affine_pil(img, (1, 0, 0, 0, 1, v * img.shape[1]))
 
 
+def _solarize(img, v):
+    # PIL inverts the pixels >= v; above 255 there are none (torchvision refuses such a threshold)
+    return img if v > 255 else TF.solarize(img, v)
+
+
 def _color(img, v):
     return TF.adjust_saturation(img, v) if img.shape[0] == 3 else img
 
@@ -87,7 +92,7 @@ RANDAUGMENT_OPS: list[tuple[str, Callable[[torch.Tensor, float], torch.Tensor], 
     ("Sharpness", TF.adjust_sharpness, 0.05, 0.95),
     ("ShearX", _shear_x, -0.3, 0.3),
     ("ShearY", _shear_y, -0.3, 0.3),
-    ("Solarize", lambda img, v: TF.solarize(img, v), 0, 256),
+    ("Solarize", _solarize, 0, 256),
     ("TranslateX", _translate_x, -0.3, 0.3),
     ("TranslateY", _translate_y, -0.3, 0.3),
 ]

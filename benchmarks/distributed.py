@@ -48,7 +48,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from methods import Batch, method_class, method_needs, method_views
+from methods import Batch, method_class, method_needs, method_stages, method_views
 
 from . import checkpoints, records
 from .config import ConfigError, method_overrides, parse_pair, student_recipe, teacher_recipe
@@ -265,6 +265,9 @@ def resolve_one(args) -> tuple[dict, RunSpec]:
                           f"(got methods {cfg['methods']}, pairs {cfg['pairs']}, seeds {cfg['seeds']})")
     teacher, student = parse_pair(cfg["pairs"][0])
     spec = RunSpec(cfg["methods"][0], teacher, student, cfg["seeds"][0])
+    if method_stages(spec.method, cfg["resolved_methods"][spec.pair][spec.method]):
+        raise ConfigError(f"{spec.method} trains in stages (a pre-training stage first), which benchmarks.distributed "
+                          f"does not run yet; train it with python -m benchmarks.run")
     if method_views(spec.method):
         raise ConfigError(f"{spec.method} trains on a second view ({', '.join(method_views(spec.method))}), which "
                           f"benchmarks.distributed does not draw yet; train it with python -m benchmarks.run")

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from methods import BuildContext, build_method, method_views
+from methods import BuildContext, build_method, method_stages, method_views
 
 from . import checkpoints, records
 from .config import (ConfigError, fingerprint, grid_name, method_overrides, parse_pair, protocol, student_recipe,
@@ -283,7 +283,7 @@ class GridRunner:
         if todo:
             self.log(self.plan(todo))
         if not self.args.quiet and todo:
-            self.progress = make_progress(sum(self.student_recipe(s).epochs for s in todo), "student epoch")
+            self.progress = make_progress(sum(self.run_epochs(s) for s in todo), "student epoch")
         self.estimated = False
         teachers: dict[str, tuple[torch.nn.Module, dict]] = {}
         for cohort in cohorts(todo, together=not self.args.no_cohort).values():
@@ -322,7 +322,7 @@ class GridRunner:
     def plan(self, todo: list[RunSpec]) -> str:
         """What will happen: runs, cohorts, student epochs, and where each teacher comes from."""
         groups = cohorts(todo, together=not self.args.no_cohort)
-        epochs = sum(self.student_recipe(s).epochs for s in todo)
+        epochs = sum(self.run_epochs(s) for s in todo)
         teachers = []
         for t in dict.fromkeys(s.teacher for s in todo):
             recipe = teacher_recipe(self.cfg, t)
@@ -348,10 +348,17 @@ class GridRunner:
     def student_recipe(self, spec: RunSpec) -> Recipe:
         return student_recipe(self.cfg, spec.student)
 
+    def run_epochs(self, spec: RunSpec) -> int:
+        """Epochs of the batch stream the run trains: its method's pre-training stages' and the recipe's."""
+        stages = method_stages(spec.method, self.cfg["resolved_methods"][spec.pair][spec.method])
+        return sum(st.epochs for st in stages) + self.student_recipe(spec).epochs
+
     def fingerprint_of(self, spec: RunSpec) -> str:
         # fast paths change the arithmetic (bf16), so they are part of a run's identity
         # an imported teacher's weight hash is in protocol()["teachers"]; a trained one is fixed by the protocol
-        return fingerprint({"protocol": protocol(self.cfg), "method": self.cfg["resolved_methods"][spec.pair][spec.method],
+        # the run's own resolved hyperparameters are; other methods' values ([method], [method_by_pair]) are not
+        shared = {k: v for k, v in protocol(self.cfg).items() if k not in ("method", "method_by_pair")}
+        return fingerprint({"protocol": shared, "method": self.cfg["resolved_methods"][spec.pair][spec.method],
                             "recipe": self.student_recipe(spec).as_dict(), "fast": self.fast})
 
     def checkpoint_path(self, spec: RunSpec) -> Path:
@@ -436,7 +443,8 @@ class GridRunner:
                 records.append_jsonl(metrics, entry)
             self.curves[spec.run_id] = CurveWriter(self.results_dir, spec.run_id)  # so do the curves
             self.curves[spec.run_id].start({"method": spec.method, "pair": spec.pair, "seed": spec.seed,
-                                            "train": rec["config"]["train"], **rec["config"]["method"]}, run.history)
+                                            "train": rec["config"]["train"], **rec["config"]["method"]},
+                                           [h for h in run.history if "stage" not in h])
             if data_state is not None:
                 data_states[run.epochs_done] = data_state
             else:  # starting over: a best-epoch file left by an earlier attempt is not this run's
@@ -464,16 +472,19 @@ class GridRunner:
             torch.cuda.reset_peak_memory_stats(self.device)
 
         def on_epoch_end(epoch: int, all_runs: list[StudentRun]) -> None:
-            last = epoch + 1 == runs[0].recipe.epochs
             for r in all_runs:
-                if r.error is not None or not r.history or r.history[-1]["epoch"] != epoch + 1:
+                if r.error is not None or r.epochs_done != epoch + 1:  # failed, or done before this epoch
                     continue
-                records.append_jsonl(records.metrics_path(self.results_dir, r.run_id), r.history[-1])
-                self.curves[r.run_id].epoch(r.history[-1])
-                if r.history[-1]["test_top1"] > max((h["test_top1"] for h in r.history[:-1]), default=-1.0):
-                    # a new best epoch (the first of equals, as the record's best_epoch): keep its weights;
-                    # written before the checkpoint, so a resume never lacks the best so far
-                    checkpoints.atomic_torch_save(self.weights(r, epoch + 1), self.best_weights_path(r.run_id))
+                last = epoch + 1 == r.total_epochs
+                entry = r.history[-1]
+                records.append_jsonl(records.metrics_path(self.results_dir, r.run_id), entry)
+                if "stage" not in entry:  # a pre-training stage's epochs are logged, never "best", not curves
+                    self.curves[r.run_id].epoch(entry)
+                    if entry["test_top1"] > max((h["test_top1"] for h in r.history[:-1] if "stage" not in h),
+                                                default=-1.0):
+                        # a new best epoch (the first of equals, as the record's best_epoch): keep its weights;
+                        # written before the checkpoint, so a resume never lacks the best so far
+                        checkpoints.atomic_torch_save(self.weights(r, entry["epoch"]), self.best_weights_path(r.run_id))
                 if self.checkpoint_every and ((epoch + 1) % self.checkpoint_every == 0) and not last:
                     spec = specs[r.run_id][0]
                     checkpoints.atomic_torch_save(
@@ -487,7 +498,7 @@ class GridRunner:
                     s0 = specs[runs[0].run_id][0]
                     self.progress.set_postfix_str(f"{s0.pair} s{s0.seed} ep {epoch + 1}: best {best.method.name} "
                                                   f"{best.history[-1]['test_top1']:.1f}%")
-                self.progress.update(len(all_runs))
+                self.progress.update(sum(r.epochs_done == epoch + 1 for r in all_runs))
                 self.estimate(alive)
 
         train_cohort(runs, self.data, self.device, teacher=teacher, data_generator=generator,
@@ -502,11 +513,11 @@ class GridRunner:
                 self.finish(spec, rec, r, peak)
 
     def finish(self, spec: RunSpec, rec: dict, run: StudentRun, peak_mb: float) -> None:
-        hist = run.history
+        hist = [h for h in run.history if "stage" not in h]  # the metrics are the main stage's
         best = max(hist, key=lambda h: h["test_top1"])
         train_time = sum(h["time_s"] for h in hist)
         rec.update({
-            "status": "complete", "history": hist, "finished_at": now(),
+            "status": "complete", "history": run.history, "finished_at": now(),
             "metrics": {"top1_last": hist[-1]["test_top1"], "top5_last": hist[-1]["test_top5"],
                         "top1_best": best["test_top1"], "top5_best": best["test_top5"],
                         "best_epoch": best["epoch"], "epochs": len(hist)},

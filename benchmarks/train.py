@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods import Batch, Distiller, Progress, ViewOutput
+from methods import Batch, Distiller, Progress, Stage, ViewOutput
 
 __all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "seed_for", "freeze",
            "draw_views", "view_generator"]
@@ -175,12 +175,21 @@ class StudentRun:
         self.recipe = recipe
         self.seed = seed
         # the method's own modules (regressors, embeddings) train with the student, as in RepDistiller
-        params = list(model.parameters()) + [p for p in method.parameters() if p.requires_grad]
+        params = list(model.parameters()) + method.trainable_parameters()
         # foreach: one multi-tensor kernel per update op instead of one per parameter; PyTorch
         # picks it only for CUDA by default. On the CPU it is about 5% faster for resnet8x4 and
         # gives the same bits as the per-parameter loop (same elementwise ops in the same order).
         self.optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
                                          weight_decay=recipe.weight_decay, foreach=True)
+        # pre-training stages (RepDistiller's init_epochs): each its own SGD over the modules it trains
+        self.stages: list[Stage] = list(method.stages())
+        self.stage_epochs = sum(st.epochs for st in self.stages)
+        self.stage_optimizers = {
+            st.name: torch.optim.SGD(_unique_trainable(method.stage_modules(st.name, model)),
+                                     lr=st.lr if st.lr is not None else recipe.lr, momentum=recipe.momentum,
+                                     weight_decay=recipe.weight_decay, foreach=True)
+            for st in self.stages}
+        self._stage: Stage | None = None
         self.generator = torch.Generator().manual_seed(seed_for(seed, method.name, "method"))
         self.epochs_done = 0
         self.history: list[dict[str, Any]] = []
@@ -189,16 +198,34 @@ class StudentRun:
         self.time_s = 0.0
         self._reset_epoch_stats()
 
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of the batch stream this run trains: its pre-training stages' and the recipe's."""
+        return self.stage_epochs + self.recipe.epochs
+
+    def stage_at(self, epoch: int) -> tuple[Stage | None, int]:
+        """(the pre-training stage, its 0-based epoch) at stream epoch ``epoch``, or (None, main epoch)."""
+        for st in self.stages:
+            if epoch < st.epochs:
+                return st, epoch
+            epoch -= st.epochs
+        return None, epoch
+
     # --- state ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "method": self.method.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
-                "epochs_done": self.epochs_done, "history": self.history, "time_s": self.time_s}
+        out = {"model": self.model.state_dict(), "method": self.method.state_dict(),
+               "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+               "epochs_done": self.epochs_done, "history": self.history, "time_s": self.time_s}
+        if self.stage_optimizers:
+            out["stage_optimizers"] = {k: o.state_dict() for k, o in self.stage_optimizers.items()}
+        return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for k, o in self.stage_optimizers.items():
+            o.load_state_dict(state["stage_optimizers"][k])
         self.generator.set_state(state["generator"])
         self.epochs_done = state["epochs_done"]
         self.history = list(state["history"])
@@ -213,11 +240,19 @@ class StudentRun:
         self._epoch_time = 0.0
 
     def begin_epoch(self, epoch: int) -> None:
-        lr = self.recipe.lr_at(epoch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.model.train()
-        self.method.train()
+        """Stream epoch ``epoch``: a pre-training stage's (only its modules in train mode) or the main one's."""
+        self._stage, main_epoch = self.stage_at(epoch)
+        if self._stage is None:
+            lr = self.recipe.lr_at(main_epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.model.train()
+            self.method.train()
+        else:  # RepDistiller's init(): model_s.eval(), then init_modules.train()
+            self.model.eval()
+            self.method.eval()
+            for module in self.method.stage_modules(self._stage.name, self.model):
+                module.train()
         self._reset_epoch_stats()
 
     # step() in parts, so a distributed run (benchmarks/distributed.py) overrides only what differs
@@ -244,9 +279,13 @@ class StudentRun:
         total.backward()
 
     def progress(self, epoch: int, step: int, data) -> Progress:
-        """Where training stands at 0-based ``step`` of 0-based ``epoch``: ``epoch + step / steps_per_epoch``,
-        ``steps_per_epoch`` = ceil(training samples / batch size) (every loader keeps the last batch)."""
-        return Progress.at(epoch, step, math.ceil(data.num_train / self.recipe.batch_size), self.recipe.epochs)
+        """Where the main training stands at 0-based ``step`` of 0-based stream ``epoch``: ``main epoch + step /
+        steps_per_epoch``, ``steps_per_epoch`` = ceil(training samples / batch size) (every loader keeps the last
+        batch); during a pre-training stage, its start (0)."""
+        stage, main_epoch = self.stage_at(epoch)
+        if stage is not None:
+            return Progress(0.0, self.recipe.epochs)
+        return Progress.at(main_epoch, step, math.ceil(data.num_train / self.recipe.batch_size), self.recipe.epochs)
 
     def step(self, x, y, index, teacher_out, data, device, epoch: int, step: int,
              view_inputs: dict[str, tuple[torch.Tensor, Any]] | None = None) -> torch.Tensor:
@@ -255,6 +294,8 @@ class StudentRun:
         ``view_inputs``: ``{name: (images, teacher output)}`` for the views the method declares, drawn by
         ``train_cohort`` with ``draw_views``.
         """
+        if self._stage is not None:
+            return self.stage_step(x, y, index, teacher_out, device, epoch, step)
         t0 = time.perf_counter()
         method = self.method
         method.set_progress(self.progress(epoch, step, data))
@@ -287,6 +328,41 @@ class StudentRun:
         self._epoch_time += time.perf_counter() - t0
         return checked.detach()
 
+    def optimizer_lr(self, stage: Stage | None, epoch: int) -> float:
+        """The learning rate of a stage (constant) or of main epoch ``epoch`` (the recipe's schedule)."""
+        if stage is None:
+            return self.recipe.lr_at(epoch)
+        return stage.lr if stage.lr is not None else self.recipe.lr
+
+    def stage_step(self, x, y, index, teacher_out, device, epoch: int, step: int) -> torch.Tensor:
+        """One step of a pre-training stage: its own optimizer on the sum of the method's stage terms."""
+        t0 = time.perf_counter()
+        method, stage = self.method, self._stage
+        method.set_progress(Progress(0.0, self.recipe.epochs))
+        batch = Batch(x, y, index, progress=method.progress)
+        with _autocast(device, self.fast):
+            out = self.model.forward_kd(x, preact=method.needs_preact)
+            if not method.needs_features:
+                out = out.logits_only()
+                teacher_out = teacher_out.logits_only() if teacher_out is not None else None
+            terms = method.stage_losses(stage.name, out, teacher_out, batch)
+        total = sum(terms.values())
+        n = y.numel()
+        if not bool(torch.isfinite(total)):
+            raise DivergenceError(self.run_id, epoch, step, {k: float(v.detach()) for k, v in terms.items()})
+        optimizer = self.stage_optimizers[stage.name]
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        with torch.no_grad():
+            for k, v in terms.items():
+                self._sums[k] = self._sums.get(k, 0.0) + v.detach() * n
+                self._weighted[k] = self._weighted.get(k, 0.0) + v.detach() * n
+            self._correct += (out.logits.argmax(1) == y).sum()
+        self._seen += n
+        self._epoch_time += time.perf_counter() - t0
+        return total.detach()
+
     def end_epoch(self, epoch: int, data, device, shared_time: float) -> dict[str, Any]:
         t0 = time.perf_counter()
         top1, top5 = evaluate(self.model, data, device, self.recipe.eval_batch_size)
@@ -294,9 +370,12 @@ class StudentRun:
         losses = {k: float(v) / seen for k, v in self._sums.items()}
         weighted = {k: float(v) / seen for k, v in self._weighted.items()}
         train_time = self._epoch_time + shared_time
+        stage, stage_epoch = self.stage_at(epoch)
         entry = {
-            "epoch": epoch + 1,
-            "lr": self.recipe.lr_at(epoch),
+            # a stage's entries count its own epochs and say which stage; the main ones count from 1 again
+            **({"stage": stage.name} if stage is not None else {}),
+            "epoch": stage_epoch + 1,
+            "lr": self.optimizer_lr(stage, stage_epoch),
             "loss": sum(weighted.values()),
             "losses": losses,
             "weighted_losses": weighted,
@@ -338,6 +417,17 @@ def draw_views(runs: list["StudentRun"], index, data, device, epoch: int, step: 
     return out
 
 
+def _unique_trainable(modules: list[nn.Module]) -> list[nn.Parameter]:
+    """The parameters of ``modules`` that require grad, each once, in module order."""
+    seen, out = set(), []
+    for module in modules:
+        for p in module.parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data, device, batch_size: int = 256) -> tuple[float, float]:
     """Top-1 and top-5 test accuracy in percent (top-k capped at the class count)."""
@@ -369,7 +459,9 @@ def train_cohort(
     """Train ``runs`` together on one batch stream; a run that fails is set aside, the others go on.
 
     Every run must have the same ``epochs`` and ``batch_size`` and the same
-    ``epochs_done`` (resumed cohorts restart from a common epoch). The teacher,
+    ``epochs_done`` (resumed cohorts restart from a common epoch). A run with pre-training stages
+    trains more epochs of the stream (``total_epochs``): the cohort goes on until the last run is
+    done, each run taking part in the epochs it trains, so every run sees the batches it would alone. The teacher,
     if given, must be frozen (``freeze``); it runs once per batch, under
     ``no_grad``, only if a method needs it, and its outputs are shared read-only.
     """
@@ -393,8 +485,8 @@ def train_cohort(
             r.model.forward_kd = torch.compile(r.model.forward_kd)
     if teacher is not None and fast["channels_last"]:
         teacher.to(memory_format=torch.channels_last)
-    for epoch in range(runs[0].epochs_done, first.epochs):
-        active = [r for r in runs if r.error is None]
+    for epoch in range(runs[0].epochs_done, max(r.total_epochs for r in runs)):
+        active = [r for r in runs if r.error is None and epoch < r.total_epochs]
         if not active:
             break
         for r in active:
@@ -416,9 +508,16 @@ def train_cohort(
             teacher_out = teacher_outputs(teacher, x, device, fast, preact) if use_teacher else None
             if teacher_out is not None and teacher_logits_only:
                 teacher_out = teacher_out.logits_only()
-            # other views (MLKD's strong one): drawn, and the teacher run on them, once per seed
-            views = draw_views([r for r in active if r.error is None and r.method.views], index, data, device,
-                               epoch, step, teacher if use_teacher else None, fast, preact, teacher_logits_only)
+            # other views (MLKD's strong one): drawn, and the teacher run on them, once per seed; a failure
+            # there fails the runs that asked for a view, not their cohort
+            viewing = [r for r in active if r.error is None and r.method.views]
+            try:
+                views = draw_views(viewing, index, data, device, epoch, step, teacher if use_teacher else None,
+                                   fast, preact, teacher_logits_only)
+            except Exception as e:
+                views = {}
+                for r in viewing:
+                    r.error, r.error_at = e, (epoch, step)
             shared_time += time.perf_counter() - t0
             for r in active:
                 if r.error is not None:

@@ -50,6 +50,13 @@ class KDModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_kd(x).logits
 
+    def feature_modules(self) -> list[nn.Module]:
+        """The modules that compute the stage features, RepDistiller's ``get_feat_modules()``: the stem and the
+        stages, not the classifier nor what sits between the last stage and the pooling (wrn's final BN,
+        MobileNetV2's and ShuffleV2's last 1x1 conv). A two-stage method (ab, fsp) trains them first."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare its feature modules "
+                                  f"(RepDistiller's get_feat_modules), which two-stage methods (ab, fsp) train")
+
 
 @dataclass(frozen=True)
 class Progress:

@@ -17,6 +17,7 @@ method follows from these declarations.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -34,12 +35,15 @@ __all__ = [
     "ViewOutput",
     "Distiller",
     "Composite",
+    "Stage",
+    "PairNotSupported",
     "Range",
     "Choice",
     "register_method",
     "list_methods",
     "list_modifiers",
     "method_views",
+    "method_stages",
     "method_class",
     "method_needs",
     "build_method",
@@ -51,6 +55,28 @@ __all__ = [
     "UnknownMethodError",
     "HyperparameterError",
 ]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A training stage before the main one (RepDistiller's ``init_epochs`` of ab, ft, fsp).
+
+    For ``epochs`` epochs of the shared batch stream the harness trains only the modules the method
+    names (``Distiller.stage_modules``: in train mode, the rest of the student and the method in eval
+    mode) with their own SGD (the recipe's momentum and weight decay, constant ``lr``; None: the
+    recipe's lr) on the sum of ``Distiller.stage_losses`` (no cross-entropy), then the main training
+    starts with the recipe's schedule from its first epoch. A run's epochs are its stages' plus the
+    recipe's; a cohort's other members are not affected (they see the same batches either way).
+    """
+
+    name: str
+    epochs: int
+    lr: float | None = None
+
+
+class PairNotSupported(ValueError):
+    """Raised when a method is built for a teacher/student pair its reference cannot handle (FSP needs equal
+    channel counts at every stage, as RepDistiller's ``FSP`` checks): the run fails with this one line."""
 
 
 class UnknownMethodError(KeyError):
@@ -87,6 +113,8 @@ class Distiller(nn.Module):
                       part of a composition (``crd+kd`` gives kd alpha=1)
       modifier        this "method" modifies the other parts of a composition instead of
                       adding terms (``ls``: ``kd+ls``); it is never run alone
+      has_stages      the method trains in stages (``stages()`` is not empty): it cannot be
+                      part of a composition
       modifier_rules  how a modifier changes this method's hyperparameters, per modifier name:
                       ``{"ls": {"T": "base_temp", "alpha": "kd_weight"}}`` (see ``methods/ls.py``);
                       a method without an entry cannot be modified by it
@@ -103,6 +131,7 @@ class Distiller(nn.Module):
     couples_batch: ClassVar[bool] = False
     coupling_note: ClassVar[str] = ""
     views: ClassVar[tuple[str, ...]] = ()
+    has_stages: ClassVar[bool] = False
     modifier: ClassVar[bool] = False
     modifier_rules: ClassVar[dict[str, dict[str, str]]] = {}
 
@@ -151,6 +180,31 @@ class Distiller(nn.Module):
     def ce_weight(self) -> float:
         return float(self.hparams[self.ce_weight_key]) if self.ce_weight_key else 0.0
 
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The method's parameters that train with the student in the main stage (default: every one that
+        requires grad; a method whose module trains only in a pre-training stage leaves it out)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # --- stages (``has_stages = True``) -------------------------------------------------
+    @classmethod
+    def stages_for(cls, hparams: dict[str, Any]) -> list[Stage]:
+        """The pre-training stages with these hyperparameters, in order, before the main training (none by
+        default); known before the method is built, so the runner can count epochs."""
+        return []
+
+    def stages(self) -> list[Stage]:
+        return self.stages_for(self.hparams)
+
+    def stage_modules(self, stage: str, student: nn.Module) -> list[nn.Module]:
+        """The modules that train in ``stage`` (the method's own and/or the student's, e.g.
+        ``student.feature_modules()``); ``student`` is lent for this call only: do not keep it."""
+        raise NotImplementedError(f"{self.name} declares stage {stage!r} but no stage_modules")
+
+    def stage_losses(self, stage: str, student: ModelOutput, teacher: ModelOutput | None,
+                     batch: Batch) -> dict[str, torch.Tensor]:
+        """The named terms of ``stage``'s loss; the harness trains on their sum (no cross-entropy)."""
+        raise NotImplementedError(f"{self.name} declares stage {stage!r} but no stage_losses")
+
     def soft_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits`` as this method's soft terms should see them: unchanged, or transformed by a modifier
         of its composition (``kd+ls``: z-scored per sample). Call it where the reference code does."""
@@ -186,6 +240,7 @@ class Distiller(nn.Module):
         return {}
 
     def extra_parameters(self) -> int:
+        """Parameters of the method's own modules that train (in any stage)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
@@ -312,6 +367,10 @@ def _parts(name: str) -> list[str]:
         method_class(p)
     if len(parts) > 1 and "vanilla" in parts:
         raise UnknownMethodError("'vanilla' (the student alone) cannot be combined with other methods")
+    staged = [p for p in parts if _METHODS[p].has_stages]
+    if len(parts) > 1 and staged:
+        raise UnknownMethodError(f"{staged[0]!r} trains in stages (a pre-training stage, then the main one) and "
+                                 f"cannot be combined with other methods")
     for i, p in enumerate(parts):
         if not _METHODS[p].modifier:
             continue
@@ -334,6 +393,12 @@ def method_needs(name: str, need: str) -> bool:
 def method_views(name: str) -> tuple[str, ...]:
     """The other views of the batch method ``name`` trains on (any part's), without building it."""
     return tuple(sorted({v for part in _parts(name) for v in method_class(part).views}))
+
+
+def method_stages(name: str, resolved: dict[str, dict[str, Any]]) -> list[Stage]:
+    """The pre-training stages of method ``name`` with its resolved hyperparameters (``validate_method``)."""
+    parts = _parts(name)
+    return method_class(parts[0]).stages_for(resolved[parts[0]]) if len(parts) == 1 else []
 
 
 def method_defaults(name: str) -> dict[str, dict[str, Any]]:

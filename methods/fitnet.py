@@ -57,15 +57,17 @@ from .base import BuildContext, Distiller, HyperparameterError, Range, register_
 
 
 class HintRegressor(nn.Module):
-    """RepDistiller's ConvReg (conv + BN + ReLU), sized from two probe shapes.
+    """RepDistiller's ConvReg (conv + BN + ReLU; ``relu=False``: conv + BN, its ``use_relu=False``), sized from
+    two probe shapes.
 
     ``s_shape`` / ``t_shape`` are ``(B, C, H, W)``. ``pool_teacher_to`` is
     ``None`` when the regressor's output already has the teacher's shape, else
     the ``(H, W)`` the teacher map must be pooled to (the fallback case).
     """
 
-    def __init__(self, s_shape, t_shape):
+    def __init__(self, s_shape, t_shape, relu: bool = True):
         super().__init__()
+        self.relu = relu
         _, s_c, s_h, s_w = (int(v) for v in s_shape)
         _, t_c, t_h, t_w = (int(v) for v in t_shape)
         self.pool_teacher_to: tuple[int, int] | None = None
@@ -86,7 +88,8 @@ class HintRegressor(nn.Module):
         self.bn = nn.BatchNorm2d(t_c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
+        out = self.bn(self.conv(x))
+        return F.relu(out) if self.relu else out
 
 
 def hint_loss(regressed: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:

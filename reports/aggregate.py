@@ -222,9 +222,10 @@ def _infer_grid(results_dir: Path, records: list[dict], raw: dict | None) -> Gri
 
 
 def _history_of(results_dir: Path, rec: dict) -> list[dict]:
+    """The main stage's per-epoch entries (a pre-training stage's, marked ``"stage"``, are left out)."""
     hist = rec.get("history")
     if isinstance(hist, list) and hist:
-        return [h for h in hist if isinstance(h, dict)]
+        return [h for h in hist if isinstance(h, dict) and "stage" not in h]
     path = metrics_path(results_dir, rec.get("run_id", ""))
     out = []
     if path.is_file():
@@ -234,7 +235,7 @@ def _history_of(results_dir: Path, rec: dict) -> list[dict]:
                     h = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                if isinstance(h, dict):
+                if isinstance(h, dict) and "stage" not in h:
                     out.append(h)
     return out
 

@@ -93,3 +93,18 @@ def test_the_cifar100_preset_loads_its_per_pair_values():
     cfg = load_preset("cifar100")
     for pair in cfg.get("method_by_pair", {}):
         assert pair in cfg["pairs"], pair
+
+
+def test_a_runs_identity_ignores_other_methods_values(tmp_path):
+    """Tuning one method (``--set ab.init_epochs=3``) must not send every other method's records to stale."""
+    from benchmarks.grid import GridRunner, RunSpec
+
+    def fp(*extra):
+        args = build_parser().parse_args(["--preset", _preset(tmp_path), "--methods", "kd,ft", "--results",
+                                          str(tmp_path / "r"), *extra])
+        runner = GridRunner(resolve(args), args)
+        return {m: runner.fingerprint_of(RunSpec(m, "resnet8", "resnet8", 0)) for m in ("kd", "ft")}
+
+    base, other, own = fp(), fp("--set", "ft.init_epochs=3"), fp("--set", "kd.alpha=0.5")
+    assert other["kd"] == base["kd"] and other["ft"] != base["ft"]
+    assert own["kd"] != base["kd"] and own["ft"] == base["ft"]

@@ -213,6 +213,10 @@ def test_randaugment_ops_match_pil(op_name):
         got = op(torch.from_numpy(a).permute(2, 0, 1).contiguous(), v).permute(1, 2, 0).numpy().astype(int)
         diff = np.abs(want - got)
         worst, differing, total = max(worst, diff.max()), differing + (diff > 0).sum(), total + diff.size
+    if op_name == "Solarize":  # the top of the range: PIL inverts nothing above 255
+        a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        got = op(torch.from_numpy(a).permute(2, 0, 1).contiguous(), 255.9).permute(1, 2, 0).numpy()
+        assert (got == np.asarray(ImageOps.solarize(Image.fromarray(a), 255.9))).all()
     if op_name == "Rotate":
         assert differing / total < 0.002
     else:

@@ -79,6 +79,9 @@ class MobileNetV2(KDModel):
 
         he_fan_out_init(self, linear_std=0.01, linear_zero_bias=True)
 
+    def feature_modules(self) -> list[nn.Module]:
+        return [self.conv1, self.blocks]  # not conv2, the 1x1 conv to 1280 (RepDistiller)
+
     def forward_kd(self, x: torch.Tensor, preact: bool = False) -> ModelOutput:
         out = self.conv1(x)
         feats = [out]

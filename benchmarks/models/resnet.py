@@ -123,6 +123,9 @@ class CifarResNet(KDModel):
         self._cin = cout
         return nn.Sequential(*blocks)
 
+    def feature_modules(self) -> list[nn.Module]:
+        return [self.conv1, self.bn1, self.layer1, self.layer2, self.layer3]
+
     def forward_kd(self, x: torch.Tensor, preact: bool = False) -> ModelOutput:
         f0 = F.relu(self.bn1(self.conv1(x)))
         out, feats, pres = run_stages(f0, (self.layer1, self.layer2, self.layer3))

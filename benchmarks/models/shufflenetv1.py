@@ -65,6 +65,9 @@ class ShuffleNetV1(KDModel):
         self.feature_channels = [24, *out_planes]
         self.embedding_dim = out_planes[-1]
 
+    def feature_modules(self) -> list[nn.Module]:
+        return [self.conv1, self.bn1, self.layer1, self.layer2, self.layer3]
+
     def forward_kd(self, x: torch.Tensor, preact: bool = False) -> ModelOutput:
         f0 = F.relu(self.bn1(self.conv1(x)))
         out, feats, pres = run_stages(f0, (self.layer1, self.layer2, self.layer3))

@@ -96,6 +96,9 @@ class ShuffleNetV2(KDModel):
         self.feature_channels = [24, *widths[:3]]
         self.embedding_dim = widths[3]
 
+    def feature_modules(self) -> list[nn.Module]:
+        return [self.conv1, self.bn1, self.layer1, self.layer2, self.layer3]  # not conv2/bn2
+
     def forward_kd(self, x: torch.Tensor, preact: bool = False) -> ModelOutput:
         f0 = F.relu(self.bn1(self.conv1(x)))
         out, feats, pres = run_stages(f0, (self.layer1, self.layer2, self.layer3))

@@ -55,6 +55,9 @@ class VGG(KDModel):
 
         he_fan_out_init(self, linear_std=0.01, linear_zero_bias=True)
 
+    def feature_modules(self) -> list[nn.Module]:
+        return [getattr(self, f"block{i}") for i in range(len(self.feature_channels))]
+
     def forward_kd(self, x: torch.Tensor, preact: bool = False) -> ModelOutput:
         pool_after_block3 = x.shape[2] >= 64
         f0 = F.relu(self.block0(x))

@@ -78,6 +78,9 @@ class WideResNet(KDModel):
 
         he_fan_out_init(self, linear_zero_bias=True)
 
+    def feature_modules(self) -> list[nn.Module]:
+        return [self.conv1, self.block1, self.block2, self.block3]  # not the final bn1 (RepDistiller)
+
     def forward_kd(self, x: torch.Tensor, preact: bool = False) -> ModelOutput:
         # Features are the raw (pre-activation) stage outputs, as in RepDistiller; the
         # preact variant of stage i is the BN that the next block / the head applies
