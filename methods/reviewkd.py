@@ -35,6 +35,8 @@ The conv1 and conv2 weights start from ``kaiming_uniform_(a=1)``; the attention 
 keep PyTorch's defaults. The ABFs are owned by this method (their parameters join the student's
 optimizer, as the official ``ReviewKD`` wraps the student and mdistiller's
 ``get_learnable_parameters`` adds ``abfs``); their BatchNorms follow the method's train/eval mode.
+The embedding level's BatchNorms normalise over the batch alone (a 1x1 map), so, as in both codes,
+a training batch of one sample is an error (PyTorch's "Expected more than 1 value per channel").
 
 Sizes come from the probe, never from a table: ABF_k's input channels and resize source are the
 student level's, its output channels and output size the teacher level's, M the student's
