@@ -28,17 +28,30 @@ class ModelOutput:
         architectures without a trailing ReLU they equal ``features``.
     embedding: the pooled, flattened vector fed to the classifier
         (RepDistiller's ``feat[-1]``), ``(B, D)``.
+    classifier: the model's final ``nn.Linear`` (the module that maps ``embedding`` to
+        ``logits``; its current parameters, not a copy), or ``None`` where the model has
+        no single linear head. A method applies it as a 1x1 convolution to a map
+        (CAT-KD's class activation maps); the student's is trained, so read it from
+        the output at every step. Kept by ``logits_only()`` (it is a module, not a map).
+    embedding_map: the ``(B, D, H, W)`` map whose global average pool is ``embedding``
+        (the classifier's input before pooling: ``features[-1]`` for most CIFAR models,
+        the head conv's output for MobileNetV2 / ShuffleV2, ``relu(bn(features[-1]))``
+        for WRN), or ``None`` where the model has none (fully connected heads, timm).
     """
 
     logits: torch.Tensor
     features: list[torch.Tensor]
     embedding: torch.Tensor
     preact_features: list[torch.Tensor] | None = None
+    classifier: nn.Module | None = None
+    embedding_map: torch.Tensor | None = None
 
     def logits_only(self) -> "ModelOutput":
-        """The same output without features and embedding (``[]`` / ``None``): what a method that
-        declares ``needs_features = False`` receives, so reading them fails loudly instead of silently."""
-        return replace(self, features=[], embedding=None, preact_features=None)  # type: ignore[arg-type]
+        """The same output without features, embedding and embedding map (``[]`` / ``None``): what a
+        method that declares ``needs_features = False`` receives, so reading them fails loudly instead
+        of silently. ``classifier`` is kept."""
+        return replace(self, features=[], embedding=None, preact_features=None,  # type: ignore[arg-type]
+                       embedding_map=None)
 
 
 class KDModel(nn.Module):
@@ -46,6 +59,18 @@ class KDModel(nn.Module):
 
     def forward_kd(self, x: torch.Tensor, preact: bool = False) -> ModelOutput:  # pragma: no cover
         raise NotImplementedError
+
+    def preact_bns(self) -> list[nn.BatchNorm2d]:
+        """The BatchNorm layer right before the last ReLU of each stage, one per ``preact_features[1:]``.
+
+        Its output is ``preact_features[i]`` itself, or is summed with a residual branch into it
+        (ResNet blocks: the last block's final BN, as overhaul-distillation's ``get_bn_before_relu``).
+        Methods read its affine parameters at build time (OFD's margins). Models whose stage
+        outputs do not come from one such BN (ShuffleNets, timm) do not declare it.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not declare preact_bns(): the BatchNorm before each stage's "
+            "final ReLU is not known for this architecture")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_kd(x).logits

@@ -92,7 +92,12 @@ class MobileNetV2(KDModel):
         out = self.conv2(out)
         emb = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
         # Blocks end in a linear projection (no ReLU): preact features are the features.
-        return ModelOutput(self.classifier(emb), feats, emb, list(feats) if preact else None)
+        return ModelOutput(self.classifier(emb), feats, emb, list(feats) if preact else None,
+                           classifier=self.classifier[0], embedding_map=out)
+
+    def preact_bns(self) -> list[nn.BatchNorm2d]:
+        """The final BN of each feature stage's last block (its linear projection: no ReLU follows)."""
+        return [self.blocks[i][-1].conv[-1] for i in FEATURE_STAGES]
 
 
 @register_model(name="MobileNetV2")

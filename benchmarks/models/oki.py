@@ -98,7 +98,7 @@ class OkiTeacher2020(KDModel):
         h = self.dropout(F.relu(self.fc1(flat)))
         emb = F.relu(self.fc2(h))
         logits = self.fc3(self.dropout(emb))
-        return ModelOutput(logits, feats, emb, list(feats) if preact else None)
+        return ModelOutput(logits, feats, emb, list(feats) if preact else None, classifier=self.fc3)
 
 
 class OkiStudent2020(KDModel):
@@ -124,7 +124,7 @@ class OkiStudent2020(KDModel):
             feats.append(x)
         flat = torch.flatten(F.adaptive_avg_pool2d(x, 4), 1)
         emb = F.relu(self.fc1(flat))
-        return ModelOutput(self.fc2(emb), feats, emb, pres if preact else None)
+        return ModelOutput(self.fc2(emb), feats, emb, pres if preact else None, classifier=self.fc2)
 
 
 class OkiNet2022(KDModel):
@@ -155,7 +155,8 @@ class OkiNet2022(KDModel):
             feats.append(x)
         flat = torch.flatten(self.avgpool(x), 1)
         emb = F.relu(self.classifier[0](flat))
-        return ModelOutput(self.classifier[2](emb), feats, emb, pres if preact else None)
+        return ModelOutput(self.classifier[2](emb), feats, emb, pres if preact else None,
+                           classifier=self.classifier[2])
 
 
 def imagenet_weights_file() -> Path | None:
@@ -222,7 +223,11 @@ class TorchvisionResNet34(KDModel):
             feats.append(x)
             pres.append(pre)
         emb = torch.flatten(self.avgpool(x), 1)
-        return ModelOutput(self.fc(emb), feats, emb, pres if preact else None)
+        return ModelOutput(self.fc(emb), feats, emb, pres if preact else None, classifier=self.fc, embedding_map=x)
+
+    def preact_bns(self) -> list[nn.BatchNorm2d]:
+        """The last block's bn2 of each stage, summed with the shortcut before the ReLU."""
+        return [layer[-1].bn2 for layer in (self.layer1, self.layer2, self.layer3, self.layer4)]
 
 
 @register_model

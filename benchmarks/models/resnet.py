@@ -73,6 +73,12 @@ def run_stage(stage: nn.Sequential, x: torch.Tensor):
     return stage[-1].forward_both(x)
 
 
+def last_block_bn(stage: nn.Sequential) -> nn.BatchNorm2d:
+    """The BN that ends the residual branch of a stage's last block (bn3 of a bottleneck, else bn2)."""
+    block = stage[-1]
+    return block.bn3 if hasattr(block, "bn3") else block.bn2
+
+
 def run_stages(stem_out: torch.Tensor, stages) -> tuple[torch.Tensor, list, list]:
     """Run stages after the stem; return (last output, [stem, stage outputs...], [stem, pre-activations...])."""
     feats, pres, out = [stem_out], [stem_out], stem_out
@@ -130,7 +136,11 @@ class CifarResNet(KDModel):
         f0 = F.relu(self.bn1(self.conv1(x)))
         out, feats, pres = run_stages(f0, (self.layer1, self.layer2, self.layer3))
         emb = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        return ModelOutput(self.fc(emb), feats, emb, pres if preact else None)
+        return ModelOutput(self.fc(emb), feats, emb, pres if preact else None, classifier=self.fc, embedding_map=out)
+
+    def preact_bns(self) -> list[nn.BatchNorm2d]:
+        """The last block's final BN of each stage (bn2 / bn3), summed with the shortcut before the ReLU."""
+        return [last_block_bn(stage) for stage in (self.layer1, self.layer2, self.layer3)]
 
 
 def _factory(name: str, depth: int, widths: list[int]):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .registry import KDModel, ModelOutput, register_model, he_fan_out_init
-from .resnet import run_stages
+from .resnet import last_block_bn, run_stages
 
 
 def _shortcut(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -101,7 +101,12 @@ class ResNetV2(KDModel):
         f0 = F.relu(self.bn1(self.conv1(x)))
         out, feats, pres = run_stages(f0, (self.layer1, self.layer2, self.layer3, self.layer4))
         emb = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        return ModelOutput(self.linear(emb), feats, emb, pres if preact else None)
+        return ModelOutput(self.linear(emb), feats, emb, pres if preact else None, classifier=self.linear,
+                           embedding_map=out)
+
+    def preact_bns(self) -> list[nn.BatchNorm2d]:
+        """The last block's final BN of each stage (bn2 / bn3), summed with the shortcut before the ReLU."""
+        return [last_block_bn(stage) for stage in (self.layer1, self.layer2, self.layer3, self.layer4)]
 
 
 @register_model

@@ -72,7 +72,8 @@ class ShuffleNetV1(KDModel):
         f0 = F.relu(self.bn1(self.conv1(x)))
         out, feats, pres = run_stages(f0, (self.layer1, self.layer2, self.layer3))
         emb = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        return ModelOutput(self.linear(emb), feats, emb, pres if preact else None)
+        return ModelOutput(self.linear(emb), feats, emb, pres if preact else None, classifier=self.linear,
+                           embedding_map=out)
 
 
 @register_model

@@ -104,7 +104,8 @@ class ShuffleNetV2(KDModel):
         out, feats, pres = run_stages(f0, (self.layer1, self.layer2, self.layer3))
         head = F.relu(self.bn2(self.conv2(out)))
         emb = torch.flatten(F.adaptive_avg_pool2d(head, 1), 1)
-        return ModelOutput(self.linear(emb), feats, emb, pres if preact else None)
+        return ModelOutput(self.linear(emb), feats, emb, pres if preact else None, classifier=self.linear,
+                           embedding_map=head)
 
 
 @register_model

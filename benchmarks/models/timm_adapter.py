@@ -4,8 +4,9 @@ features: timm's ``forward_intermediates`` list (stem/stage outputs as in the
 model's ``feature_info``), or, for models without it, the outputs of the
 ``feature_info`` modules captured with forward hooks during ``forward_features``;
 embedding: ``forward_head(x, pre_logits=True)``; logits: the classifier applied
-to the embedding. timm exposes no pre-ReLU maps, so ``preact_features`` equals
-``features``.
+to the embedding; classifier: ``get_classifier()`` when it is an ``nn.Linear``, else
+``None``; embedding_map: ``None`` (timm heads may normalise or pool tokens). timm exposes
+no pre-ReLU maps, so ``preact_features`` equals ``features``.
 """
 from __future__ import annotations
 
@@ -68,7 +69,10 @@ class TimmKDModel(KDModel):
         else:  # e.g. distilled heads returning a tuple: let timm run its own head
             logits = self.model.forward_head(final)
         emb = torch.flatten(emb, 1)
-        return ModelOutput(logits, feats, emb, list(feats) if preact else None)
+        # the classifier field is the head only when it is a plain Linear; timm's pre-pool map is not
+        # reliably what the embedding pools (head norms, tokens): no embedding_map
+        head = classifier if isinstance(classifier, nn.Linear) else None
+        return ModelOutput(logits, feats, emb, list(feats) if preact else None, classifier=head)
 
 
 def create_timm_model(name: str, num_classes: int = 100, pretrained: bool = False, use_hooks: bool = False, **kw) -> TimmKDModel:

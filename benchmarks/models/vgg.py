@@ -71,7 +71,15 @@ class VGG(KDModel):
             feats.append(out)
             pres.append(pre)
         emb = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        return ModelOutput(self.classifier(emb), feats, emb, pres if preact else None)
+        return ModelOutput(self.classifier(emb), feats, emb, pres if preact else None, classifier=self.classifier,
+                           embedding_map=out)
+
+    def preact_bns(self) -> list[nn.BatchNorm2d]:
+        """The last layer of blocks 1-4 (their final BN; the ReLU is applied in ``forward_kd``)."""
+        blocks = (self.block1, self.block2, self.block3, self.block4)
+        if not all(isinstance(b[-1], nn.BatchNorm2d) for b in blocks):
+            raise NotImplementedError(f"{type(self).__name__} without batch norm has no BN before its stage ReLUs")
+        return [b[-1] for b in blocks]
 
 
 def _factory(name: str, cfg_key: str):

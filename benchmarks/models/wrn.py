@@ -92,9 +92,14 @@ class WideResNet(KDModel):
         out, f2_pre = self.block3.layer[0].forward_both(f2)
         f3 = self.block3.layer[1:](out)
         f3_pre = self.bn1(f3)
-        emb = torch.flatten(F.adaptive_avg_pool2d(F.relu(f3_pre), 1), 1)
+        head = F.relu(f3_pre)
+        emb = torch.flatten(F.adaptive_avg_pool2d(head, 1), 1)
         pres = [f0, f1_pre, f2_pre, f3_pre] if preact else None
-        return ModelOutput(self.fc(emb), [f0, f1, f2, f3], emb, pres)
+        return ModelOutput(self.fc(emb), [f0, f1, f2, f3], emb, pres, classifier=self.fc, embedding_map=head)
+
+    def preact_bns(self) -> list[nn.BatchNorm2d]:
+        """The BNs whose outputs are ``preact_features[1:]``: the next stage's first bn1, the head's bn1."""
+        return [self.block2.layer[0].bn1, self.block3.layer[0].bn1, self.bn1]
 
 
 def _factory(name: str, depth: int, widen: int):
