@@ -411,15 +411,8 @@ class GridRunner:
 
     def resume(self, spec: RunSpec, run: StudentRun):
         """Restore ``run`` from its checkpoint; returns the data-stream RNG state, or None to start fresh."""
-        state = checkpoints.load(self.checkpoint_path(spec), self.log)
-        if state is None:
-            return None
-        if state.get("fingerprint") != self.fingerprint_of(spec):
-            self.log(f"{spec.run_id}: checkpoint made with another configuration; starting over")
-            return None
-        run.load_state_dict(state["run"])
-        self.log(f"{spec.run_id}: resuming after epoch {run.epochs_done}")
-        return state["data_generator"]
+        return checkpoints.resume_run(self.checkpoint_path(spec), run, self.fingerprint_of(spec), spec.run_id,
+                                      self.log)
 
     def run_cohort(self, cohort: list[RunSpec], teacher, teacher_info: dict) -> None:
         """Train ``cohort`` (same pair and seed); runs resumed at different epochs train as separate cohorts."""
@@ -487,10 +480,7 @@ class GridRunner:
                         checkpoints.atomic_torch_save(self.weights(r, entry["epoch"]), self.best_weights_path(r.run_id))
                 if self.checkpoint_every and ((epoch + 1) % self.checkpoint_every == 0) and not last:
                     spec = specs[r.run_id][0]
-                    checkpoints.atomic_torch_save(
-                        {"run": r.state_dict(), "data_generator": generator.get_state(),
-                         "fingerprint": self.fingerprint_of(spec)},
-                        self.checkpoint_path(spec), keep_previous=True)
+                    checkpoints.save_run(self.checkpoint_path(spec), r, generator, self.fingerprint_of(spec))
             if self.progress is not None:
                 alive = [r for r in all_runs if r.history and r.error is None]
                 if alive:
