@@ -300,7 +300,7 @@ class GridRunner:
                 if t not in teachers:
                     teachers[t] = get_teacher(t, self.data, teacher_recipe(self.cfg, t), self.cfg["teacher_seed"],
                                               self.device, self.teacher_dir, self.teacher_ckpts.get(t), self.log,
-                                              fast=self.fast)
+                                              fast=self.fast, checkpoint_every=self.checkpoint_every)
                     if teachers[t][1]["key"] != self.teacher_keys[t]:  # e.g. an import replaced it meanwhile
                         raise TeacherError(f"teacher {t} changed while this grid ran ({self.teacher_keys[t]} -> "
                                            f"{teachers[t][1]['key']}); rerun the command")
