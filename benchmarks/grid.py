@@ -10,7 +10,8 @@ For every (pair, seed) the runner trains the methods still to do as one cohort
   readable checkpoint and skips finished ones;
 * a run holds a lock (``runs/<run_id>.lock``, flock) while it trains, so two
   runner processes on the same grid never train the same run; a teacher has a
-  lock too, so one process trains it and the others wait and reuse it;
+  lock too, so one process trains it (checkpointing and resuming as a run does,
+  ``teachers.py``) and the others wait and reuse it;
 * records are written atomically; an unreadable record or checkpoint is
   reported and not trusted (the run is redone from the last good state).
 """
