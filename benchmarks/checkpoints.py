@@ -5,6 +5,11 @@
 A kill at any instant leaves the current or the previous checkpoint whole;
 ``load`` tries the current one, then the previous one, and reports what it
 could not read instead of trusting it.
+
+``save_run`` / ``resume_run``: the one checkpoint format of a training run, a
+student's (``grid.py``) or a suite-trained teacher's (``teachers.py``): the run's
+state (``StudentRun.state_dict``), the shared data-stream generator's state and
+the fingerprint of the configuration it was made under, which a resume checks.
 """
 from __future__ import annotations
 
@@ -58,9 +63,40 @@ def load(path: Path, log: Callable[[str], None] = print) -> dict[str, Any] | Non
     return None
 
 
+def save_run(path: Path, run: Any, data_generator: torch.Generator, fingerprint: str, **extra: Any) -> None:
+    """Checkpoint ``run`` (a ``StudentRun``) and the data-stream RNG, made under ``fingerprint``."""
+    atomic_torch_save({"run": run.state_dict(), "data_generator": data_generator.get_state(),
+                       "fingerprint": fingerprint, **extra}, path, keep_previous=True)
+
+
+def resume_run(path: Path, run: Any, fingerprint: str, name: str,
+               log: Callable[[str], None] = print) -> torch.Tensor | None:
+    """Restore ``run`` from the newest readable checkpoint ``save_run`` left at ``path`` (or its ``.prev``).
+
+    Returns the data-stream generator state to continue from, or None to start over: no readable
+    checkpoint, or one made under another fingerprint (never used). Logs ``<name>: resuming after
+    epoch N``, or why it starts over.
+    """
+    state = load(path, log)
+    if state is None:
+        return None
+    if state.get("fingerprint") != fingerprint:
+        log(f"{name}: checkpoint made with another configuration; starting over")
+        return None
+    run.load_state_dict(state["run"])
+    log(f"{name}: resuming after epoch {run.epochs_done}")
+    return state["data_generator"]
+
+
 def remove(path: Path) -> None:
     path = Path(path)
     for candidate in (path, path.with_name(path.name + ".prev")):
         candidate.unlink(missing_ok=True)
-    for stray in path.parent.glob(f".{path.name}.*.tmp"):  # left by a kill during a write
+    remove_strays(path)
+
+
+def remove_strays(path: Path) -> None:
+    """The temp files a kill during an ``atomic_torch_save`` to ``path`` left (only its sole writer may call)."""
+    path = Path(path)
+    for stray in path.parent.glob(f".{path.name}.*.tmp"):
         stray.unlink(missing_ok=True)

@@ -372,9 +372,7 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
         if every and (epoch + 1) % every == 0 and epoch + 1 < recipe.epochs:
             # every rank keeps its own state: the model and optimizer are equal across ranks, but each
             # rank's method RNG (and an approximate method's memory) is its own
-            checkpoints.atomic_torch_save({"run": run.state_dict(), "data_generator": data_generator.get_state(),
-                                           "fingerprint": runner.fingerprint_of(spec), "world": world},
-                                          ckpt_path, keep_previous=True)
+            checkpoints.save_run(ckpt_path, run, data_generator, runner.fingerprint_of(spec), world=world)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

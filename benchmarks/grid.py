@@ -10,7 +10,8 @@ For every (pair, seed) the runner trains the methods still to do as one cohort
   readable checkpoint and skips finished ones;
 * a run holds a lock (``runs/<run_id>.lock``, flock) while it trains, so two
   runner processes on the same grid never train the same run; a teacher has a
-  lock too, so one process trains it and the others wait and reuse it;
+  lock too, so one process trains it (checkpointing and resuming as a run does,
+  ``teachers.py``) and the others wait and reuse it;
 * records are written atomically; an unreadable record or checkpoint is
   reported and not trusted (the run is redone from the last good state).
 """
@@ -300,7 +301,7 @@ class GridRunner:
                 if t not in teachers:
                     teachers[t] = get_teacher(t, self.data, teacher_recipe(self.cfg, t), self.cfg["teacher_seed"],
                                               self.device, self.teacher_dir, self.teacher_ckpts.get(t), self.log,
-                                              fast=self.fast)
+                                              fast=self.fast, checkpoint_every=self.checkpoint_every)
                     if teachers[t][1]["key"] != self.teacher_keys[t]:  # e.g. an import replaced it meanwhile
                         raise TeacherError(f"teacher {t} changed while this grid ran ({self.teacher_keys[t]} -> "
                                            f"{teachers[t][1]['key']}); rerun the command")
@@ -411,15 +412,8 @@ class GridRunner:
 
     def resume(self, spec: RunSpec, run: StudentRun):
         """Restore ``run`` from its checkpoint; returns the data-stream RNG state, or None to start fresh."""
-        state = checkpoints.load(self.checkpoint_path(spec), self.log)
-        if state is None:
-            return None
-        if state.get("fingerprint") != self.fingerprint_of(spec):
-            self.log(f"{spec.run_id}: checkpoint made with another configuration; starting over")
-            return None
-        run.load_state_dict(state["run"])
-        self.log(f"{spec.run_id}: resuming after epoch {run.epochs_done}")
-        return state["data_generator"]
+        return checkpoints.resume_run(self.checkpoint_path(spec), run, self.fingerprint_of(spec), spec.run_id,
+                                      self.log)
 
     def run_cohort(self, cohort: list[RunSpec], teacher, teacher_info: dict) -> None:
         """Train ``cohort`` (same pair and seed); runs resumed at different epochs train as separate cohorts."""
@@ -487,10 +481,7 @@ class GridRunner:
                         checkpoints.atomic_torch_save(self.weights(r, entry["epoch"]), self.best_weights_path(r.run_id))
                 if self.checkpoint_every and ((epoch + 1) % self.checkpoint_every == 0) and not last:
                     spec = specs[r.run_id][0]
-                    checkpoints.atomic_torch_save(
-                        {"run": r.state_dict(), "data_generator": generator.get_state(),
-                         "fingerprint": self.fingerprint_of(spec)},
-                        self.checkpoint_path(spec), keep_previous=True)
+                    checkpoints.save_run(self.checkpoint_path(spec), r, generator, self.fingerprint_of(spec))
             if self.progress is not None:
                 alive = [r for r in all_runs if r.history and r.error is None]
                 if alive:

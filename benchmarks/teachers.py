@@ -3,7 +3,13 @@
 Cache key = hash of (dataset description, architecture, teacher recipe, seed):
 ``<teacher_dir>/<dataset>/<arch>__s<seed>__<key>.pt`` holds the weights and
 ``.json`` beside it the accuracy and the recipe. A teacher trained for one
-grid is found by every other grid with the same dataset and recipe.
+grid is found by every other grid with the same dataset and recipe. One process
+trains a teacher (a lock, ``.pt.lock``, beside it; the others wait, then read the
+cache). While it trains it checkpoints every ``checkpoint_every``-th epoch to
+``<arch>__s<seed>__<key>.ckpt.pt`` (the students' format, ``checkpoints.save_run``:
+run state, data-stream RNG, the key, checked on resume), so a killed teacher
+resumes after its last checkpointed epoch, bitwise equal on the CPU to an
+uninterrupted one; the checkpoint is removed once the teacher file is written.
 
 Importing the field's teachers. ``--teacher-ckpt ARCH=PATH`` uses an external
 checkpoint for one grid; ``python -m benchmarks.teachers import DIR --dataset
@@ -46,7 +52,7 @@ from typing import Any, Callable
 
 import torch
 
-from .checkpoints import atomic_torch_save
+from . import checkpoints
 from .config import fingerprint
 from .locks import FileLock
 from .models import create_model, list_models
@@ -353,12 +359,14 @@ def get_teacher(
     ckpt: str | Path | None = None,
     log: Callable[[str], None] = print,
     fast: dict[str, Any] | None = None,
+    checkpoint_every: int = 1,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A frozen teacher on ``device`` and its info (key, accuracy, where it came from).
 
     ``ckpt`` given: that checkpoint (evaluated here). Else the teacher imported for this dataset
     (``python -m benchmarks.teachers import``) if there is one, else the trained cache, training
-    the teacher if it is missing.
+    the teacher if it is missing (resuming a killed training; checkpoints every ``checkpoint_every``
+    epochs, 0: never).
     """
     if ckpt is not None:
         model, info = _fit_checkpoint(arch, ckpt, data.num_classes)
@@ -373,7 +381,7 @@ def get_teacher(
     path = teacher_path(teacher_dir, data.describe(), arch, recipe, seed)
     # one process trains a teacher; the others wait here, then find it in the cache
     with FileLock(path.with_name(path.name + ".lock")):
-        return _cached_or_trained(arch, data, recipe, seed, device, path, log, fast)
+        return _cached_or_trained(arch, data, recipe, seed, device, path, log, fast, checkpoint_every)
 
 
 def _load_imported(arch, data, device, path: Path, meta: dict, log) -> tuple[torch.nn.Module, dict]:
@@ -393,9 +401,16 @@ def _load_imported(arch, data, device, path: Path, meta: dict, log) -> tuple[tor
     return freeze(model.to(device)), info
 
 
-def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast) -> tuple[torch.nn.Module, dict]:
+def teacher_checkpoint_path(path: Path) -> Path:
+    """Where a teacher in training checkpoints (``.prev`` beside it): its cache file's name, key included."""
+    return Path(path).with_suffix(".ckpt.pt")
+
+
+def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
+                       checkpoint_every: int = 1) -> tuple[torch.nn.Module, dict]:
     desc = data.describe()
     meta_path = path.with_suffix(".json")
+    ckpt_path = teacher_checkpoint_path(path)
     if path.exists() and meta_path.exists():
         try:
             model = create_model(arch, num_classes=data.num_classes)
@@ -406,6 +421,7 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast) 
             info.setdefault("recipe", recipe.as_dict())
             info.setdefault("epochs", recipe.epochs)
             log(f"teacher {arch}: cached {path} (test top-1 {info['top1']:.2f})")
+            checkpoints.remove(ckpt_path)  # left by a kill between writing the teacher and removing it
             return freeze(model.to(device)), info
         except Exception as e:  # a truncated or stale cache entry is retrained, not trusted
             log(f"teacher {arch}: cache entry {path} unreadable ({type(e).__name__}); retraining")
@@ -416,17 +432,31 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast) 
     model = create_model(arch, num_classes=data.num_classes).to(device)
     method = build_method("vanilla", BuildContext(None, None, data.num_classes, data.train_labels))  # type: ignore[arg-type]
     run = StudentRun(f"teacher:{arch}", model, method, recipe, seed)
-    train_cohort([run], data, device, data_generator=torch.Generator().manual_seed(seed_for(seed, "data")),
-                 fast=fast)
+    key = teacher_key(desc, arch, recipe, seed)
+    generator = torch.Generator().manual_seed(seed_for(seed, "data"))
+    # a killed training resumes: same checkpoint format and checks as a student run's (checkpoints.py)
+    data_state = checkpoints.resume_run(ckpt_path, run, key, f"teacher {arch}", log)
+    if data_state is not None:
+        generator.set_state(data_state)
+
+    def on_epoch_end(epoch: int, runs: list[StudentRun]) -> None:
+        done = epoch + 1
+        if run.error is None and checkpoint_every and done % checkpoint_every == 0 and done < run.total_epochs:
+            checkpoints.save_run(ckpt_path, run, generator, key)
+
+    train_cohort([run], data, device, data_generator=generator, on_epoch_end=on_epoch_end, fast=fast)
     if run.error is not None:
         raise TeacherError(f"teacher {arch} failed to train: {run.error}")
     last = run.history[-1]
-    info = {"arch": arch, "key": teacher_key(desc, arch, recipe, seed), "seed": seed, "epochs": recipe.epochs,
+    info = {"arch": arch, "key": key, "seed": seed, "epochs": recipe.epochs,
             "recipe": recipe.as_dict(), "data": desc, "top1": last["test_top1"], "top5": last["test_top5"],
             "top1_best": max(h["test_top1"] for h in run.history), "time_s": run.time_s,
             "path": str(path), "source": "trained", "fast_paths": fast}
-    atomic_torch_save({k: v.cpu() for k, v in model.state_dict().items()}, path)
+    # the weights, then the .json that makes them a cache entry, then the checkpoint they supersede
+    checkpoints.atomic_torch_save({k: v.cpu() for k, v in model.state_dict().items()}, path)
     write_json(meta_path, info)
+    checkpoints.remove(ckpt_path)
+    checkpoints.remove_strays(path)  # a kill during an earlier attempt's write of the teacher file (we hold its lock)
     log(f"teacher {arch}: test top-1 {info['top1']:.2f} after {recipe.epochs} epochs ({run.time_s:.0f}s)")
     return freeze(model), info
 
@@ -504,7 +534,7 @@ def import_folder(root: str | Path, data, teacher_dir: Path, device: torch.devic
         pub = published.get(arch)
         info.update(arch=arch, dataset=name, top1=top1, top5=top5, published_top1=pub)
         dest = imported_teacher_path(teacher_dir, name, arch)
-        atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, dest)
+        checkpoints.atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, dest)
         write_json(dest.with_suffix(".json"), info)
         rel = f"{path.parent.name}/{path.name}"
         diff = top1 - pub if pub is not None else None
