@@ -39,6 +39,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+import torch
+
 from .train import Recipe
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -49,6 +51,19 @@ RECIPE_KEYS = {f.name for f in dataclasses.fields(Recipe)}
 
 class ConfigError(ValueError):
     pass
+
+
+def pick_device(name: str) -> torch.device:
+    """``--device``: auto (CUDA when available, else CPU), cpu, cuda, cuda:N; a clear error otherwise."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"bad --device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
 
 
 def list_presets() -> list[str]:

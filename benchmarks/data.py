@@ -38,19 +38,16 @@ import torch
 import torch.nn.functional as F
 
 from .augment import VIEWS
+from .datacommon import IMAGENET_MEAN, IMAGENET_STD, DataError
+from .folder_data import FolderData
 
 __all__ = ["DATASETS", "AUGMENTS", "DataError", "InMemoryData", "load_dataset", "list_datasets"]
 
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)  # RepDistiller dataset/cifar100.py
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 MNIST_MEAN, MNIST_STD = (0.1307,) * 3, (0.3081,) * 3  # the usual MNIST constants (torchvision examples)
 FASHION_MEAN, FASHION_STD = (0.2860,) * 3, (0.3530,) * 3
 AUGMENTS = ("crop_flip", "crop", "flip", "none")
-
-
-class DataError(RuntimeError):
-    """A dataset cannot be loaded; the message says where we looked and what to do."""
 
 
 @dataclass
@@ -391,8 +388,6 @@ def load_fashion_mnist(data_root=None, download=False, augment: str | None = Non
 
 def load_imagefolder(data_root=None, image_size: int = 224, workers: int = 4, augment: str | None = None,
                      normalize: bool = True, **_: object):
-    from .folder_data import FolderData
-
     check_options("imagefolder", augment, normalize)
     return FolderData(data_root, image_size=image_size, workers=workers, augment=augment, normalize=normalize)
 

@@ -53,6 +53,7 @@ from methods import Batch, method_class, method_needs, method_stages, method_vie
 from . import checkpoints, records
 from .config import ConfigError, method_overrides, parse_pair, student_recipe, teacher_recipe
 from .data import load_dataset
+from .folder_data import _Indexed
 from .models import create_model
 from .grid import GridRunner, RunSpec, build_student, environment, peak_memory_mb
 from .run import BAD_INPUT, build_parser, print_listing, resolve
@@ -171,8 +172,6 @@ class ShardedData:
                 yield x[s], y[s], index[s]
 
     def _folder_batches(self, batch_size, generator, device):
-        from .folder_data import _Indexed
-
         order = torch.randperm(self.data.num_train, generator=generator)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         mine = [b[self._slice(b.numel())].tolist() for b in order.split(batch_size) if b.numel() >= self.world]

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import torch
 
-from .data import IMAGENET_MEAN, IMAGENET_STD, DataError
+from .datacommon import IMAGENET_MEAN, IMAGENET_STD, DataError
 
 
 class _Indexed(torch.utils.data.Dataset):

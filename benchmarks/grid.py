@@ -33,10 +33,11 @@ from typing import Any
 import torch
 
 from methods import BuildContext, build_method, method_stages, method_views
+from reports import build_report
 
 from . import checkpoints, records
-from .config import (ConfigError, fingerprint, grid_name, method_overrides, parse_pair, protocol, student_recipe,
-                     teacher_recipe)
+from .config import (ConfigError, fingerprint, grid_name, method_overrides, parse_pair, pick_device, protocol,
+                     student_recipe, teacher_recipe)
 from .curves import CurveWriter
 from .data import load_dataset
 from .locks import FileLock
@@ -104,18 +105,6 @@ def shard(specs: list[RunSpec], index: int, count: int) -> list[RunSpec]:
     """
     mine = set(list(cohorts(specs))[index::count])
     return [s for s in specs if cohort_key(s) in mine]
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"bad --device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return device
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -257,8 +246,6 @@ class GridRunner:
             records.write_json(path, grid)
 
     def write_report(self) -> None:
-        from reports import build_report
-
         with FileLock(self.results_dir / "report.lock"):
             path = build_report(self.results_dir)
         self.log(f"report: {path}")

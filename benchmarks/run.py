@@ -21,6 +21,7 @@ from .config import (ConfigError, apply_set, check_config, fingerprint, grid_nam
                      method_overrides, parse_pair, protocol, student_recipe, teacher_recipe)
 from .data import DataError, dataset_loader, list_datasets
 from .grid import GridRunner, RunSpec, cohorts, expand, parse_shard, shard
+from .scaleout import launch
 from .models import UnknownModelError, create_model, list_models
 from .teachers import TeacherError
 
@@ -212,8 +213,6 @@ def main(argv: list[str] | None = None) -> int:
             print_grid(cfg, specs, runner.teacher_keys, together=not args.no_cohort)
             return 0
         if args.executor or args.workers > 1 or args.gpus:
-            from .scaleout import launch
-
             return launch(cfg, args, argv, specs)
         t0 = time.time()
         code = runner.run(specs)

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from reports import build_report
+
 from .config import ConfigError
 from .grid import cohorts as grid_cohorts
 
@@ -65,8 +67,6 @@ def launch(cfg: dict[str, Any], args: argparse.Namespace, argv: list[str], specs
 def _report(cfg: dict[str, Any], args: argparse.Namespace) -> None:
     if args.no_report:
         return
-    from reports import build_report
-
     path = build_report(Path(args.results) / cfg["grid"])
     print(f"report: {path}", file=sys.stderr)
 
@@ -97,10 +97,9 @@ class ShardTask:
         self.argv, self.count, self.cwd = argv, count, cwd
 
     def __call__(self, index: int) -> int:
-        os.chdir(self.cwd)
-        from .run import main
-
-        return main(worker_argv(self.argv, index, self.count))
+        # the shard runs as local workers do: the runner's command line in a child process
+        return subprocess.call([sys.executable, "-m", "benchmarks.run", *worker_argv(self.argv, index, self.count)],
+                               cwd=self.cwd)
 
     def checkpoint(self, index: int):
         # preempted or out of time: requeue the same shard; its runs resume from their checkpoints

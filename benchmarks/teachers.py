@@ -52,8 +52,11 @@ from typing import Any, Callable
 
 import torch
 
+from methods import BuildContext, build_method
+
 from . import checkpoints
-from .config import fingerprint
+from .config import ConfigError, fingerprint, pick_device
+from .data import DataError, load_dataset
 from .locks import FileLock
 from .models import create_model, list_models
 from .records import read_json, write_json
@@ -426,8 +429,6 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
         except Exception as e:  # a truncated or stale cache entry is retrained, not trusted
             log(f"teacher {arch}: cache entry {path} unreadable ({type(e).__name__}); retraining")
     log(f"teacher {arch}: training ({recipe.epochs} epochs, seed {seed}) -> {path}")
-    from methods import BuildContext, build_method
-
     torch.manual_seed(seed_for(seed, "init", arch))
     model = create_model(arch, num_classes=data.num_classes).to(device)
     method = build_method("vanilla", BuildContext(None, None, data.num_classes, data.train_labels))  # type: ignore[arg-type]
@@ -584,8 +585,6 @@ def main(argv: list[str] | None = None) -> int:
         where.add_argument("--results", default="results", help="results root (default results/)")
     args = p.parse_args(argv)
     teacher_dir = Path(args.teacher_dir) if args.teacher_dir else Path(args.results) / "teachers"
-    from .config import ConfigError
-    from .data import DataError, load_dataset
 
     try:
         if args.cmd == "forget":
@@ -597,8 +596,6 @@ def main(argv: list[str] | None = None) -> int:
                                f"save/models/ or mdistiller's extracted cifar_teachers/)")
         if not find_teacher_checkpoints(root):
             raise TeacherError(_none_found(root))
-        from .grid import pick_device
-
         device = pick_device(args.device)
         data = load_dataset(args.dataset, **({"data_root": args.data_root} if args.data_root else {}))
         return import_folder(root, data, teacher_dir, device)

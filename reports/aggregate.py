@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.models.registry import model_family
 from benchmarks.records import iter_records, metrics_path, run_id as make_run_id
 
 __all__ = [
@@ -53,8 +54,6 @@ class NoResultsError(FileNotFoundError):
 def family(model: str) -> str:
     """Architecture family of a model name (``benchmarks.models.registry.model_family``):
     resnet8, ResNet50 and timm:resnet18 are all ``resnet``; MobileNetV2 is ``mobilenet``."""
-    from benchmarks.models.registry import model_family
-
     return model_family(model)
 
 

@@ -18,6 +18,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from seaborn.external import husl
 
+from benchmarks.config import list_presets, load_preset
+from methods import list_methods, list_modifiers, method_class
+
 from . import aggregate as agg
 
 __all__ = ["FigureResult", "make_figures", "FIGURE_FILES", "DPI", "method_color", "palette", "make_palette",
@@ -81,9 +84,6 @@ def _reserved() -> tuple[tuple[tuple[float, float, float], ...], dict[str, int]]
     takes its hash slot, or the next free one (names in sorted order): collisions among them are
     impossible by construction, and the colours depend on the registry and presets, never on a grid's
     methods."""
-    from benchmarks.config import list_presets, load_preset
-    from methods import list_methods, list_modifiers, method_class
-
     names = set(list_methods())
     names |= {f"{m}+kd" for m in list_methods() if m not in ("kd", "vanilla")}
     names |= {f"{m}+{mod}" for mod in list_modifiers() for m in list_methods()

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from benchmarks.config import load_preset, method_overrides, student_recipe, teacher_recipe
+from methods import validate_method
+
 __all__ = ["Diff", "REFERENCE_PRESET", "REFERENCE_DATA", "reference_recipe", "run_differences",
            "teacher_differences", "fmt_value", "NOT_RECORDED"]
 
@@ -39,15 +42,11 @@ class Diff:
 
 @lru_cache(maxsize=None)
 def _preset() -> dict:
-    from benchmarks.config import load_preset
-
     return load_preset(REFERENCE_PRESET)
 
 
 def reference_recipe(model: str, teacher: bool = False) -> dict[str, Any]:
     """The published training recipe of a student (or, with ``teacher``, a teacher) model."""
-    from benchmarks.config import student_recipe, teacher_recipe
-
     r = (teacher_recipe if teacher else student_recipe)(_preset(), model).as_dict()
     return {k: r[k] for k in RECIPE_FIELDS}
 
@@ -98,9 +97,6 @@ def _method_differences(method: str, pair: str | None, resolved: Any) -> list[Di
     """The run's resolved hyperparameters against the published ones: the method's registered defaults
     with the reference preset's values for this pair (``[method]``, ``[method_by_pair]``: DKD's beta of
     each pair, from mdistiller's configs)."""
-    from benchmarks.config import method_overrides
-    from methods import validate_method
-
     try:
         reference = validate_method(method, method_overrides(_preset(), pair or ""))
     except Exception:  # a method this checkout does not have: nothing to compare with
@@ -141,8 +137,6 @@ def teacher_differences(teacher: str, info: Any, dataset: Any, config: Any,
         recipe = None
         gc = grid_config or {}
         if isinstance(gc.get("train"), dict):
-            from benchmarks.config import teacher_recipe
-
             try:
                 recipe = teacher_recipe(gc, teacher).as_dict()
             except Exception:

@@ -6,6 +6,8 @@ import math
 import pandas as pd
 from tabulate import tabulate
 
+from benchmarks.config import teacher_recipe
+
 from . import aggregate as agg
 from . import protocol as proto
 from . import published as pub
@@ -314,8 +316,6 @@ def grid_teacher_recipe(grid: agg.Grid, teacher: str) -> tuple[dict, int | None]
     cfg = grid.config or {}
     if not isinstance(cfg.get("train"), dict):
         return {}, None
-    from benchmarks.config import teacher_recipe
-
     try:
         recipe = teacher_recipe(cfg, teacher).as_dict()
     except Exception:

@@ -41,6 +41,35 @@ def test_models_load_no_method_implementation():
     assert {m.split(".")[0] for m in mods} == {"kdcore", "benchmarks"}
 
 
+OURS_PACKAGES = {"kdcore", "methods", "benchmarks", "reports"}
+
+
+@pytest.mark.parametrize("folder", ["benchmarks", "reports"])
+def test_no_function_level_import_of_our_own_code(folder):
+    """benchmarks and reports import optional or heavy third-party packages lazily (timm, submitit, torchvision,
+    sklearn, matplotlib); never a module of ours: that would hide a cycle (grid -> reports, run <-> scaleout,
+    data <-> folder_data, teachers <-> grid were such cycles)."""
+    bad = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.ImportFrom) and (inner.level > 0 or
+                                                              (inner.module or "").split(".")[0] in OURS_PACKAGES):
+                        # reports/__init__.py: figures (matplotlib, seaborn) only when a report is drawn
+                        if path.name == "__init__.py" and folder == "reports" and inner.names[0].name == "figures":
+                            continue
+                        bad.append(f"{path.relative_to(ROOT)}:{inner.lineno}")
+                    if isinstance(inner, ast.Import) and any(a.name.split(".")[0] in OURS_PACKAGES for a in inner.names):
+                        bad.append(f"{path.relative_to(ROOT)}:{inner.lineno}")
+    assert not bad, bad
+
+
+def test_reports_sit_above_benchmarks_and_benchmarks_below_load_no_report():
+    assert "reports" not in {m.split(".")[0] for m in loaded_by("benchmarks.train")}
+    assert "reports" not in {m.split(".")[0] for m in loaded_by("benchmarks.config")}
+
+
 @pytest.mark.parametrize("folder", ["kdcore", "methods", "benchmarks/models"])
 def test_no_function_level_imports(folder):
     """Only a lazily imported optional third-party package (timm) is allowed inside a function."""
