@@ -28,7 +28,7 @@ from torch import nn
 from methods import Batch, Distiller, Progress, Stage, ViewOutput
 
 __all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "seed_for", "freeze",
-           "draw_views", "view_generator"]
+           "draw_views", "view_generator", "compute_terms", "weigh_terms"]
 
 
 @dataclass
@@ -163,6 +163,18 @@ def compute_terms(model, method: Distiller, x, y, teacher_out, batch: Batch, ext
         terms.update(method.losses(student_out.logits_only(),
                                    teacher_out.logits_only() if teacher_out is not None else None, batch))
     return student_out.logits, terms
+
+
+def weigh_terms(method: Distiller, terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A step's total loss and its weighted terms: each term times its weight (``"ce"``: ``ce_weight()``,
+    the others: ``loss_weights()``, read now, so a scheduled weight follows ``progress``), terms of weight 0
+    left out, summed in the order of ``terms``. The harness and ``benchmarks.api`` both weigh with it."""
+    weights = {"ce": method.ce_weight(), **method.loss_weights()}
+    unweighted = set(terms) - set(weights)
+    if unweighted:
+        raise RuntimeError(f"method {method.name} returned terms without a weight: {sorted(unweighted)}")
+    weighted = {k: weights[k] * v for k, v in terms.items() if weights[k] != 0}
+    return sum(weighted.values()), weighted
 
 
 class StudentRun:
@@ -305,12 +317,7 @@ class StudentRun:
         batch, extra_x = self.prepare_batch(x, y, index, data, device)
         with _autocast(device, self.fast):
             logits, terms = self.forward_terms(x, y, teacher_out, batch, extra_x, view_inputs)
-        weights = {"ce": method.ce_weight(), **method.loss_weights()}
-        unweighted = set(terms) - set(weights)
-        if unweighted:
-            raise RuntimeError(f"method {method.name} returned terms without a weight: {sorted(unweighted)}")
-        weighted = {k: weights[k] * v for k, v in terms.items() if weights[k] != 0}
-        total = sum(weighted.values())
+        total, weighted = weigh_terms(method, terms)
         n = y.numel()
         checked = self.global_total(total, n)
         if not bool(torch.isfinite(checked)):

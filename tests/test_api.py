@@ -1,0 +1,235 @@
+"""benchmarks.api: kdbench's methods inside someone else's training loop (README, "Using kdbench as a library").
+
+The README's loop runs as written (extracted by its marker); the total equals ``StudentRun.step``'s bit for
+bit; a user's own KDModel and a plain classifier work; what the API cannot do fails in one line.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import re
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import benchmarks.api as api
+from benchmarks.api import Distillation, LogitsModel, NeedsHarness
+from benchmarks.data import InMemoryData
+from benchmarks.train import Recipe, StudentRun
+from kdcore import KDModel, ModelOutput
+from methods import UnknownMethodError, list_methods, list_modifiers, method_class, method_needs, method_views
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+MARKER = "<!-- library-loop: tests/test_api.py execs the python block below -->"
+
+
+def readme_loop() -> str:
+    text = (ROOT / "README.md").read_text()
+    assert text.count(MARKER) == 1, "README.md: the library loop's marker must appear exactly once"
+    m = re.match(r"\s*```python\n(.*?)\n```", text.split(MARKER, 1)[1], re.S)
+    assert m, "README.md: a ```python block must follow the library loop's marker"
+    return m.group(1)
+
+
+def test_the_readme_loop_runs_and_trains_the_student_and_the_method(monkeypatch, capsys):
+    code = readme_loop()
+    assert len(code.splitlines()) <= 30  # a complete loop that still reads as a snippet
+    made = []
+
+    class Recording(Distillation):  # the README's Distillation, remembering where it started
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.initial_student = copy.deepcopy(self.student.state_dict())
+            self.initial_method = [p.detach().clone() for p in self.parameters()]
+            made.append(self)
+
+    monkeypatch.setattr(api, "Distillation", Recording)
+    namespace: dict = {}
+    exec(compile(code, "README.md (library loop)", "exec"), namespace)
+    (distill,) = made
+    history = namespace["history"]
+    assert len(history) == namespace["epochs"] * len(namespace["loader"]) and all(map(math.isfinite, history))
+    after = distill.student.state_dict()
+    assert all(not torch.equal(v, after[k]) for k, v in distill.initial_student.items()
+               if k.endswith(".weight")), "every weight of the student trains"
+    assert distill.parameters() and all(not torch.equal(a, b) for a, b in zip(distill.initial_method,
+                                                                              distill.parameters()))
+    assert next(distill.teacher.parameters()).requires_grad is False
+    epochs = namespace["epochs"]
+    assert sum(history[-len(history) // epochs:]) < sum(history[:len(history) // epochs]), \
+        f"the loss did not go down: {history}"
+    assert "epoch 0:" in capsys.readouterr().out
+
+
+# --- the same total as the harness --------------------------------------------------------------
+def _data(n: int = 64, num_classes: int = 10) -> InMemoryData:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    y = torch.arange(n) % num_classes
+    return InMemoryData("fake", x, y, x[:8], y[:8], num_classes, (0.5,) * 3, (0.25,) * 3)
+
+
+@pytest.mark.parametrize("name", ["kd", "crd+kd", "dkd", "kd+ls"])
+def test_the_total_is_studentrun_steps_bit_for_bit(name):
+    """Three steps in epoch 2 of 4 (dkd's warm-up weight is 3/20 there, not its first epoch's 1/20): the
+    harness's StudentRun on copies of the same student and method, and Distillation with the same seed
+    and an SGD like StudentRun's, give equal totals at every step and equal students after."""
+    data = _data()
+    recipe = Recipe(epochs=4, batch_size=8)
+    torch.manual_seed(0)
+    distill = Distillation(name, "resnet8", "resnet8", num_classes=10, train_labels=data.train_labels, seed=3)
+    run = StudentRun(name, copy.deepcopy(distill.student), copy.deepcopy(distill.method), recipe, seed=3)
+    optimizer = torch.optim.SGD(list(distill.student.parameters()) + distill.parameters(), lr=recipe.lr,
+                                momentum=recipe.momentum, weight_decay=recipe.weight_decay, foreach=True)
+    epoch, steps_per_epoch = 2, math.ceil(data.num_train / recipe.batch_size)
+    run.begin_epoch(epoch)
+    distill.student.train()
+    batches = data.epoch_batches(recipe.batch_size, torch.Generator().manual_seed(1), CPU)
+    for step, (x, y, index) in zip(range(3), batches):
+        with torch.no_grad():  # what train_cohort hands every run: the frozen teacher's output
+            t_out = distill.teacher.forward_kd(x, preact=run.method.needs_preact)
+        if not run.method.needs_features:
+            t_out = t_out.logits_only()
+        expected = run.step(x, y, index, t_out, data, CPU, epoch, step)
+        total, terms = distill.loss(x, y, index, epoch=epoch + step / steps_per_epoch, epochs=recipe.epochs)
+        assert torch.equal(total.detach(), expected), (name, step, float(total.detach()), float(expected))
+        weights = distill.weights()
+        assert set(terms) <= set(weights) and "ce" in terms
+        assert torch.equal(total.detach(), sum(weights[k] * v for k, v in terms.items() if weights[k] != 0))
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+    if name == "dkd":
+        assert distill.method.progress.epoch == 2.25 and distill.weights()["dkd_nckd"] == pytest.approx(8.0 * 3 / 20)
+    for (k, a), b in zip(run.model.state_dict().items(), distill.student.state_dict().values()):
+        assert torch.equal(a, b), k
+    for (k, a), b in zip(run.method.state_dict().items(), distill.method.state_dict().values()):
+        assert torch.equal(a, b), k  # crd's memory banks and embeddings too
+
+
+# --- your own models -------------------------------------------------------------------------------
+class TinyNet(KDModel):
+    """A user's model: stem + 3 stages, RepDistiller's feature layout, pre-activation maps on request."""
+
+    def __init__(self, width: int, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.stages = nn.ModuleList(nn.Sequential(nn.Conv2d(width * 2 ** i, width * 2 ** (i + 1), 3, stride=2,
+                                                            padding=1), nn.BatchNorm2d(width * 2 ** (i + 1)))
+                                    for i in range(3))
+        self.fc = nn.Linear(width * 8, num_classes)
+
+    def forward_kd(self, x, preact=False):
+        feats = [F.relu(self.stem(x))]
+        pre = [feats[0]]
+        for stage in self.stages:
+            pre.append(stage(feats[-1]))
+            feats.append(F.relu(pre[-1]))
+        embedding = feats[-1].mean((2, 3))
+        return ModelOutput(self.fc(embedding), feats, embedding, preact_features=pre if preact else None,
+                           classifier=self.fc, embedding_map=feats[-1])
+
+
+@pytest.mark.parametrize("name", ["fitnet", "at", "rkd", "crd+kd", "vid"])
+def test_a_users_own_kdmodel_trains_with_a_feature_method(name):
+    torch.manual_seed(0)
+    teacher, student = TinyNet(8), TinyNet(4)
+    labels = torch.arange(16) % 10
+    distill = Distillation(name, teacher, student, num_classes=10, train_labels=labels, input_shape=(3, 16, 16))
+    assert distill.student is student and distill.teacher is teacher and not teacher.training
+    optimizer = torch.optim.SGD(list(student.parameters()) + distill.parameters(), lr=0.1)
+    before = copy.deepcopy(student.state_dict())
+    x = torch.randn(8, 3, 16, 16)
+    total, terms = distill.loss(x, labels[:8], torch.arange(8))
+    assert math.isfinite(float(total.detach())) and set(terms) > {"ce"}
+    optimizer.zero_grad()
+    total.backward()
+    assert all(p.grad is not None for p in distill.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+    optimizer.step()
+    assert not torch.equal(before["stem.weight"], student.stem.weight)
+
+
+LOGIT_METHODS = [m for m in list_methods() + [f"{m}+{mod}" for mod in list_modifiers() for m in list_methods()
+                                              if mod in method_class(m).modifier_rules]
+                 if not method_needs(m, "needs_features") and not method_needs(m, "needs_preact")
+                 and not method_views(m)]
+
+
+@pytest.mark.parametrize("name", LOGIT_METHODS)
+def test_a_plain_classifier_works_with_every_logits_only_method(name):
+    """Plain ``module(x) -> logits`` models, wrapped in LogitsModel; triplet's extra samples via ``fetch``."""
+    torch.manual_seed(0)
+    images, labels = torch.randn(32, 3, 8, 8), torch.arange(32) % 10
+
+    def plain():
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+
+    student = plain()
+    distill = Distillation(name, plain(), student, num_classes=10, train_labels=labels, input_shape=(3, 8, 8),
+                           fetch=lambda index: images[index])
+    assert distill.student is student and isinstance(distill._student, LogitsModel)
+    total, terms = distill.loss(images[:8], labels[:8], torch.arange(8), epoch=1.5, epochs=4)
+    assert math.isfinite(float(total.detach())) and "ce" in terms
+    total.backward()
+    assert student[1].weight.grad is not None
+
+
+def test_a_timm_student():
+    name = next((n for n in ("test_resnet", "resnet10t") if timm.list_models(n)), None)
+    if name is None:
+        pytest.skip("no tiny timm model available")
+    torch.manual_seed(0)
+    distill = Distillation("at+kd", "resnet8", f"timm:{name}", num_classes=10)
+    total, terms = distill.loss(torch.randn(4, 3, 32, 32), torch.arange(4))
+    assert set(terms) == {"ce", "at", "kd"} and math.isfinite(float(total.detach()))
+
+
+# --- what it cannot do, in one line ----------------------------------------------------------------
+def _one_line(excinfo) -> str:
+    text = str(excinfo.value)
+    assert "\n" not in text
+    return text
+
+
+def test_methods_that_need_the_harness_are_refused():
+    with pytest.raises(NeedsHarness) as e:
+        Distillation("mlkd", "resnet8", "resnet8", num_classes=10)
+    assert "python -m benchmarks.run --methods mlkd" in _one_line(e) and "views" in str(e.value)
+    for name in ("ab", "ft", "fsp"):
+        with pytest.raises(NeedsHarness) as e:
+            Distillation(name, "resnet8", "resnet8", num_classes=10)
+        assert "stages" in _one_line(e) and f"python -m benchmarks.run --methods {name}" in str(e.value)
+    with pytest.raises(UnknownMethodError, match="unknown method 'hinton'"):
+        Distillation("hinton", "resnet8", "resnet8", num_classes=10)
+
+
+def test_what_is_missing_is_named_in_one_line():
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    with pytest.raises(TypeError) as e:
+        Distillation("crd+kd", "resnet8", plain, num_classes=10)
+    assert "student Sequential is a plain nn.Module, but crd+kd reads feature maps" in _one_line(e)
+    assert "forward_kd" in str(e.value)
+    with pytest.raises(ValueError) as e:
+        Distillation("crd", "resnet8", "resnet8", num_classes=10)
+    assert "crd reads the training set's labels: pass train_labels=" in _one_line(e)
+    with pytest.raises(ValueError, match="kd needs a teacher"):
+        Distillation("kd", None, "resnet8", num_classes=10)
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
+    assert math.isfinite(float(Distillation("vanilla", None, "resnet8", num_classes=10).loss(x, y)[0].detach()))
+    labels = torch.arange(8) % 10
+    crd = Distillation("crd", "resnet8", "resnet8", num_classes=10, train_labels=labels)
+    with pytest.raises(ValueError) as e:
+        crd.loss(x, y)
+    assert "crd reads each sample's dataset index: call loss(x, y, index)" in _one_line(e)
+    triplet = Distillation("triplet", "resnet8", "resnet8", num_classes=10, train_labels=labels)
+    with pytest.raises(ValueError) as e:
+        triplet.loss(x, y)
+    assert "pass fetch=" in _one_line(e)
+    with pytest.raises(ValueError, match="pass epoch and epochs together"):
+        triplet.loss(x, y, epoch=1.0)
