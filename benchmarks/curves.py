@@ -5,7 +5,8 @@ of a run's history becomes one step (the 1-based epoch) of these tags:
 
     loss/<term>, loss/total           unweighted terms (CE included) and the weighted total
     loss_weighted/<term>              each term times its weight, as it entered the total
-    lr, train/top1, test/top1, test/top5, time/epoch_s, time/eval_s, images_per_s
+    lr, train/top1, test/top1, test/top5, test/ece, time/epoch_s, time/eval_s, images_per_s
+    fidelity/agreement, fidelity/kl_teacher   (runs trained with a teacher)
 
 and the run's resolved hyperparameters (train recipe, method hyperparameters, pair, seed) are written
 once as TensorBoard hparams. A run that (re)starts rewrites its folder from the history it holds (its
@@ -68,7 +69,9 @@ class CurveWriter:
             w.add_scalar(f"loss_weighted/{term}", value, step)
         scalars = {"loss/total": entry["loss"], "lr": entry["lr"], "train/top1": entry["train_top1"],
                    "test/top1": entry["test_top1"], "test/top5": entry["test_top5"], "time/epoch_s": entry["time_s"],
-                   "time/eval_s": entry.get("eval_time_s"), "images_per_s": entry.get("images_per_s")}
+                   "time/eval_s": entry.get("eval_time_s"), "images_per_s": entry.get("images_per_s"),
+                   "test/ece": entry.get("test_ece"), "fidelity/agreement": entry.get("test_agreement"),
+                   "fidelity/kl_teacher": entry.get("test_kl_teacher")}
         for tag, value in scalars.items():
             if value is not None:
                 w.add_scalar(tag, value, step)

@@ -222,7 +222,7 @@ class DistributedRun(StudentRun):
         scale = self.world * n / self._global_n  # DDP averages over ranks; uneven slices weigh by size
         (total if scale == 1.0 else total * scale).backward()
 
-    def end_epoch(self, epoch, data, device, shared_time):
+    def end_epoch(self, epoch, data, device, shared_time, teacher_test=None):
         """Sum the epoch's training statistics over ranks; rank 0 evaluates and keeps the history."""
         ks, kw = list(self._sums), list(self._weighted)
         f64 = dict(dtype=torch.float64, device=device)
@@ -234,7 +234,7 @@ class DistributedRun(StudentRun):
         self._weighted = dict(zip(kw, vec[len(ks):len(ks) + len(kw)]))
         self._correct, self._seen = vec[-2], int(vec[-1])
         if self.rank == 0:
-            return super().end_epoch(epoch, data, device, shared_time)
+            return super().end_epoch(epoch, data, device, shared_time, teacher_test)
         self.epochs_done = epoch + 1
         self.time_s += self._epoch_time + shared_time
         self.history.append({"epoch": epoch + 1})

@@ -506,6 +506,8 @@ class GridRunner:
         # final weights first, then the record that says "complete", then the checkpoints it supersedes
         weights = records.record_path(self.results_dir, spec.run_id).with_suffix(".student.pt")
         checkpoints.atomic_torch_save(self.weights(run, len(hist)), weights)
+        if run.teacher_ece is not None:  # the teacher's test ECE (percent), from the cohort's one teacher pass
+            rec["teacher_info"] = {**rec.get("teacher_info", {}), "ece": run.teacher_ece}
         rec["weights"] = weights.name
         rec["weights_best"] = self.best_weights_path(spec.run_id).name
         records.write_json(records.record_path(self.results_dir, spec.run_id), rec)

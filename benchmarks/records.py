@@ -18,7 +18,7 @@ Record schema (``SCHEMA_VERSION`` = 1)::
       "dataset": "digits", "preset": "digits",
       "config": {...},            # fully resolved: train recipe, method hparams, data, flags
       "env": {...},               # python, torch, device, host, git commit, threads
-      "teacher_info": {"key": ..., "top1": .., "top5": .., "path": ...},
+      "teacher_info": {"key": ..., "top1": .., "top5": .., "path": ..., "ece": ..},
       "metrics": {"top1_last", "top5_last", "top1_best", "top5_best", "best_epoch", "epochs"},
       "history": [ per-epoch dicts, see below ],
       "cost": {"time_s", "epoch_time_s", "images_per_s", "peak_mem_mb",
@@ -31,9 +31,14 @@ Per-epoch dict (also the lines of ``metrics.jsonl``)::
 
     {"epoch": 1, "lr": 0.05, "loss": total, "losses": {"ce": .., "kd": ..},
      "weighted_losses": {"ce": .., "kd": ..}, "train_top1": ..,
-     "test_top1": .., "test_top5": .., "time_s": .., "images_per_s": ..}
+     "test_top1": .., "test_top5": .., "test_ece": .., "test_agreement": .., "test_kl_teacher": ..,
+     "time_s": .., "images_per_s": ..}
 
-Accuracies are percentages (0-100). ``top1_last`` is the last epoch's test
+Accuracies are percentages (0-100). Fidelity (``benchmarks.fidelity``): ``test_agreement`` = % of test
+samples where the student's and the teacher's top-1 agree, ``test_kl_teacher`` = KL(teacher || student) at
+T = 1 (nats, mean over the test set), ``test_ece`` = the student's expected calibration error (percent, 15
+equal-width bins); ``teacher_info.ece`` the teacher's. A run trained without a teacher has no agreement or
+KL; records written before these fields existed have none of them. ``top1_last`` is the last epoch's test
 top-1 (RepDistiller's convention), ``top1_best`` the best epoch's
 (mdistiller's).
 """

@@ -27,7 +27,10 @@ from torch import nn
 
 from methods import Batch, Distiller, Progress, Stage, ViewOutput
 
-__all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "seed_for", "freeze",
+from .fidelity import CalibrationBins, TeacherTest, agreement_count, kl_sum
+
+__all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "eval_metrics",
+           "TeacherTest", "seed_for", "freeze",
            "draw_views", "view_generator", "compute_terms", "weigh_terms"]
 
 
@@ -208,6 +211,7 @@ class StudentRun:
         self.error: BaseException | None = None
         self.fast: dict[str, Any] = {}  # resolved FastPaths, set by train_cohort
         self.time_s = 0.0
+        self.teacher_ece: float | None = None  # the teacher's test ECE (percent), once a teacher was there
         self._reset_epoch_stats()
 
     @property
@@ -370,9 +374,14 @@ class StudentRun:
         self._epoch_time += time.perf_counter() - t0
         return total.detach()
 
-    def end_epoch(self, epoch: int, data, device, shared_time: float) -> dict[str, Any]:
+    def end_epoch(self, epoch: int, data, device, shared_time: float,
+                  teacher_test: TeacherTest | None = None) -> dict[str, Any]:
+        """Evaluate, log and return the epoch's history entry. ``teacher_test``: the teacher's test outputs
+        (shared by the cohort), for the entry's ``test_agreement`` and ``test_kl_teacher`` (left out without)."""
         t0 = time.perf_counter()
-        top1, top5 = evaluate(self.model, data, device, self.recipe.eval_batch_size)
+        test = eval_metrics(self.model, data, device, self.recipe.eval_batch_size, teacher_test)
+        if teacher_test is not None:
+            self.teacher_ece = teacher_test.ece(self.recipe.eval_batch_size)
         seen = max(self._seen, 1)
         losses = {k: float(v) / seen for k, v in self._sums.items()}
         weighted = {k: float(v) / seen for k, v in self._weighted.items()}
@@ -387,8 +396,7 @@ class StudentRun:
             "losses": losses,
             "weighted_losses": weighted,
             "train_top1": 100.0 * float(self._correct) / seen,
-            "test_top1": top1,
-            "test_top5": top5,
+            **test,  # test_top1, test_top5, test_ece (and test_agreement, test_kl_teacher with a teacher)
             "time_s": train_time,
             "eval_time_s": time.perf_counter() - t0,
             "images_per_s": self._seen / train_time if train_time > 0 else math.nan,
@@ -436,11 +444,17 @@ def _unique_trainable(modules: list[nn.Module]) -> list[nn.Parameter]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data, device, batch_size: int = 256) -> tuple[float, float]:
-    """Top-1 and top-5 test accuracy in percent (top-k capped at the class count)."""
+def eval_metrics(model: nn.Module, data, device, batch_size: int = 256,
+                 teacher_test: TeacherTest | None = None) -> dict[str, float]:
+    """One pass over the test set: ``test_top1``, ``test_top5`` (percent, top-k capped at the class count),
+    ``test_ece`` (percent, ``benchmarks.fidelity``) and, with the teacher's test outputs, ``test_agreement``
+    (percent) and ``test_kl_teacher`` (KL(teacher || student) at T = 1, nats, mean over the test set)."""
     was_training = model.training
     model.eval()
-    correct1 = correct5 = total = 0
+    correct1 = correct5 = total = agree = 0
+    kl = 0.0
+    bins = CalibrationBins()
+    teacher_batches = iter(teacher_test.batches(batch_size)) if teacher_test is not None else None
     for x, y in data.test_batches(batch_size, device):
         logits = model(x)
         k = min(5, logits.shape[1])
@@ -449,8 +463,22 @@ def evaluate(model: nn.Module, data, device, batch_size: int = 256) -> tuple[flo
         correct1 += int(hit[:, 0].sum())
         correct5 += int(hit.any(dim=1).sum())
         total += y.numel()
+        bins.add(logits, y)
+        if teacher_batches is not None:
+            t_log_probs, t_pred = next(teacher_batches)
+            agree += agreement_count(logits, t_pred)
+            kl += kl_sum(logits, t_log_probs)
     model.train(was_training)
-    return 100.0 * correct1 / total, 100.0 * correct5 / total
+    out = {"test_top1": 100.0 * correct1 / total, "test_top5": 100.0 * correct5 / total, "test_ece": bins.ece()}
+    if teacher_test is not None:
+        out.update(test_agreement=100.0 * agree / total, test_kl_teacher=kl / total)
+    return out
+
+
+def evaluate(model: nn.Module, data, device, batch_size: int = 256) -> tuple[float, float]:
+    """Top-1 and top-5 test accuracy in percent (top-k capped at the class count)."""
+    m = eval_metrics(model, data, device, batch_size)
+    return m["test_top1"], m["test_top5"]
 
 
 def train_cohort(
@@ -470,7 +498,9 @@ def train_cohort(
     trains more epochs of the stream (``total_epochs``): the cohort goes on until the last run is
     done, each run taking part in the epochs it trains, so every run sees the batches it would alone. The teacher,
     if given, must be frozen (``freeze``); it runs once per batch, under
-    ``no_grad``, only if a method needs it, and its outputs are shared read-only.
+    ``no_grad``, only if a method needs it, and its outputs are shared read-only. Given a teacher, every
+    evaluation also measures each student's agreement with it and KL from it (``benchmarks.fidelity``),
+    from the teacher's test outputs computed once for the whole cohort (``TeacherTest``).
     """
     if not runs:
         return runs
@@ -492,6 +522,8 @@ def train_cohort(
             r.model.forward_kd = torch.compile(r.model.forward_kd)
     if teacher is not None and fast["channels_last"]:
         teacher.to(memory_format=torch.channels_last)
+    # the teacher's test outputs for every evaluation of the cohort's runs: one test pass, on first use
+    teacher_test = TeacherTest(teacher, data, device) if teacher is not None else None
     for epoch in range(runs[0].epochs_done, max(r.total_epochs for r in runs)):
         active = [r for r in runs if r.error is None and epoch < r.total_epochs]
         if not active:
@@ -539,7 +571,7 @@ def train_cohort(
         survivors = [r for r in active if r.error is None]
         for r in survivors:
             # the teacher pass and the batch preparation are shared: each run is charged its share
-            r.end_epoch(epoch, data, device, shared_time / max(len(survivors), 1))
+            r.end_epoch(epoch, data, device, shared_time / max(len(survivors), 1), teacher_test)
         if on_epoch_end is not None:
             on_epoch_end(epoch, runs)
     return runs

@@ -19,8 +19,10 @@ def test_event_files_hold_every_term_and_metric_per_epoch(capsys, tmp_path):
     rec = records.read_json(records.record_path(tmp_path / "g", "kd__resnet8-resnet8__s0"))
     steps = event_steps(tmp_path / "g", "kd__resnet8-resnet8__s0")
     assert set(steps) == {"loss/ce", "loss/kd", "loss_weighted/ce", "loss_weighted/kd", "loss/total", "lr",
-                          "train/top1", "test/top1", "test/top5", "time/epoch_s", "time/eval_s", "images_per_s"}
-    for tag, key in [("test/top1", "test_top1"), ("lr", "lr"), ("loss/total", "loss"), ("train/top1", "train_top1")]:
+                          "train/top1", "test/top1", "test/top5", "time/epoch_s", "time/eval_s", "images_per_s",
+                          "test/ece", "fidelity/agreement", "fidelity/kl_teacher"}
+    for tag, key in [("test/top1", "test_top1"), ("lr", "lr"), ("loss/total", "loss"), ("train/top1", "train_top1"),
+                     ("fidelity/agreement", "test_agreement"), ("fidelity/kl_teacher", "test_kl_teacher")]:
         assert steps[tag] == [(h["epoch"], pytest.approx(h[key])) for h in rec["history"]], tag
     assert steps["loss_weighted/kd"] == [(h["epoch"], pytest.approx(h["weighted_losses"]["kd"])) for h in rec["history"]]
     assert set(event_steps(tmp_path / "g", "vanilla__resnet8-resnet8__s0")) >= {"loss/ce", "test/top1"}
