@@ -63,7 +63,8 @@ def render_report(res: agg.Results, published=None) -> str:
     best = agg.cell_stats(res, "top1_best")
     teacher = agg.teacher_top1(res)
     cost = agg.cost_table(res)
-    figs = figures.make_figures(res, last, teacher, cost)
+    fidelity = {col: agg.cell_stats(res, col) for col in agg.FIDELITY_COLUMNS}
+    figs = figures.make_figures(res, last, teacher, cost, fidelity["agreement_last"])
 
     groups = tables.teacher_groups(res)
     sec = [_header(res)]
@@ -86,7 +87,9 @@ def render_report(res: agg.Results, published=None) -> str:
             fig_md.append(f"**{f.title}**: {f.caption}\n\n![{f.title}]({f.file})")
         else:
             fig_md.append(f"**{f.title}**: _skipped: {f.note}._")
-    sec.append("## 7. Figures\n\n" + "\n\n".join(fig_md))
+    sec.append("## 7. Fidelity to the teacher (last epoch)\n\n"
+               + tables.fidelity_section(res, fidelity, agg.teacher_ece(res)))
+    sec.append("## 8. Figures\n\n" + "\n\n".join(fig_md))
     return "\n\n".join(sec).rstrip() + "\n"
 
 

@@ -35,6 +35,8 @@ __all__ = [
     "average_ranks",
     "cost_table",
     "teacher_top1",
+    "teacher_ece",
+    "FIDELITY_COLUMNS",
     "method_order",
     "protocol_summary",
     "count_stale",
@@ -145,10 +147,14 @@ class Results:
         return c
 
 
+# fidelity to the teacher (benchmarks.fidelity), at the last epoch: column -> the history entry's field
+FIDELITY_COLUMNS = {"agreement_last": "test_agreement", "kl_teacher_last": "test_kl_teacher", "ece_last": "test_ece"}
+
 _RUN_COLUMNS = [
     "run_id", "method", "teacher", "student", "pair", "seed", "status", "in_grid",
     "top1_last", "top1_best", "best_epoch", "epochs", "teacher_top1",
     "time_s", "epoch_time_s", "images_per_s", "peak_mem_mb", "extra_params", "student_params",
+    *FIDELITY_COLUMNS, "teacher_ece",
     "views", "error_type", "error_message", "error_epoch", "error_step", "epochs_done",
     "dataset", "config", "teacher_info",
 ]
@@ -277,6 +283,9 @@ def _row_from_record(rec: dict, hist: list[dict]) -> dict:
         "peak_mem_mb": _num(cost.get("peak_mem_mb")),
         "extra_params": _num(cost.get("extra_params")),
         "student_params": _num(cost.get("student_params")),
+        # NaN where the record predates the field, or its run had no teacher
+        **{col: _num(hist[-1].get(key)) if hist else float("nan") for col, key in FIDELITY_COLUMNS.items()},
+        "teacher_ece": _num(tinfo.get("ece")) if isinstance(tinfo, dict) else float("nan"),
         # other views of each batch (MLKD's strong one): a different augmentation protocol, more passes
         "views": "+".join(str(v) for v in cost.get("views") or []) if isinstance(cost.get("views"), list) else "",
         "error_type": err.get("type") or "",
@@ -423,16 +432,22 @@ def average_ranks(means: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"avg_rank": ranks.mean(axis=1, skipna=True), "n_pairs": ranks.notna().sum(axis=1)})
 
 
-def teacher_top1(res: Results) -> dict[str, list[float]]:
-    """Per pair, the distinct teacher top-1 values found in its records (complete runs first)."""
+def teacher_top1(res: Results, column: str = "teacher_top1") -> dict[str, list[float]]:
+    """Per pair, the distinct teacher top-1 values (or another teacher ``column``, e.g. ``teacher_ece``)
+    found in its records (complete runs first)."""
     out: dict[str, list[float]] = {}
     g = res.in_grid
     for p in res.grid.pairs:
         sub = g[g["pair"] == p]
         order = pd.concat([sub[sub["status"] == "complete"], sub[sub["status"] != "complete"]])
-        vals = [float(v) for v in order["teacher_top1"].dropna()]
+        vals = [float(v) for v in order[column].dropna()]
         out[p] = list(dict.fromkeys(round(v, 6) for v in vals))
     return out
+
+
+def teacher_ece(res: Results) -> dict[str, list[float]]:
+    """Per pair, the distinct teacher ECE values (percent) its records hold (none in older records)."""
+    return teacher_top1(res, "teacher_ece")
 
 
 def cost_table(res: Results) -> pd.DataFrame:

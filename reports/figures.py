@@ -32,7 +32,9 @@ FIGURE_FILES = {
     "heatmap": "gain_heatmap.png",
     "curves": "test_curves.png",
     "cost": "gain_vs_cost.png",
+    "fidelity": "top1_vs_agreement.png",
 }
+PAIR_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "8", "d")
 _RC = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
     "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.titlesize": 11,
@@ -406,8 +408,48 @@ def cost_figure(res: agg.Results, means: pd.DataFrame, cost: pd.DataFrame, pal: 
     return fig
 
 
+# ---------------------------------------------------------------------------- accuracy vs agreement
+def _fidelity_points(res: agg.Results, last: pd.DataFrame, agreement: pd.DataFrame) -> list[tuple]:
+    """(method, pair, mean agreement, mean last-epoch top-1) of every cell that has both, grid order."""
+    pts = []
+    for m in agg.method_order(res.grid):
+        for p in res.grid.pairs:
+            x, y = agreement.at[(m, p), "mean"], last.at[(m, p), "mean"]
+            if not (math.isnan(x) or math.isnan(y)):
+                pts.append((m, p, float(x), float(y)))
+    return pts
+
+
+def fidelity_figure(res: agg.Results, last: pd.DataFrame, agreement: pd.DataFrame, pal: dict) -> Figure | str:
+    pts = _fidelity_points(res, last, agreement)
+    if not pts:
+        return "no complete run records its agreement with the teacher"
+    pairs = list(dict.fromkeys(p for _, p, _, _ in pts))
+    marker = {p: PAIR_MARKERS[i % len(PAIR_MARKERS)] for i, p in enumerate(pairs)}
+    fig = _new_fig(6.4, 4.6)
+    ax = fig.add_subplot()
+    for m, p, x, y in pts:
+        ax.scatter([x], [y], s=55, marker=marker[p], color=pal[m], edgecolor="black", linewidth=0.6, zorder=3,
+                   gid=f"{m}|{p}")
+    xs, ys = np.array([q[2] for q in pts]), np.array([q[3] for q in pts])
+    xr, yr = (xs.max() - xs.min()) or 1.0, (ys.max() - ys.min()) or 1.0
+    ax.set_xlim(xs.min() - 0.1 * xr, xs.max() + 0.1 * xr)
+    ax.set_ylim(ys.min() - 0.1 * yr, ys.max() + 0.1 * yr)
+    ax.set_xlabel("top-1 agreement with the teacher (%)")
+    ax.set_ylabel("student top-1, last epoch (%)")
+    ax.set_title("Accuracy vs agreement with the teacher\n(one point per method and pair; means over seeds)")
+    methods = list(dict.fromkeys(m for m, _, _, _ in pts))
+    handles = [Line2D([], [], marker="o", ls="none", markerfacecolor=pal[m], markeredgecolor="black", label=m)
+               for m in methods]
+    handles += [Line2D([], [], marker=marker[p], ls="none", markerfacecolor="0.8", markeredgecolor="black",
+                       label=agg.parse_pair(p)[0] + " → " + agg.parse_pair(p)[1]) for p in pairs]
+    fig.legend(handles=handles, loc="outside right upper", frameon=False)
+    return fig
+
+
 # ---------------------------------------------------------------------------- all
-def make_figures(res: agg.Results, last: pd.DataFrame, teacher: dict, cost: pd.DataFrame) -> list[FigureResult]:
+def make_figures(res: agg.Results, last: pd.DataFrame, teacher: dict, cost: pd.DataFrame,
+                 agreement: pd.DataFrame | None = None) -> list[FigureResult]:
     methods = agg.method_order(res.grid)
     pal = palette(methods)
     means = agg.mean_table(last)
@@ -427,6 +469,11 @@ def make_figures(res: agg.Results, last: pd.DataFrame, teacher: dict, cost: pd.D
          "across pairs (mean top-1 when there is no vanilla row).",
          lambda: cost_figure(res, means, cost, pal)),
     ]
+    if agreement is not None:
+        specs.append(("fidelity", "Accuracy vs agreement with the teacher",
+                      "x: mean last-epoch top-1 agreement between student and teacher over seeds; y: mean "
+                      "last-epoch student top-1; one point per method (colour) and pair (marker).",
+                      lambda: fidelity_figure(res, last, agreement, pal)))
     out = []
     with _style():
         for key, title, caption, fn in specs:

@@ -12,7 +12,7 @@ from . import aggregate as agg
 from . import protocol as proto
 from . import published as pub
 
-__all__ = ["md_table", "fmt_cell", "accuracy_tables", "gain_section", "published_section",
+__all__ = ["md_table", "fmt_cell", "accuracy_tables", "gain_section", "fidelity_section", "published_section",
            "cost_section", "inventory_section", "pair_label"]
 
 DASH = "–"
@@ -49,13 +49,13 @@ def pair_label(pair: str) -> str:
     return f"{t} → {s}"
 
 
-def fmt_cell(mean: float, std: float, n: int) -> str:
+def fmt_cell(mean: float, std: float, n: int, digits: int = 2) -> str:
     """'mean ± std (n)'; 'mean (n=1)' for a single seed; a dash without data."""
     if n == 0 or math.isnan(mean):
         return DASH
     if n == 1 or math.isnan(std):
-        return f"{mean:.2f} (n=1)"
-    return f"{mean:.2f} ± {std:.2f} ({n})"
+        return f"{mean:.{digits}f} (n=1)"
+    return f"{mean:.{digits}f} ± {std:.{digits}f} ({n})"
 
 
 def fmt_signed(x: float) -> str:
@@ -122,6 +122,43 @@ ACCURACY_FOOTNOTE = (
     "t-interval over seeds, mean ± t(0.975, n−1)·std/√n, overlaps the best cell's. A cell or best with a "
     "single seed has no interval and gets no †."
 )
+
+
+# ---------------------------------------------------------------------------- fidelity
+FIDELITY_TABLES = (  # (stats column, title, decimals)
+    ("agreement_last", "Top-1 agreement with the teacher (%)", 2),
+    ("kl_teacher_last", "KL(teacher ‖ student) at T = 1 (nats)", 3),
+    ("ece_last", "Expected calibration error (%)", 2),
+)
+
+FIDELITY_FOOTNOTE = (
+    "Did the student learn the teacher? (Stanton et al., NeurIPS 2021, \"Does knowledge distillation really "
+    "work?\"). On the test set at the last epoch: agreement = % of test samples where the student's top-1 "
+    "class is the teacher's; KL = KL(teacher ‖ student) of the softmax outputs at T = 1, summed over classes "
+    "(natural log), averaged over the test samples; ECE = expected calibration error, 15 equal-width "
+    "confidence bins over [0, 1], Σ |accuracy − confidence| · n_bin / n, in percent; the teacher row is the "
+    "teacher's own ECE. Cells: mean ± sample std over seeds (n); – = no complete run recorded it (records "
+    "written before these metrics existed, or runs trained without a teacher)."
+)
+
+
+def _stats_table(res: agg.Results, stats: pd.DataFrame, digits: int, teacher: dict | None = None) -> str:
+    """methods x pairs of one per-run metric (``cell_stats``), an optional teacher row first."""
+    headers = ["method"] + [pair_label(p) for p in res.grid.pairs]
+    rows = [["teacher"] + [_teacher_cell(teacher.get(p, [])) for p in res.grid.pairs]] if teacher is not None else []
+    for m in agg.method_order(res.grid):
+        rows.append([m] + [fmt_cell(stats.at[(m, p), "mean"], stats.at[(m, p), "std"], int(stats.at[(m, p), "n"]),
+                                    digits) for p in res.grid.pairs])
+    return md_table(headers, rows)
+
+
+def fidelity_section(res: agg.Results, stats: dict[str, pd.DataFrame], teacher_ece: dict[str, list[float]]) -> str:
+    """Agreement, KL and ECE tables (methods x pairs, last epoch); ``stats``: column -> ``cell_stats``."""
+    parts = []
+    for column, title, digits in FIDELITY_TABLES:
+        teacher = teacher_ece if column == "ece_last" else None
+        parts.append(f"**{title}**\n\n" + _stats_table(res, stats[column], digits, teacher))
+    return "\n\n".join(parts) + "\n\n" + FIDELITY_FOOTNOTE
 
 
 def gain_section(res: agg.Results, means: pd.DataFrame) -> str:
