@@ -11,6 +11,8 @@ A view (MLKD's strong augmentation) is drawn from a generator seeded by the run'
 the view, the epoch and the step, once per seed in the cohort, and the teacher runs on it once.
 Before every step it hands the method its ``Progress`` (fractional epoch, total),
 derived from the epoch and step counters, so a resumed run sees the same values.
+Each evaluation measures test top-1/top-5 and the student's calibration (ECE) and, given a teacher, its
+agreement with and KL from the teacher, whose test outputs are computed once per cohort (``benchmarks.fidelity``).
 """
 from __future__ import annotations
 
