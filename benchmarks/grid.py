@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import socket
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from methods import BuildContext, build_method, method_stages, method_views
 from reports import build_report
 
 from . import checkpoints, records
+from .costs import MB, peak_rss_mb, reset_peak_rss
 from .config import (ConfigError, fingerprint, grid_name, method_overrides, parse_pair, pick_device, protocol,
                      student_recipe, teacher_recipe)
 from .curves import CurveWriter
@@ -125,11 +125,28 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def peak_memory_mb(device: torch.device) -> float:
+def start_host_memory(device: torch.device) -> str | None:
+    """Before a cohort trains on the CPU: reset the process's peak RSS. Returns what the peak will cover
+    ("cohort", or "process" where the reset is refused); None on CUDA, where each run's steps are measured."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    # process peak RSS (Linux reports KiB): an upper bound shared by a cohort's runs
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return None
+    return "cohort" if reset_peak_rss() else "process"
+
+
+def cohort_cost(run_ids: list[str], scope: str | None) -> dict[str, Any]:
+    """The cost fields a cohort's runs share: on the CPU, the process's peak RSS while it trained (one figure
+    for the cohort, not per method) and which runs it covers."""
+    if scope is None:
+        return {}
+    return {"cohort": list(run_ids), "cohort_peak_rss_mb": peak_rss_mb(), "cohort_peak_rss_scope": scope}
+
+
+def run_cost(run: StudentRun) -> dict[str, Any]:
+    """A run's own memory: exact bytes of what it keeps and, on CUDA, its steps' peak allocated memory."""
+    out: dict[str, Any] = run.memory_bytes()
+    if run.cuda_peaks:
+        out.update(cuda_peak_mb=run.cuda_peaks["peak"] / MB, cuda_step_mb=run.cuda_peaks["step"] / MB)
+    return out
 
 
 def probe(model: torch.nn.Module, input_shape, device, preact: bool):
@@ -449,8 +466,7 @@ class GridRunner:
     def train_group(self, members, teacher, generator: torch.Generator) -> None:
         specs = {run.run_id: (spec, rec) for spec, run, rec in members}
         runs = [run for _, run, _ in members]
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        scope = start_host_memory(self.device)
 
         def on_epoch_end(epoch: int, all_runs: list[StudentRun]) -> None:
             for r in all_runs:
@@ -481,16 +497,17 @@ class GridRunner:
 
         train_cohort(runs, self.data, self.device, teacher=teacher, data_generator=generator,
                      on_epoch_end=on_epoch_end, fast=self.fast)
-        peak = peak_memory_mb(self.device)
+        shared = cohort_cost([r.run_id for r in runs], scope)
         for r in runs:
             spec, rec = specs[r.run_id]
             self.curves.pop(r.run_id).close()
             if r.error is not None:
                 self.fail(spec, rec, r.error, getattr(r, "error_at", None), r)
             else:
-                self.finish(spec, rec, r, peak)
+                self.finish(spec, rec, r, shared)
 
-    def finish(self, spec: RunSpec, rec: dict, run: StudentRun, peak_mb: float) -> None:
+    def finish(self, spec: RunSpec, rec: dict, run: StudentRun, shared: dict[str, Any]) -> None:
+        """Record ``run`` complete; ``shared``: its cohort's cost fields (``cohort_cost``)."""
         hist = [h for h in run.history if "stage" not in h]  # the metrics are the main stage's
         best = max(hist, key=lambda h: h["test_top1"])
         train_time = sum(h["time_s"] for h in hist)
@@ -499,9 +516,10 @@ class GridRunner:
             "metrics": {"top1_last": hist[-1]["test_top1"], "top5_last": hist[-1]["test_top5"],
                         "top1_best": best["test_top1"], "top5_best": best["test_top5"],
                         "best_epoch": best["epoch"], "epochs": len(hist)},
+            # epoch time: the run's own steps plus its share of the cohort's batch preparation and teacher pass
             "cost": {**rec["cost"], "time_s": run.time_s, "epoch_time_s": train_time / len(hist),
                      "images_per_s": len(hist) * self.data.num_train / train_time if train_time else None,
-                     "peak_mem_mb": peak_mb},
+                     **run_cost(run), **shared},
         })
         # final weights first, then the record that says "complete", then the checkpoints it supersedes
         weights = records.record_path(self.results_dir, spec.run_id).with_suffix(".student.pt")

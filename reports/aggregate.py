@@ -34,6 +34,7 @@ __all__ = [
     "gain_table",
     "average_ranks",
     "cost_table",
+    "cohort_memory_table",
     "teacher_top1",
     "method_order",
     "protocol_summary",
@@ -149,6 +150,8 @@ _RUN_COLUMNS = [
     "run_id", "method", "teacher", "student", "pair", "seed", "status", "in_grid",
     "top1_last", "top1_best", "best_epoch", "epochs", "teacher_top1",
     "time_s", "epoch_time_s", "images_per_s", "peak_mem_mb", "extra_params", "student_params",
+    "student_param_bytes", "method_param_bytes", "optimizer_state_bytes", "buffer_bytes", "cuda_peak_mb",
+    "cuda_step_mb", "cohort", "cohort_peak_rss_mb", "cohort_peak_rss_scope",
     "views", "error_type", "error_message", "error_epoch", "error_step", "epochs_done",
     "dataset", "config", "teacher_info",
 ]
@@ -239,6 +242,18 @@ def _history_of(results_dir: Path, rec: dict) -> list[dict]:
     return out
 
 
+def _memory_fields(cost: dict) -> dict:
+    """A record's memory costs (NaN / "" in records written before they were kept)."""
+    cohort = cost.get("cohort")
+    return {
+        **{k: _num(cost.get(k)) for k in ("student_param_bytes", "method_param_bytes", "optimizer_state_bytes",
+                                          "cuda_peak_mb", "cuda_step_mb", "cohort_peak_rss_mb")},
+        "buffer_bytes": _num(cost.get("student_buffer_bytes")) + _num(cost.get("method_buffer_bytes")),
+        "cohort": ",".join(map(str, cohort)) if isinstance(cohort, list) else "",
+        "cohort_peak_rss_scope": str(cost.get("cohort_peak_rss_scope") or ""),
+    }
+
+
 def _row_from_record(rec: dict, hist: list[dict]) -> dict:
     metrics = rec.get("metrics") or {}
     cost = rec.get("cost") or {}
@@ -277,6 +292,7 @@ def _row_from_record(rec: dict, hist: list[dict]) -> dict:
         "peak_mem_mb": _num(cost.get("peak_mem_mb")),
         "extra_params": _num(cost.get("extra_params")),
         "student_params": _num(cost.get("student_params")),
+        **_memory_fields(cost),
         # other views of each batch (MLKD's strong one): a different augmentation protocol, more passes
         "views": "+".join(str(v) for v in cost.get("views") or []) if isinstance(cost.get("views"), list) else "",
         "error_type": err.get("type") or "",
@@ -438,7 +454,8 @@ def teacher_top1(res: Results) -> dict[str, list[float]]:
 def cost_table(res: Results) -> pd.DataFrame:
     """Per method, averages over its complete runs of the cost fields (grid order)."""
     done = res.complete
-    cols = ["epoch_time_s", "images_per_s", "peak_mem_mb", "extra_params", "time_s"]
+    cols = ["epoch_time_s", "images_per_s", "student_param_bytes", "method_param_bytes", "optimizer_state_bytes",
+            "buffer_bytes", "cuda_peak_mb", "cuda_step_mb", "extra_params", "time_s"]
     rows = []
     for m in method_order(res.grid):
         sub = done[done["method"] == m]
@@ -450,6 +467,27 @@ def cost_table(res: Results) -> pd.DataFrame:
         row["views"] = ", ".join(sorted({v for v in sub["views"] if v}))
         rows.append(row)
     return pd.DataFrame(rows).set_index("method")
+
+
+def _rank(items: list, x) -> int:
+    return items.index(x) if x in items else len(items)
+
+
+def cohort_memory_table(res: Results) -> pd.DataFrame:
+    """One row per cohort whose complete runs recorded a process peak RSS (CPU runs): pair, seed, its
+    methods (grid order), the peak and what it covers ("cohort" or "process"); in grid order."""
+    done = res.complete
+    done = done[done["cohort_peak_rss_mb"].notna() & (done["cohort"] != "")]
+    methods, pairs, seeds = method_order(res.grid), list(res.grid.pairs), list(res.grid.seeds)
+    rows = []
+    for key, sub in done.groupby("cohort", sort=True):
+        first = sub.iloc[0]
+        rows.append({"pair": first["pair"], "seed": first["seed"],
+                     "methods": ", ".join(sorted(sub["method"], key=lambda m: _rank(methods, m))),
+                     "peak_rss_mb": float(sub["cohort_peak_rss_mb"].max()),
+                     "scope": first["cohort_peak_rss_scope"], "cohort": key})
+    rows.sort(key=lambda r: (_rank(pairs, r["pair"]), _rank(seeds, r["seed"]), r["cohort"]))
+    return pd.DataFrame(rows, columns=["pair", "seed", "methods", "peak_rss_mb", "scope", "cohort"])
 
 
 # ---------------------------------------------------------------------------- protocol line
