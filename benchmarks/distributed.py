@@ -258,6 +258,9 @@ def resolve_one(args) -> tuple[dict, RunSpec]:
     launch = [f for f in ("shard", "workers", "gpus", "executor") if getattr(args, f, None) not in (None, 1)]
     if launch:
         raise ConfigError(f"--{launch[0]} is the grid runner's; here torchrun starts the processes")
+    if getattr(args, "wandb", None):
+        raise ConfigError("--wandb is the grid runner's (python -m benchmarks.run); benchmarks.distributed writes "
+                          "no curves")
     cfg = resolve(args)
     if len(cfg["methods"]) != 1 or len(cfg["pairs"]) != 1 or (args.seeds and len(cfg["seeds"]) != 1):
         raise ConfigError(f"benchmarks.distributed trains one run: give one --method, --pair and --seed "

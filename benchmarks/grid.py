@@ -38,7 +38,7 @@ from . import checkpoints, records
 from .costs import MB, peak_rss_mb, reset_peak_rss
 from .config import (ConfigError, fingerprint, grid_name, method_overrides, parse_pair, pick_device, protocol,
                      student_recipe, teacher_recipe)
-from .curves import CurveWriter
+from .curves import CurveWriter, Curves, WandbProject, WandbWriter
 from .data import load_dataset
 from .locks import FileLock
 from .models import create_model
@@ -201,7 +201,8 @@ class GridRunner:
         if self.checkpoint_every < 0:
             raise ConfigError("--checkpoint-every must be >= 0 (0: never)")
         self.failed: list[str] = []
-        self.curves: dict[str, CurveWriter] = {}
+        self.curves: dict[str, Curves] = {}
+        self.wandb: WandbProject | None = None
         self.stale_moved = 0
         self.progress = None
         self.data = self.load_data()
@@ -215,6 +216,8 @@ class GridRunner:
         cfg["teachers"] = {a: k for a, k in self.teacher_keys.items() if k.startswith(IMPORTED)}
         cfg["grid"] = grid_name(cfg)
         self.results_dir = Path(args.results) / cfg["grid"]
+        if getattr(args, "wandb", None):
+            self.wandb = WandbProject(args.wandb, cfg["grid"], self.results_dir, self.log)
 
     def identify_teachers(self) -> dict[str, str]:
         """Each teacher's identity before any work: an imported checkpoint's weight hash (read and fitted
@@ -439,7 +442,7 @@ class GridRunner:
             metrics.unlink(missing_ok=True)
             for entry in run.history:  # the log restarts from what the checkpoint holds
                 records.append_jsonl(metrics, entry)
-            self.curves[spec.run_id] = CurveWriter(self.results_dir, spec.run_id)  # so do the curves
+            self.curves[spec.run_id] = self.open_curves(spec, rec)  # so do the curves
             self.curves[spec.run_id].start({"method": spec.method, "pair": spec.pair, "seed": spec.seed,
                                             "train": rec["config"]["train"], **rec["config"]["method"]},
                                            [h for h in run.history if "stage" not in h])
@@ -456,6 +459,15 @@ class GridRunner:
             if start in data_states:
                 generator.set_state(data_states[start])
             self.train_group(members, teacher, generator)
+
+    def open_curves(self, spec: RunSpec, rec: dict) -> Curves:
+        """The run's TensorBoard writer and, with ``--wandb``, its W&B one: a resumed run keeps its start time,
+        hence its W&B id; a run started over gets a new W&B run."""
+        writers: list = [CurveWriter(self.results_dir, spec.run_id)]
+        if self.wandb is not None:
+            key = f"{self.results_dir.resolve()}|{spec.run_id}|{rec['started_at']}"
+            writers.append(WandbWriter(self.wandb, spec.run_id, key))
+        return Curves(writers)
 
     def readable_record(self, spec: RunSpec) -> dict | None:
         try:
