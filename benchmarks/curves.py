@@ -23,7 +23,7 @@ with TensorBoard only.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import importlib
 import os
 import re
 import shutil
@@ -100,9 +100,11 @@ def check_wandb(project: str | None) -> None:
     """``--wandb PROJECT`` before any work: the package must be installed and the name usable."""
     if project is None:
         return
-    if importlib.util.find_spec("wandb") is None:
+    try:
+        importlib.import_module("wandb")  # optional: imported only with --wandb
+    except ImportError:
         raise ConfigError("--wandb needs the wandb package, which is not installed: pip install 'kdbench[wandb]' "
-                          "(or pip install wandb)")
+                          "(or pip install wandb)") from None
     if not project or len(project) > 128 or re.search(r"[/\\#?%:]", project):
         raise ConfigError(f"bad --wandb {project!r}: a W&B project name, at most 128 characters, none of / \\ # ? % :")
 

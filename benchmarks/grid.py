@@ -234,7 +234,7 @@ class GridRunner:
     # --- output -----------------------------------------------------------------
     def log(self, msg: str) -> None:
         if self.progress is not None:
-            self.progress.write(msg, file=sys.stderr)
+            self.progress.log(msg)  # through the bar, which stays one line
         else:
             print(msg, file=sys.stderr, flush=True)
 
