@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import costs, grid, records
+from benchmarks import costs, distributed, grid, records
 from benchmarks.curves import WandbProject, WandbWriter, scalars
 from benchmarks.models import create_model
 from benchmarks.progress import BarProgress, LineProgress, make_progress
@@ -437,3 +437,11 @@ def test_off_a_terminal_progress_comes_at_a_modest_rate(capsys, tmp_path):
     progress = [line for line in err.splitlines() if line.startswith("progress: ")]
     assert len(progress) == 1 and progress[0].startswith("progress: 4/4")  # a short run: the final count only
     assert any(line == f"run {RID['kd']}: start at epoch 1" for line in err.splitlines())
+
+
+def test_distributed_refuses_wandb_in_one_line(tmp_path, capsys):
+    assert distributed.main(["--results", str(tmp_path / "r"), "--method", "kd", "--pair", PAIR, "--seed", "0",
+                             "--wandb", "proj"]) == 2
+    assert capsys.readouterr().err == ("error: --wandb is the grid runner's (python -m benchmarks.run); "
+                                       "benchmarks.distributed writes no curves\n")
+    assert not (tmp_path / "r").exists()
