@@ -12,15 +12,29 @@ and the run's resolved hyperparameters (train recipe, method hyperparameters, pa
 once as TensorBoard hparams. A run that (re)starts rewrites its folder from the history it holds (its
 checkpoint's), exactly as its ``metrics.jsonl`` is rewritten, so a resumed run continues its curves with
 no duplicate steps.
+
+With ``--wandb PROJECT`` (and the ``wandb`` package) the same values also go to Weights & Biases: one W&B
+run per kdbench run, named by its run id, grouped by grid, the hyperparameters as its config, step = the
+epoch. Its id is derived from the results folder, the run id and the run's start time, so a resumed run
+continues its W&B run (entries W&B already has are not sent again) and a run started over gets a new
+one. ``WANDB_MODE=offline`` logs to disk for a later ``wandb sync``; files go under ``$WANDB_DIR`` or
+else ``<grid>/wandb/``. A run W&B refuses to open is said once, on the terminal, and the grid goes on
+with TensorBoard only.
 """
 from __future__ import annotations
 
+import hashlib
+import importlib
+import os
+import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+from .config import ConfigError
 
 METRIC_TAGS = ("test/top1", "test/top5", "train/top1", "loss/total")
 
@@ -43,6 +57,19 @@ def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def scalars(entry: dict[str, Any]) -> dict[str, float]:
+    """One history entry as {tag: value}: what TensorBoard and W&B both log for its epoch."""
+    out = {f"loss/{term}": value for term, value in entry["losses"].items()}
+    out.update({f"loss_weighted/{term}": value for term, value in entry["weighted_losses"].items()})
+    more = {"loss/total": entry["loss"], "lr": entry["lr"], "train/top1": entry["train_top1"],
+            "test/top1": entry["test_top1"], "test/top5": entry["test_top5"], "time/epoch_s": entry["time_s"],
+            "time/eval_s": entry.get("eval_time_s"), "images_per_s": entry.get("images_per_s"),
+            "test/ece": entry.get("test_ece"), "fidelity/agreement": entry.get("test_agreement"),
+            "fidelity/kl_teacher": entry.get("test_kl_teacher")}
+    out.update({tag: value for tag, value in more.items() if value is not None})
+    return out
+
+
 class CurveWriter:
     """One run's event files; ``start`` (re)writes the history, ``epoch`` appends one entry."""
 
@@ -62,22 +89,96 @@ class CurveWriter:
     def epoch(self, entry: dict[str, Any]) -> None:
         if self.writer is None:
             return
-        step, w = entry["epoch"], self.writer
-        for term, value in entry["losses"].items():
-            w.add_scalar(f"loss/{term}", value, step)
-        for term, value in entry["weighted_losses"].items():
-            w.add_scalar(f"loss_weighted/{term}", value, step)
-        scalars = {"loss/total": entry["loss"], "lr": entry["lr"], "train/top1": entry["train_top1"],
-                   "test/top1": entry["test_top1"], "test/top5": entry["test_top5"], "time/epoch_s": entry["time_s"],
-                   "time/eval_s": entry.get("eval_time_s"), "images_per_s": entry.get("images_per_s"),
-                   "test/ece": entry.get("test_ece"), "fidelity/agreement": entry.get("test_agreement"),
-                   "fidelity/kl_teacher": entry.get("test_kl_teacher")}
-        for tag, value in scalars.items():
-            if value is not None:
-                w.add_scalar(tag, value, step)
-        w.flush()
+        for tag, value in scalars(entry).items():
+            self.writer.add_scalar(tag, value, entry["epoch"])
+        self.writer.flush()
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def check_wandb(project: str | None) -> None:
+    """``--wandb PROJECT`` before any work: the package must be installed and the name usable."""
+    if project is None:
+        return
+    try:
+        importlib.import_module("wandb")  # optional: imported only with --wandb
+    except ImportError:
+        raise ConfigError("--wandb needs the wandb package, which is not installed: pip install 'kdbench[wandb]' "
+                          "(or pip install wandb)") from None
+    if not project or len(project) > 128 or re.search(r"[/\\#?%:]", project):
+        raise ConfigError(f"bad --wandb {project!r}: a W&B project name, at most 128 characters, none of / \\ # ? % :")
+
+
+class WandbProject:
+    """The W&B side of a grid (``--wandb PROJECT``): opens one W&B run per kdbench run; after W&B refuses one,
+    says so once and opens no more."""
+
+    def __init__(self, project: str, group: str, folder: Path, log: Callable[[str], None]):
+        self.project, self.group, self.log = project, group, log
+        self.folder = None if os.environ.get("WANDB_DIR") else Path(folder)
+        self.failed = False
+
+    def open(self, run_id: str, key: str, hparams: dict[str, Any]):
+        """A live W&B run named ``run_id``, its id derived from ``key`` (resumed if W&B has it), or None."""
+        if self.failed:
+            return None
+        import wandb  # optional: imported only with --wandb
+
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        settings = wandb.Settings(console="off", quiet=True, silent=True, disable_git=True, save_code=False,
+                                  x_disable_stats=True, x_disable_machine_info=True)
+        try:
+            return wandb.init(project=self.project, name=run_id, group=self.group, config=flat_hparams(hparams),
+                              id=hashlib.sha256(key.encode()).hexdigest()[:16], resume="allow", reinit="create_new",
+                              dir=None if self.folder is None else str(self.folder), settings=settings)
+        except Exception as e:  # W&B unreachable, not logged in, ...: the training goes on
+            self.failed = True
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            self.log(f"wandb: cannot open a run ({type(e).__name__}: {first}); curves go to TensorBoard only")
+            return None
+
+
+class WandbWriter:
+    """One run's curves in W&B, as ``CurveWriter`` writes them to TensorBoard (same tags, step = epoch)."""
+
+    def __init__(self, project: WandbProject, run_id: str, key: str):
+        self.project, self.run_id, self.key = project, run_id, key
+        self.run = None
+
+    def start(self, hparams: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        self.close()
+        self.run = self.project.open(self.run_id, self.key, hparams)
+        for entry in history:
+            self.epoch(entry)
+
+    def epoch(self, entry: dict[str, Any]) -> None:
+        if self.run is not None and entry["epoch"] >= self.run.step:  # a resumed W&B run has the earlier ones
+            self.run.log(scalars(entry), step=entry["epoch"])
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+class Curves:
+    """Every curve writer of one run: TensorBoard's, and W&B's with ``--wandb``."""
+
+    def __init__(self, writers: list):
+        self.writers = writers
+
+    def start(self, hparams: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        for w in self.writers:
+            w.start(hparams, history)
+
+    def epoch(self, entry: dict[str, Any]) -> None:
+        for w in self.writers:
+            w.epoch(entry)
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()

@@ -55,7 +55,7 @@ from .config import ConfigError, method_overrides, parse_pair, student_recipe, t
 from .data import load_dataset
 from .folder_data import _Indexed
 from .models import create_model
-from .grid import GridRunner, RunSpec, build_student, environment, peak_memory_mb
+from .grid import GridRunner, RunSpec, build_student, cohort_cost, environment, start_host_memory
 from .run import BAD_INPUT, build_parser, print_listing, resolve
 from .teachers import TeacherError, get_teacher, teacher_path
 from .train import StudentRun, compute_terms, freeze, seed_for, train_cohort
@@ -258,6 +258,9 @@ def resolve_one(args) -> tuple[dict, RunSpec]:
     launch = [f for f in ("shard", "workers", "gpus", "executor") if getattr(args, f, None) not in (None, 1)]
     if launch:
         raise ConfigError(f"--{launch[0]} is the grid runner's; here torchrun starts the processes")
+    if getattr(args, "wandb", None):
+        raise ConfigError("--wandb is the grid runner's (python -m benchmarks.run); benchmarks.distributed writes "
+                          "no curves")
     cfg = resolve(args)
     if len(cfg["methods"]) != 1 or len(cfg["pairs"]) != 1 or (args.seeds and len(cfg["seeds"]) != 1):
         raise ConfigError(f"benchmarks.distributed trains one run: give one --method, --pair and --seed "
@@ -373,8 +376,7 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
             # rank's method RNG (and an approximate method's memory) is its own
             checkpoints.save_run(ckpt_path, run, data_generator, runner.fingerprint_of(spec), world=world)
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    scope = start_host_memory(device)
     train_cohort([run], ShardedData(data, rank, world), device, teacher=teacher, fast=runner.fast,
                  data_generator=data_generator, on_epoch_end=on_epoch_end)
     if run.error is not None:
@@ -384,7 +386,7 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
             print(f"[rank {rank}] {spec.run_id}: FAILED: {type(run.error).__name__}: {run.error}", file=sys.stderr)
         return 1
     if rank == 0:
-        runner.finish(spec, rec, run, peak_memory_mb(device))
+        runner.finish(spec, rec, run, cohort_cost([spec.run_id], scope))
         if not args.no_report:
             runner.write_report()
     dist.barrier()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import socket
 import subprocess
 import sys
@@ -36,9 +35,10 @@ from methods import BuildContext, build_method, method_stages, method_views
 from reports import build_report
 
 from . import checkpoints, records
+from .costs import MB, peak_rss_mb, reset_peak_rss
 from .config import (ConfigError, fingerprint, grid_name, method_overrides, parse_pair, pick_device, protocol,
                      student_recipe, teacher_recipe)
-from .curves import CurveWriter
+from .curves import CurveWriter, Curves, WandbProject, WandbWriter
 from .data import load_dataset
 from .locks import FileLock
 from .models import create_model
@@ -125,11 +125,28 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def peak_memory_mb(device: torch.device) -> float:
+def start_host_memory(device: torch.device) -> str | None:
+    """Before a cohort trains on the CPU: reset the process's peak RSS. Returns what the peak will cover
+    ("cohort", or "process" where the reset is refused); None on CUDA, where each run's steps are measured."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    # process peak RSS (Linux reports KiB): an upper bound shared by a cohort's runs
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return None
+    return "cohort" if reset_peak_rss() else "process"
+
+
+def cohort_cost(run_ids: list[str], scope: str | None) -> dict[str, Any]:
+    """The cost fields a cohort's runs share: on the CPU, the process's peak RSS while it trained (one figure
+    for the cohort, not per method) and which runs it covers."""
+    if scope is None:
+        return {}
+    return {"cohort": list(run_ids), "cohort_peak_rss_mb": peak_rss_mb(), "cohort_peak_rss_scope": scope}
+
+
+def run_cost(run: StudentRun) -> dict[str, Any]:
+    """A run's own memory: exact bytes of what it keeps and, on CUDA, its steps' peak allocated memory."""
+    out: dict[str, Any] = run.memory_bytes()
+    if run.cuda_peaks:
+        out.update(cuda_peak_mb=run.cuda_peaks["peak"] / MB, cuda_step_mb=run.cuda_peaks["step"] / MB)
+    return out
 
 
 def probe(model: torch.nn.Module, input_shape, device, preact: bool):
@@ -184,7 +201,8 @@ class GridRunner:
         if self.checkpoint_every < 0:
             raise ConfigError("--checkpoint-every must be >= 0 (0: never)")
         self.failed: list[str] = []
-        self.curves: dict[str, CurveWriter] = {}
+        self.curves: dict[str, Curves] = {}
+        self.wandb: WandbProject | None = None
         self.stale_moved = 0
         self.progress = None
         self.data = self.load_data()
@@ -198,6 +216,8 @@ class GridRunner:
         cfg["teachers"] = {a: k for a, k in self.teacher_keys.items() if k.startswith(IMPORTED)}
         cfg["grid"] = grid_name(cfg)
         self.results_dir = Path(args.results) / cfg["grid"]
+        if getattr(args, "wandb", None):
+            self.wandb = WandbProject(args.wandb, cfg["grid"], self.results_dir, self.log)
 
     def identify_teachers(self) -> dict[str, str]:
         """Each teacher's identity before any work: an imported checkpoint's weight hash (read and fitted
@@ -214,7 +234,7 @@ class GridRunner:
     # --- output -----------------------------------------------------------------
     def log(self, msg: str) -> None:
         if self.progress is not None:
-            self.progress.write(msg, file=sys.stderr)
+            self.progress.log(msg)  # through the bar, which stays one line
         else:
             print(msg, file=sys.stderr, flush=True)
 
@@ -422,7 +442,7 @@ class GridRunner:
             metrics.unlink(missing_ok=True)
             for entry in run.history:  # the log restarts from what the checkpoint holds
                 records.append_jsonl(metrics, entry)
-            self.curves[spec.run_id] = CurveWriter(self.results_dir, spec.run_id)  # so do the curves
+            self.curves[spec.run_id] = self.open_curves(spec, rec)  # so do the curves
             self.curves[spec.run_id].start({"method": spec.method, "pair": spec.pair, "seed": spec.seed,
                                             "train": rec["config"]["train"], **rec["config"]["method"]},
                                            [h for h in run.history if "stage" not in h])
@@ -440,6 +460,15 @@ class GridRunner:
                 generator.set_state(data_states[start])
             self.train_group(members, teacher, generator)
 
+    def open_curves(self, spec: RunSpec, rec: dict) -> Curves:
+        """The run's TensorBoard writer and, with ``--wandb``, its W&B one: a resumed run keeps its start time,
+        hence its W&B id; a run started over gets a new W&B run."""
+        writers: list = [CurveWriter(self.results_dir, spec.run_id)]
+        if self.wandb is not None:
+            key = f"{self.results_dir.resolve()}|{spec.run_id}|{rec['started_at']}"
+            writers.append(WandbWriter(self.wandb, spec.run_id, key))
+        return Curves(writers)
+
     def readable_record(self, spec: RunSpec) -> dict | None:
         try:
             return records.read_json(records.record_path(self.results_dir, spec.run_id))
@@ -449,8 +478,7 @@ class GridRunner:
     def train_group(self, members, teacher, generator: torch.Generator) -> None:
         specs = {run.run_id: (spec, rec) for spec, run, rec in members}
         runs = [run for _, run, _ in members]
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        scope = start_host_memory(self.device)
 
         def on_epoch_end(epoch: int, all_runs: list[StudentRun]) -> None:
             for r in all_runs:
@@ -481,16 +509,17 @@ class GridRunner:
 
         train_cohort(runs, self.data, self.device, teacher=teacher, data_generator=generator,
                      on_epoch_end=on_epoch_end, fast=self.fast)
-        peak = peak_memory_mb(self.device)
+        shared = cohort_cost([r.run_id for r in runs], scope)
         for r in runs:
             spec, rec = specs[r.run_id]
             self.curves.pop(r.run_id).close()
             if r.error is not None:
                 self.fail(spec, rec, r.error, getattr(r, "error_at", None), r)
             else:
-                self.finish(spec, rec, r, peak)
+                self.finish(spec, rec, r, shared)
 
-    def finish(self, spec: RunSpec, rec: dict, run: StudentRun, peak_mb: float) -> None:
+    def finish(self, spec: RunSpec, rec: dict, run: StudentRun, shared: dict[str, Any]) -> None:
+        """Record ``run`` complete; ``shared``: its cohort's cost fields (``cohort_cost``)."""
         hist = [h for h in run.history if "stage" not in h]  # the metrics are the main stage's
         best = max(hist, key=lambda h: h["test_top1"])
         train_time = sum(h["time_s"] for h in hist)
@@ -499,9 +528,10 @@ class GridRunner:
             "metrics": {"top1_last": hist[-1]["test_top1"], "top5_last": hist[-1]["test_top5"],
                         "top1_best": best["test_top1"], "top5_best": best["test_top5"],
                         "best_epoch": best["epoch"], "epochs": len(hist)},
+            # epoch time: the run's own steps plus its share of the cohort's batch preparation and teacher pass
             "cost": {**rec["cost"], "time_s": run.time_s, "epoch_time_s": train_time / len(hist),
                      "images_per_s": len(hist) * self.data.num_train / train_time if train_time else None,
-                     "peak_mem_mb": peak_mb},
+                     **run_cost(run), **shared},
         })
         # final weights first, then the record that says "complete", then the checkpoints it supersedes
         weights = records.record_path(self.results_dir, spec.run_id).with_suffix(".student.pt")

@@ -1,6 +1,7 @@
 """The grid's progress display: a tqdm bar on a terminal, plain lines elsewhere (CI, a log file).
 
-Log lines go through ``write`` so a bar stays one line; off a terminal, carriage-return redraws would
+Log lines go through ``log`` so a bar stays one line (tqdm clears the bar, prints the line with its newline
+on the bar's own stream, then redraws the bar below it); off a terminal, carriage-return redraws would
 fill a log with fragments, so ``LineProgress`` prints one complete line at most every ``interval``
 seconds (and at the end), with the elapsed time and an estimate of what is left.
 """
@@ -53,14 +54,26 @@ class LineProgress:
     def write(self, msg: str, file: TextIO | None = None) -> None:
         print(msg, file=file or self.file, flush=True)
 
+    def log(self, msg: str) -> None:
+        """One whole log line on the progress's stream."""
+        self.write(msg)
+
     def close(self) -> None:
         if self.printed is None or not self.printed.startswith(f"progress: {self.n}/"):
             self.print_line()  # the final count, unless the last line already said it
+
+
+class BarProgress(tqdm):
+    """tqdm's bar, with ``log``: the line goes to the bar's own stream, so tqdm clears the bar first and
+    redraws it after (``tqdm.write`` to another stream would leave the bar's fragment on the line)."""
+
+    def log(self, msg: str) -> None:
+        self.write(msg, file=self.fp)
 
 
 def make_progress(total: int, unit: str, file: TextIO | None = None):
     """A tqdm bar when ``file`` (default: the current stderr) is a terminal, else ``LineProgress``."""
     file = file or sys.stderr
     if file.isatty():
-        return tqdm(total=total, unit=unit, desc="students", dynamic_ncols=True, file=file)
+        return BarProgress(total=total, unit=unit, desc="students", dynamic_ncols=True, file=file)
     return LineProgress(total, unit, file)

@@ -21,8 +21,16 @@ Record schema (``SCHEMA_VERSION`` = 1)::
       "teacher_info": {"key": ..., "top1": .., "top5": .., "path": ..., "ece": ..},
       "metrics": {"top1_last", "top5_last", "top1_best", "top5_best", "best_epoch", "epochs"},
       "history": [ per-epoch dicts, see below ],
-      "cost": {"time_s", "epoch_time_s", "images_per_s", "peak_mem_mb",
-               "extra_params", "student_params"},
+      "cost": {"time_s", "epoch_time_s", "images_per_s",   # epoch time: own steps + share of the cohort's
+                                                          # batch preparation and teacher pass
+               "extra_params", "student_params",          # counts
+               "student_param_bytes", "method_param_bytes", "optimizer_state_bytes",
+               "student_buffer_bytes", "method_buffer_bytes",   # exact bytes (benchmarks/costs.py)
+               "cuda_peak_mb", "cuda_step_mb",             # CUDA: peak allocated over the run's steps, and
+                                                          # its largest rise within one step
+               "cohort", "cohort_peak_rss_mb", "cohort_peak_rss_scope"},  # CPU: the cohort's run ids
+                                                          # and its process peak RSS (shared by them)
+               # records written before these fields have "peak_mem_mb" (the process's peak) instead
       "error": null | {"type": ..., "message": first line, "epoch": .., "step": ..},
       "started_at": ISO time, "finished_at": ISO time | null
     }

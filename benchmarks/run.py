@@ -17,6 +17,7 @@ from typing import Any
 from methods import (HyperparameterError, UnknownMethodError, check_override_keys, list_methods, list_modifiers,
                      method_class, validate_method)
 
+from .curves import check_wandb
 from .config import (ConfigError, apply_set, check_config, fingerprint, grid_name, list_presets, load_preset,
                      method_overrides, parse_pair, protocol, student_recipe, teacher_recipe)
 from .data import DataError, dataset_loader, list_datasets
@@ -79,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list methods, models, datasets and presets")
     p.add_argument("--no-report", action="store_true", help="do not write report.md at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--wandb", metavar="PROJECT", help="also log every run's curves to this Weights & Biases project "
+                                                      "(needs the wandb package; WANDB_MODE=offline: to disk)")
     return p
 
 
@@ -93,6 +96,7 @@ def split_list(text: str | None) -> list[str] | None:
 
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
     """Preset + flags -> one validated config; raises one of BAD_INPUT with a clear message."""
+    check_wandb(args.wandb)
     cfg = load_preset(args.preset)
     base_protocol = fingerprint(protocol(cfg))
     base_dataset = cfg["dataset"]

@@ -29,6 +29,7 @@ from torch import nn
 
 from methods import Batch, Distiller, Progress, Stage, ViewOutput
 
+from .costs import cuda_step_peak, optimizer_state_bytes, tensor_bytes
 from .fidelity import CalibrationBins, TeacherTest, agreement_count, kl_sum
 
 __all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "eval_metrics",
@@ -214,6 +215,7 @@ class StudentRun:
         self.fast: dict[str, Any] = {}  # resolved FastPaths, set by train_cohort
         self.time_s = 0.0
         self.teacher_ece: float | None = None  # the teacher's test ECE (percent), once a teacher was there
+        self.cuda_peaks: dict[str, int] = {}  # CUDA only: max over this run's steps (costs.cuda_step_peak)
         self._reset_epoch_stats()
 
     @property
@@ -233,7 +235,8 @@ class StudentRun:
     def state_dict(self) -> dict[str, Any]:
         out = {"model": self.model.state_dict(), "method": self.method.state_dict(),
                "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
-               "epochs_done": self.epochs_done, "history": self.history, "time_s": self.time_s}
+               "epochs_done": self.epochs_done, "history": self.history, "time_s": self.time_s,
+               "cuda_peaks": dict(self.cuda_peaks)}
         if self.stage_optimizers:
             out["stage_optimizers"] = {k: o.state_dict() for k, o in self.stage_optimizers.items()}
         return out
@@ -248,6 +251,17 @@ class StudentRun:
         self.epochs_done = state["epochs_done"]
         self.history = list(state["history"])
         self.time_s = state["time_s"]
+        self.cuda_peaks = dict(state.get("cuda_peaks", {}))  # checkpoints from before it was kept: none
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Exact bytes of what this run keeps: the student's parameters, the method's own modules'
+        parameters, every optimizer's state (momentum buffers: exact once each parameter took a step),
+        the student's and the method's buffers (BN statistics, CRD's memory banks)."""
+        return {"student_param_bytes": tensor_bytes(self.model.parameters()),
+                "method_param_bytes": tensor_bytes(self.method.parameters()),
+                "optimizer_state_bytes": optimizer_state_bytes([self.optimizer, *self.stage_optimizers.values()]),
+                "student_buffer_bytes": tensor_bytes(self.model.buffers()),
+                "method_buffer_bytes": tensor_bytes(self.method.buffers())}
 
     # --- training ----------------------------------------------------------------
     def _reset_epoch_stats(self) -> None:
@@ -564,7 +578,8 @@ def train_cohort(
                 if r.error is not None:
                     continue
                 try:
-                    r.step(x, y, index, teacher_out, data, device, epoch, step, views.get(r.seed))
+                    with cuda_step_peak(r.cuda_peaks, device):
+                        r.step(x, y, index, teacher_out, data, device, epoch, step, views.get(r.seed))
                 except Exception as e:  # one run's failure never stops its cohort
                     r.error = e
                     r.error_at = (epoch, step)

@@ -34,6 +34,7 @@ __all__ = [
     "gain_table",
     "average_ranks",
     "cost_table",
+    "cohort_memory_table",
     "teacher_top1",
     "teacher_ece",
     "FIDELITY_COLUMNS",
@@ -155,6 +156,8 @@ _RUN_COLUMNS = [
     "top1_last", "top1_best", "best_epoch", "epochs", "teacher_top1",
     "time_s", "epoch_time_s", "images_per_s", "peak_mem_mb", "extra_params", "student_params",
     *FIDELITY_COLUMNS, "teacher_ece",
+    "student_param_bytes", "method_param_bytes", "optimizer_state_bytes", "buffer_bytes", "cuda_peak_mb",
+    "cuda_step_mb", "cohort", "cohort_peak_rss_mb", "cohort_peak_rss_scope",
     "views", "error_type", "error_message", "error_epoch", "error_step", "epochs_done",
     "dataset", "config", "teacher_info",
 ]
@@ -245,6 +248,18 @@ def _history_of(results_dir: Path, rec: dict) -> list[dict]:
     return out
 
 
+def _memory_fields(cost: dict) -> dict:
+    """A record's memory costs (NaN / "" in records written before they were kept)."""
+    cohort = cost.get("cohort")
+    return {
+        **{k: _num(cost.get(k)) for k in ("student_param_bytes", "method_param_bytes", "optimizer_state_bytes",
+                                          "cuda_peak_mb", "cuda_step_mb", "cohort_peak_rss_mb")},
+        "buffer_bytes": _num(cost.get("student_buffer_bytes")) + _num(cost.get("method_buffer_bytes")),
+        "cohort": ",".join(map(str, cohort)) if isinstance(cohort, list) else "",
+        "cohort_peak_rss_scope": str(cost.get("cohort_peak_rss_scope") or ""),
+    }
+
+
 def _row_from_record(rec: dict, hist: list[dict]) -> dict:
     metrics = rec.get("metrics") or {}
     cost = rec.get("cost") or {}
@@ -286,6 +301,7 @@ def _row_from_record(rec: dict, hist: list[dict]) -> dict:
         # NaN where the record predates the field, or its run had no teacher
         **{col: _num(hist[-1].get(key)) if hist else float("nan") for col, key in FIDELITY_COLUMNS.items()},
         "teacher_ece": _num(tinfo.get("ece")) if isinstance(tinfo, dict) else float("nan"),
+        **_memory_fields(cost),
         # other views of each batch (MLKD's strong one): a different augmentation protocol, more passes
         "views": "+".join(str(v) for v in cost.get("views") or []) if isinstance(cost.get("views"), list) else "",
         "error_type": err.get("type") or "",
@@ -453,7 +469,8 @@ def teacher_ece(res: Results) -> dict[str, list[float]]:
 def cost_table(res: Results) -> pd.DataFrame:
     """Per method, averages over its complete runs of the cost fields (grid order)."""
     done = res.complete
-    cols = ["epoch_time_s", "images_per_s", "peak_mem_mb", "extra_params", "time_s"]
+    cols = ["epoch_time_s", "images_per_s", "student_param_bytes", "method_param_bytes", "optimizer_state_bytes",
+            "buffer_bytes", "cuda_peak_mb", "cuda_step_mb", "extra_params", "time_s"]
     rows = []
     for m in method_order(res.grid):
         sub = done[done["method"] == m]
@@ -465,6 +482,27 @@ def cost_table(res: Results) -> pd.DataFrame:
         row["views"] = ", ".join(sorted({v for v in sub["views"] if v}))
         rows.append(row)
     return pd.DataFrame(rows).set_index("method")
+
+
+def _rank(items: list, x) -> int:
+    return items.index(x) if x in items else len(items)
+
+
+def cohort_memory_table(res: Results) -> pd.DataFrame:
+    """One row per cohort whose complete runs recorded a process peak RSS (CPU runs): pair, seed, its
+    methods (grid order), the peak and what it covers ("cohort" or "process"); in grid order."""
+    done = res.complete
+    done = done[done["cohort_peak_rss_mb"].notna() & (done["cohort"] != "")]
+    methods, pairs, seeds = method_order(res.grid), list(res.grid.pairs), list(res.grid.seeds)
+    rows = []
+    for key, sub in done.groupby("cohort", sort=True):
+        first = sub.iloc[0]
+        rows.append({"pair": first["pair"], "seed": first["seed"],
+                     "methods": ", ".join(sorted(sub["method"], key=lambda m: _rank(methods, m))),
+                     "peak_rss_mb": float(sub["cohort_peak_rss_mb"].max()),
+                     "scope": first["cohort_peak_rss_scope"], "cohort": key})
+    rows.sort(key=lambda r: (_rank(pairs, r["pair"]), _rank(seeds, r["seed"]), r["cohort"]))
+    return pd.DataFrame(rows, columns=["pair", "seed", "methods", "peak_rss_mb", "scope", "cohort"])
 
 
 # ---------------------------------------------------------------------------- protocol line

@@ -13,7 +13,7 @@ from . import protocol as proto
 from . import published as pub
 
 __all__ = ["md_table", "fmt_cell", "accuracy_tables", "gain_section", "fidelity_section", "published_section",
-           "cost_section", "inventory_section", "pair_label"]
+           "cost_section", "cohort_memory_section", "fmt_bytes", "inventory_section", "pair_label"]
 
 DASH = "–"
 DAGGER = "†"
@@ -468,28 +468,77 @@ def _f(x: float, fmt: str) -> str:
     return DASH if x is None or math.isnan(x) else format(x, fmt)
 
 
+def fmt_bytes(x: float) -> str:
+    """Bytes in binary units: 512 B, 12.5 KiB, 2.31 MiB, 1.20 GiB."""
+    if x is None or math.isnan(x):
+        return DASH
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(x) >= size:
+            return f"{x / size:.{1 if unit == 'KiB' else 2}f} {unit}"
+    return f"{x:.0f} B"
+
+
+COST_FOOTNOTE = (
+    "Averages over each method's complete runs (all pairs). ¹ Epoch time: the run's own training steps plus "
+    "its share of its cohort's shared work (drawing and augmenting the batches, the teacher's forward pass), "
+    "split evenly among the cohort's runs that finished the epoch; evaluation excluded. images/s: training "
+    "images over that time. Memory, counted exactly per run: params = bytes of the student's parameters and "
+    "of the method's own modules (adapters, embeddings); optimizer state = SGD's momentum buffers (student "
+    "and method, pre-training stages included); buffers = BN statistics and the method's buffers (CRD's "
+    "memory banks). Extra trainable params = the method's own parameters that join the optimizer, beyond "
+    f"the student. {DASH}: not in the record (written before these fields were kept).")
+CUDA_FOOTNOTE = (
+    " ² CUDA: the peak allocated memory during the run's own steps (it includes what the teacher and the "
+    "cohort's other students hold), and the largest rise within one step (the run's activations, gradients "
+    "and temporaries).")
+VIEWS_FOOTNOTE = (
+    "\n\nMethods with a forward-passes entry train on other views of each batch (MLKD: a strong RandAugment "
+    "view): a different augmentation protocol from the other rows, and one more student and teacher pass "
+    "per view.")
+
+
+def _cost_row(m: str, r, with_cuda: bool, with_views: bool) -> list[str]:
+    row = [m, str(int(r["runs"])), _f(r["epoch_time_s"], ".2f"), _f(r["images_per_s"], ",.0f"),
+           fmt_bytes(r["student_param_bytes"]), fmt_bytes(r["method_param_bytes"]),
+           fmt_bytes(r["optimizer_state_bytes"]), fmt_bytes(r["buffer_bytes"])]
+    if with_cuda:
+        row += [_f(r["cuda_peak_mb"], ",.0f"), _f(r["cuda_step_mb"], ",.0f")]
+    row += [fmt_params(r["extra_params"]), fmt_duration(r["time_s"]), fmt_duration(r["time_total_s"])]
+    if with_views:
+        n = 1 + len(r["views"].split(", ")) if r["views"] else 1
+        row.append(f"{n} student + {n} teacher ({r['views']} view)" if r["views"] else "")
+    return row
+
+
+def cohort_memory_section(res: agg.Results) -> str:
+    """The CPU runs' process peak RSS, once per cohort (it is the cohort's, not any one method's)."""
+    cohorts = agg.cohort_memory_table(res)
+    if cohorts.empty:
+        return ""
+    rows = [[esc(str(r.pair)), _num_or_blank(r.seed), esc(r.methods), _f(r.peak_rss_mb, ",.0f")
+             + ("" if r.scope == "cohort" else f" {DAGGER}")] for r in cohorts.itertuples()]
+    note = (f" {DAGGER}: the peak could not be reset before the cohort, so it covers the process since it "
+            "started." if (cohorts["scope"] != "cohort").any() else "")
+    return ("\n\n**Process peak memory per cohort (CPU)**\n\n"
+            + md_table(["pair", "seed", "methods (one cohort)", "process peak RSS (MB)"], rows,
+                       ["left", "right", "left", "right"])
+            + "\n\nThe training process's peak resident memory while the cohort trained (teacher, data and "
+              "every student of the cohort together): one figure per cohort, not a cost of any one method." + note)
+
+
 def cost_section(res: agg.Results, cost: pd.DataFrame) -> str:
     if cost.empty or cost["runs"].sum() == 0:
         return "_No complete runs: no cost figures._"
-    headers = ["method", "runs", "epoch time (s)", "images/s", "peak memory (MB)",
-               "extra trainable params", "total time / run", "total time (all runs)"]
+    with_cuda = bool(cost["cuda_peak_mb"].notna().any())
     with_views = "views" in cost and cost["views"].astype(bool).any()
-    if with_views:
-        headers.append("forward passes / step")
-    rows = []
-    for m, r in cost.iterrows():
-        rows.append([m, str(int(r["runs"])), _f(r["epoch_time_s"], ".2f"), _f(r["images_per_s"], ",.0f"),
-                     _f(r["peak_mem_mb"], ",.0f"), fmt_params(r["extra_params"]),
-                     fmt_duration(r["time_s"]), fmt_duration(r["time_total_s"])])
-        if with_views:
-            n = 1 + len(r["views"].split(", ")) if r["views"] else 1
-            rows[-1].append(f"{n} student + {n} teacher ({r['views']} view)" if r["views"] else "")
-    note = ("\n\nMethods with a forward-passes entry train on other views of each batch (MLKD: a strong "
-            "RandAugment view): a different augmentation protocol from the other rows, and one more "
-            "student and teacher pass per view." if with_views else "")
-    return (md_table(headers, rows) + "\n\nAverages over each method's complete runs (all pairs); extra "
-            "trainable params = the method's own modules (adapters, embeddings) that join the "
-            "optimizer, beyond the student." + note)
+    headers = ["method", "runs", "epoch time (s)¹", "images/s¹", "student params", "method params",
+               "optimizer state", "buffers"]
+    headers += ["peak CUDA memory (MB)²", "CUDA step memory (MB)²"] if with_cuda else []
+    headers += ["extra trainable params", "total time / run", "total time (all runs)"]
+    headers += ["forward passes / step"] if with_views else []
+    rows = [_cost_row(m, r, with_cuda, with_views) for m, r in cost.iterrows()]
+    return (md_table(headers, rows) + "\n\n" + COST_FOOTNOTE + (CUDA_FOOTNOTE if with_cuda else "")
+            + (VIEWS_FOOTNOTE if with_views else "") + cohort_memory_section(res))
 
 
 def _num_or_blank(x) -> str:
