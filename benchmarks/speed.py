@@ -478,6 +478,22 @@ class Timers:
         setattr(obj, attr, wrapped)
         self._undo.append((obj, attr, original if had_own else None))
 
+    def _mute(self, obj, attr: str) -> None:
+        """Calls inside ``obj.attr`` count for no part (the end-of-epoch evaluation, outside the timed window:
+        its teacher pass for the fidelity metrics is not a training step's)."""
+        original = getattr(obj, attr)
+        had_own = attr in getattr(obj, "__dict__", {})
+
+        def muted(*a, **k):
+            self._depth += 1
+            try:
+                return original(*a, **k)
+            finally:
+                self._depth -= 1
+
+        setattr(obj, attr, muted)
+        self._undo.append((obj, attr, original if had_own else None))
+
     def instrument_models(self, teacher, model, method) -> None:
         self._wrap(teacher, "forward_kd", "teacher fwd")
         self._wrap(model, "forward_kd", "student fwd")
@@ -505,6 +521,7 @@ class Timers:
 
         self._wrap(teacher, "forward_kd", "teacher fwd")
         for r in runs:
+            self._mute(r, "end_epoch")
             self._wrap(r.model, "forward_kd", "student fwd")
             self._wrap(r.method, "prepare", "prepare")
             self._wrap(r.method, "losses", "losses")

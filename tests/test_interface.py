@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.data import InMemoryData, load_dataset
 from benchmarks.distributed import approximation
 from benchmarks.grid import probe
 from benchmarks.models import create_model
-from benchmarks.train import Recipe, StudentRun, freeze, seed_for, train_cohort
+from benchmarks.train import Recipe, StudentRun, seed_for
 from methods import (BuildContext, Distiller, Progress, Range, batch_coupling, build_method, list_methods,
                      method_needs)
 from methods import base as methods_base
+from cohorts import digits_slice, make_run, random_teacher, train
 from test_harness import assert_bitwise_equal  # the harness tests' bitwise cohort = solo check, not a copy
 
 CPU = torch.device("cpu")
@@ -41,32 +41,13 @@ def examples():
 
 
 @pytest.fixture(scope="module")
-def digits() -> InMemoryData:
-    d = load_dataset("digits")
-    n = 160
-    return InMemoryData("digits-slice", d.train_images[:n], d.train_labels[:n], d.test_images[:64],
-                        d.test_labels[:64], 10, d.mean, d.std, pad=1, flip=False)
+def digits():
+    return digits_slice()
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    torch.manual_seed(0)
-    return freeze(create_model("resnet8", num_classes=10))
-
-
-def make_run(m, data, teacher, seed=0, epochs=2, overrides=None):
-    torch.manual_seed(seed_for(seed, "init", "resnet8"))
-    model = create_model("resnet8", num_classes=10)
-    torch.manual_seed(seed_for(seed, "method", m))
-    ctx = BuildContext(probe(model, data.input_shape, CPU, True), probe(teacher, data.input_shape, CPU, True),
-                       10, data.train_labels, student_model=model, teacher_model=teacher)
-    method = build_method(m, ctx, overrides or {})
-    return StudentRun(f"{m}-s{seed}", model, method, Recipe(epochs=epochs, batch_size=32, lr_decay_epochs=[1]), seed)
-
-
-def train(runs, data, teacher, seed=0, generator=None, on_epoch_end=None):
-    gen = generator or torch.Generator().manual_seed(seed_for(seed, "data"))
-    return train_cohort(runs, data, CPU, teacher=teacher, data_generator=gen, on_epoch_end=on_epoch_end)
+    return random_teacher()
 
 
 def test_examples_are_not_in_the_product():

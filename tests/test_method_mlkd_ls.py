@@ -16,14 +16,13 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from benchmarks.augment import RANDAUGMENT_OPS, cutout
-from benchmarks.data import InMemoryData, load_dataset
 from benchmarks.distributed import main as distributed_main
-from benchmarks.models import create_model
 from benchmarks.run import main
-from benchmarks.train import FastPaths, StudentRun, Recipe, draw_views, freeze, seed_for, train_cohort
+from benchmarks.train import FastPaths, draw_views, seed_for
 from methods import (Batch, BuildContext, ModelOutput, UnknownMethodError, ViewOutput, build_method, list_methods,
                      list_modifiers, method_views, validate_method)
 from methods.ls import standardise
+from cohorts import digits_slice, make_run, random_teacher, train
 from test_harness import assert_bitwise_equal
 
 CPU = torch.device("cpu")
@@ -236,17 +235,13 @@ def test_cutout_matches_pil_rectangle():
 
 
 @pytest.fixture(scope="module")
-def digits() -> InMemoryData:
-    d = load_dataset("digits")
-    n = 96
-    return InMemoryData("digits-slice", d.train_images[:n], d.train_labels[:n], d.test_images[:64],
-                        d.test_labels[:64], 10, d.mean, d.std, pad=1, flip=True)
+def digits():
+    return digits_slice(96, flip=True)
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    torch.manual_seed(0)
-    return freeze(create_model("resnet8", num_classes=10))
+    return random_teacher()
 
 
 def test_a_view_depends_only_on_seed_view_epoch_step(digits):
@@ -265,43 +260,28 @@ def test_a_view_depends_only_on_seed_view_epoch_step(digits):
     assert a.shape == weak.shape and a.dtype == weak.dtype and not torch.equal(a, weak)
 
 
-def _run(m, data, teacher, seed=0, epochs=2):
-    torch.manual_seed(seed_for(seed, "init", "resnet8"))
-    model = create_model("resnet8", num_classes=10)
-    torch.manual_seed(seed_for(seed, "method", m))
-    from benchmarks.grid import probe
-    ctx = BuildContext(probe(model, data.input_shape, CPU, True), probe(teacher, data.input_shape, CPU, True),
-                       10, data.train_labels, student_model=model, teacher_model=teacher)
-    return StudentRun(m, model, build_method(m, ctx), Recipe(epochs=epochs, batch_size=32, lr_decay_epochs=[1]),
-                      seed)
-
-
-def _train(runs, data, teacher, on_epoch_end=None, generator=None):
-    gen = generator or torch.Generator().manual_seed(seed_for(0, "data"))
-    return train_cohort(runs, data, CPU, teacher=teacher, data_generator=gen, on_epoch_end=on_epoch_end)
-
-
 def test_mlkd_in_a_cohort_equals_solo_bitwise_and_the_teacher_runs_once_per_view(digits, teacher):
     names = ["mlkd", "mlkd+ls", "kd", "vanilla"]
     calls = []
-    runs = [_run(m, digits, teacher) for m in names]
+    runs = [make_run(m, digits, teacher) for m in names]
     real = teacher.forward_kd
     teacher.forward_kd = lambda x, preact=False: (calls.append(x.shape[0]), real(x, preact=preact))[1]
     try:
-        cohort = _train(runs, digits, teacher)
+        cohort = train(runs, digits, teacher)
     finally:
         del teacher.forward_kd
     assert all(r.error is None for r in cohort)
-    # per step: the weak batch and the strong view, once each for the four runs (3 batches x 2 epochs)
-    assert len(calls) == 2 * 3 * 2
+    # per step: the weak batch and the strong view, once each for the four runs (3 batches of 32 x 2 epochs);
+    # plus one pass over the 64 test images for the fidelity metrics, once for the cohort
+    assert sorted(calls) == [32] * (2 * 3 * 2) + [64]
     for m, in_cohort in zip(names, cohort):
-        assert_bitwise_equal(in_cohort, _train([_run(m, digits, teacher)], digits, teacher)[0])
+        assert_bitwise_equal(in_cohort, train([make_run(m, digits, teacher)], digits, teacher)[0])
     terms = cohort[0].history[-1]["losses"]
     assert set(terms) == {"ce", "ce_strong", "kd_weak", "kd_strong", "cc", "bc"} and all(v > 0 for v in terms.values())
 
 
 def test_mlkd_resumes_bitwise(digits, teacher):
-    full = _train([_run("mlkd", digits, teacher)], digits, teacher)[0]
+    full = train([make_run("mlkd", digits, teacher)], digits, teacher)[0]
     saved = {}
     gen = torch.Generator().manual_seed(seed_for(0, "data"))
 
@@ -310,11 +290,11 @@ def test_mlkd_resumes_bitwise(digits, teacher):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _train([_run("mlkd", digits, teacher)], digits, teacher, on_epoch_end=stop, generator=gen)
+        train([make_run("mlkd", digits, teacher)], digits, teacher, on_epoch_end=stop, generator=gen)
     import copy
-    resumed = _run("mlkd", digits, teacher)
+    resumed = make_run("mlkd", digits, teacher)
     resumed.load_state_dict(copy.deepcopy(saved["run"]))
-    _train([resumed], digits, teacher, generator=torch.Generator().set_state(saved["gen"]))
+    train([resumed], digits, teacher, generator=torch.Generator().set_state(saved["gen"]))
     assert_bitwise_equal(full, resumed)
 
 

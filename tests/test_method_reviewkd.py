@@ -10,13 +10,12 @@ import pytest
 import torch
 
 from benchmarks.config import load_preset, parse_pair
-from benchmarks.data import InMemoryData, load_dataset
 from benchmarks.grid import probe
 from benchmarks.models import create_model
-from benchmarks.train import Recipe, StudentRun, freeze, seed_for, train_cohort
 from methods import BuildContext, ModelOutput, Progress, build_method
 from methods.reviewkd import ABF, hcl, warmup_ramp
 from test_harness import assert_bitwise_equal  # the harness tests' bitwise cohort = solo check, not a copy
+from cohorts import digits_slice, make_run, random_teacher, train
 
 CPU = torch.device("cpu")
 RTOL, ATOL = 1e-5, 1e-6
@@ -409,32 +408,13 @@ def test_modules_sized_from_the_probes_reproduce_the_official_tables(pair):
 
 # --- cohort == solo -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def digits() -> InMemoryData:
-    d = load_dataset("digits")
-    n = 160
-    return InMemoryData("digits-slice", d.train_images[:n], d.train_labels[:n], d.test_images[:64],
-                        d.test_labels[:64], 10, d.mean, d.std, pad=1, flip=False)
+def digits():
+    return digits_slice()
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    torch.manual_seed(0)
-    return freeze(create_model("resnet8", num_classes=10))
-
-
-def make_run(m, data, teacher, seed=0, epochs=2, overrides=None):
-    torch.manual_seed(seed_for(seed, "init", "resnet8"))
-    model = create_model("resnet8", num_classes=10)
-    torch.manual_seed(seed_for(seed, "method", m))
-    ctx = BuildContext(probe(model, data.input_shape, CPU, True), probe(teacher, data.input_shape, CPU, True),
-                       10, data.train_labels, student_model=model, teacher_model=teacher)
-    method = build_method(m, ctx, overrides or {})
-    return StudentRun(f"{m}-s{seed}", model, method, Recipe(epochs=epochs, batch_size=32, lr_decay_epochs=[1]), seed)
-
-
-def train(runs, data, teacher, seed=0):
-    gen = torch.Generator().manual_seed(seed_for(seed, "data"))
-    return train_cohort(runs, data, CPU, teacher=teacher, data_generator=gen)
+    return random_teacher()
 
 
 def test_reviewkd_trains_in_a_cohort_bitwise_equal_to_solo(digits, teacher):

@@ -42,7 +42,7 @@ def test_speed_writes_table_and_json(tmp_path, capsys):
     assert len(rec["raw_seconds"]["shared"]) == 1 and rec["raw_seconds"]["shared"][0]["teacher"] > 0
     overall = rec["results"]["overall"]
     assert overall["teacher_users"] == 2 and overall["cohort_over_solo_bound"] > 1
-    assert (f"runs the teacher once instead of 2 times" in md
+    assert ("runs the teacher once instead of 2 times" in md
             and f"reaches cohort/solo = {overall['cohort_over_solo_bound']:.2f}" in md)
     assert rec["fast_paths"] == {"device": "cpu", "amp": "fp32", "channels_last": False,
                                  "teacher_inference_mode": False, "compile": False}

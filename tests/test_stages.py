@@ -18,15 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import records
-from benchmarks.data import InMemoryData, load_dataset
-from benchmarks.grid import probe
-from benchmarks.models import create_model
 from benchmarks.run import main
-from benchmarks.train import Recipe, StudentRun, freeze, seed_for, train_cohort
 from methods import (BuildContext, ModelOutput, UnknownMethodError, build_method, method_stages, validate_method)
 from methods.ab import ab_layer_loss
 from methods.fsp import fsp_loss
 from methods.ft import ft_loss
+from cohorts import digits_slice, make_run, random_teacher, train
 from test_harness import assert_bitwise_equal
 
 CPU = torch.device("cpu")
@@ -130,40 +127,27 @@ def test_stages_are_declared_and_staged_methods_do_not_combine():
 
 # --- the harness runs the stages -------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def digits() -> InMemoryData:
-    d = load_dataset("digits")
-    n = 96
-    return InMemoryData("digits-slice", d.train_images[:n], d.train_labels[:n], d.test_images[:64],
-                        d.test_labels[:64], 10, d.mean, d.std, pad=1, flip=True)
+def digits():
+    return digits_slice(96, flip=True)
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    torch.manual_seed(0)
-    return freeze(create_model("resnet8", num_classes=10))
+    return random_teacher()
 
 
-def make_run(m, data, teacher, epochs=2, init_epochs=1):
-    torch.manual_seed(seed_for(0, "init", "resnet8"))
-    model = create_model("resnet8", num_classes=10)
-    torch.manual_seed(seed_for(0, "method", m))
-    ctx = BuildContext(probe(model, data.input_shape, CPU, True), probe(teacher, data.input_shape, CPU, True),
-                       10, data.train_labels, student_model=model, teacher_model=teacher)
-    over = {m: {"init_epochs": init_epochs}} if m in ("ab", "ft", "fsp") else {}
-    return StudentRun(m, model, build_method(m, ctx, over), Recipe(epochs=epochs, batch_size=32, lr_decay_epochs=[1]), 0)
-
-
-def train(runs, data, teacher, on_epoch_end=None, generator=None):
-    gen = generator or torch.Generator().manual_seed(seed_for(0, "data"))
-    return train_cohort(runs, data, CPU, teacher=teacher, data_generator=gen, on_epoch_end=on_epoch_end)
+def staged_run(m, data, teacher, epochs=2, init_epochs=1):
+    """``make_run`` with the pre-training stage shortened to ``init_epochs`` for ab, ft, fsp."""
+    return make_run(m, data, teacher, epochs=epochs,
+                    overrides={m: {"init_epochs": init_epochs}} if m in ("ab", "ft", "fsp") else None)
 
 
 def test_a_cohort_with_staged_methods_equals_solo_runs_bitwise(digits, teacher):
     names = ["ab", "ft", "fsp", "kd", "vanilla"]
-    cohort = train([make_run(m, digits, teacher, init_epochs=1 + (m == "ft")) for m in names], digits, teacher)
+    cohort = train([staged_run(m, digits, teacher, init_epochs=1 + (m == "ft")) for m in names], digits, teacher)
     assert all(r.error is None for r in cohort)
     for m, in_cohort in zip(names, cohort):
-        assert_bitwise_equal(in_cohort, train([make_run(m, digits, teacher, init_epochs=1 + (m == "ft"))],
+        assert_bitwise_equal(in_cohort, train([staged_run(m, digits, teacher, init_epochs=1 + (m == "ft"))],
                                               digits, teacher)[0])
     ft = cohort[1]
     assert [(h.get("stage"), h["epoch"]) for h in ft.history] == [("init", 1), ("init", 2), (None, 1), (None, 2)]
@@ -181,7 +165,7 @@ def test_a_stage_trains_only_what_it_declares(digits, teacher):
             snaps.update({r.method.name: copy.deepcopy({"model": r.model.state_dict(), "method": r.method.state_dict()})
                           for r in runs})
 
-    runs = [make_run(m, digits, teacher) for m in ("ab", "ft", "fsp")]
+    runs = [staged_run(m, digits, teacher) for m in ("ab", "ft", "fsp")]
     before = {r.method.name: copy.deepcopy({"model": r.model.state_dict(), "method": r.method.state_dict()})
               for r in runs}
     train(runs, digits, teacher, on_epoch_end=snap)

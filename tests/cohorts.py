@@ -1,0 +1,36 @@
+"""Small cohorts on a slice of digits: the one way the tests build and train runs to compare a cohort with
+solo runs (bitwise). Runs are built by ``benchmarks.grid.build_student``, as the grid builds them."""
+from __future__ import annotations
+
+import torch
+
+from benchmarks.data import InMemoryData, load_dataset
+from benchmarks.grid import RunSpec, build_student
+from benchmarks.models import create_model
+from benchmarks.train import Recipe, StudentRun, freeze, seed_for, train_cohort
+
+CPU = torch.device("cpu")
+
+
+def digits_slice(n: int = 160, flip: bool = False) -> InMemoryData:
+    """The first ``n`` training digits and 64 test digits, crop padding 1."""
+    d = load_dataset("digits")
+    return InMemoryData("digits-slice", d.train_images[:n], d.train_labels[:n], d.test_images[:64],
+                        d.test_labels[:64], 10, d.mean, d.std, pad=1, flip=flip)
+
+
+def random_teacher() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return freeze(create_model("resnet8", num_classes=10))
+
+
+def make_run(method: str, data, teacher, seed: int = 0, epochs: int = 2, overrides=None) -> StudentRun:
+    """A resnet8 student with ``method`` (batch 32, lr x0.1 after the first epoch)."""
+    model, built = build_student(RunSpec(method, "resnet8", "resnet8", seed), overrides or {}, data, teacher, CPU)
+    return StudentRun(f"{method}-s{seed}", model, built, Recipe(epochs=epochs, batch_size=32, lr_decay_epochs=[1]),
+                      seed)
+
+
+def train(runs, data, teacher, seed: int = 0, generator=None, on_epoch_end=None):
+    gen = generator or torch.Generator().manual_seed(seed_for(seed, "data"))
+    return train_cohort(runs, data, CPU, teacher=teacher, data_generator=gen, on_epoch_end=on_epoch_end)
