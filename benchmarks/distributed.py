@@ -57,7 +57,7 @@ from .folder_data import _Indexed
 from .models import create_model
 from .grid import GridRunner, RunSpec, build_student, cohort_cost, environment, start_host_memory
 from .run import BAD_INPUT, build_parser, print_listing, resolve
-from .teachers import TeacherError, get_teacher, teacher_path
+from .teachers import TeacherError, get_teacher, teacher_available, teacher_path
 from .train import StudentRun, compute_terms, freeze, seed_for, train_cohort
 
 # torch >= 2.12 names broadcast_buffers forward_sync_buffers
@@ -304,11 +304,14 @@ def load_teacher(runner: GridRunner, cfg: dict, spec: RunSpec, data, device, log
     model = create_model(arch, num_classes=data.num_classes)
     if dist.get_rank() == 0:
         recipe, ckpt = teacher_recipe(cfg, arch), runner.teacher_ckpts.get(arch)
-        path = teacher_path(runner.teacher_dir, data.describe(), arch, recipe, cfg["teacher_seed"])
-        if ckpt is None and not path.with_suffix(".json").exists():
-            raise TeacherError(f"teacher {arch} is not in the cache ({path}); train it with the grid runner "
-                               f"and the same preset/--set flags (python -m benchmarks.run ... --methods vanilla "
-                               f"--pairs {spec.pair}) or pass --teacher-ckpt {arch}=PATH")
+        # the imported store (python -m benchmarks.teachers import) or the trained cache, as the grid finds it
+        if ckpt is None and not teacher_available(runner.teacher_dir, data.describe(), arch, recipe,
+                                                  cfg["teacher_seed"]):
+            path = teacher_path(runner.teacher_dir, data.describe(), arch, recipe, cfg["teacher_seed"])
+            raise TeacherError(f"teacher {arch} is neither imported nor in the cache ({path}); train it with the "
+                               f"grid runner and the same preset/--set flags (python -m benchmarks.run ... --methods "
+                               f"vanilla --pairs {spec.pair}), import it (python -m benchmarks.teachers import DIR) "
+                               f"or pass --teacher-ckpt {arch}=PATH")
         model, info = get_teacher(arch, data, recipe, cfg["teacher_seed"], device, runner.teacher_dir, ckpt, log)
     model = freeze(model.to(device))
     for t in model.state_dict().values():

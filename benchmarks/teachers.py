@@ -341,6 +341,14 @@ def _read_imported(teacher_dir: Path, dataset_name: str, arch: str) -> tuple[Pat
                            f"it: python -m benchmarks.teachers forget {arch} --dataset {dataset_name}") from None
 
 
+def teacher_available(teacher_dir: Path, data_desc: dict, arch: str, recipe: Recipe, seed: int) -> bool:
+    """Whether ``get_teacher`` finds the teacher without training it: imported for the dataset, or in the
+    trained cache (its ``.json`` is written last, so its presence means a complete entry)."""
+    if _read_imported(teacher_dir, data_desc["name"], arch) is not None:
+        return True
+    return teacher_path(teacher_dir, data_desc, arch, recipe, seed).with_suffix(".json").exists()
+
+
 def teacher_identity(arch: str, data_desc: dict, recipe: Recipe, seed: int, teacher_dir: Path, num_classes: int,
                      ckpt: str | Path | None = None) -> str:
     """The ``key`` ``get_teacher`` would report, without evaluating (or training) anything."""

@@ -23,7 +23,8 @@ from benchmarks.data import load_dataset
 from benchmarks.models import create_model
 from benchmarks.teachers import (TeacherError, get_teacher, import_teacher, imported_teacher_path,
                                  inspect_teacher_checkpoint, load_state_dict_loose, main,
-                                 read_teacher_checkpoint, teacher_identity, teacher_key, weights_fingerprint)
+                                 read_teacher_checkpoint, teacher_available, teacher_identity, teacher_key,
+                                 weights_fingerprint)
 from benchmarks.train import Recipe, evaluate
 from conftest import write_cifar
 
@@ -359,9 +360,12 @@ def test_import_cli_makes_a_folder_the_datasets_teachers(cifar100, tmp_path):
         assert info["top1"] == measured[arch] and info["file"] == "ckpt_epoch_240.pth"
         assert info["published_top1"] == (72.34 if arch == "resnet56" else None)
         assert teacher_identity(arch, data.describe(), Recipe(epochs=240), 0, store, 100) == info["key"]
+        # what the DDP entry point checks before loading (it must not ask for a trained cache entry)
+        assert teacher_available(store, data.describe(), arch, Recipe(epochs=240), 0)
     # forget: back to the trained cache's identity
     assert main(["forget", "resnet8", "--dataset", "cifar100", "--teacher-dir", str(store)]) == 0
     assert not imported_teacher_path(store, "cifar100", "resnet8").with_suffix(".json").exists()
+    assert not teacher_available(store, data.describe(), "resnet8", Recipe(), 0)
     assert teacher_identity("resnet8", data.describe(), Recipe(), 0, store, 100) == \
         teacher_key(data.describe(), "resnet8", Recipe(), 0)
     assert main(["forget", "resnet8", "--dataset", "cifar100", "--teacher-dir", str(store)]) == 2
