@@ -131,3 +131,30 @@ def test_oki2022_imagenet_teacher_without_weights_is_one_clear_error(tmp_path, m
                  "--set", "train.epochs=1", "--set", "teacher_train.epochs=1", "--quiet", "--no-report"])
     err = capsys.readouterr().err
     assert code == 2 and "no ImageNet weights file" in err and "nothing is downloaded here" in err
+
+
+@pytest.mark.parametrize("smoke,full", [("oki2020_digits", "oki2020"), ("oki2022_digits", "oki2022")])
+def test_smoke_presets_keep_the_papers_setting_on_digits(smoke, full):
+    """The digits smoke presets change only the data, the length of training and the seeds; the networks, the
+    pipeline (no augmentation, no normalisation), the optimiser and the triplet loss are the full preset's."""
+    s, f = load_preset(smoke), load_preset(full)
+    assert (s["dataset"], s["pairs"], s["methods"]) == ("digits", f["pairs"], f["methods"])
+    assert s["data"] == {"image_size": 16, **f["data"]}
+    student = f["pairs"][0].split(":")[1]
+    rs, rf = student_recipe(s, student), student_recipe(f, student)
+    assert (rs.batch_size, rs.lr, rs.momentum, rs.weight_decay, rs.lr_decay_rate) == \
+        (rf.batch_size, rf.lr, rf.momentum, rf.weight_decay, rf.lr_decay_rate)
+    # 12 epochs; oki2022's steps at 30/60/90 of 100 keep their place (4/7/11 of 12); oki2020's every 100 of 500
+    # become one step after epoch 9 (its preset says why)
+    assert (rs.epochs, rs.lr_decay_epochs) == (12, {"oki2020": [9], "oki2022": [4, 7, 11]}[full])
+    assert s["method"]["triplet"] == f["method"]["triplet"]
+    assert s["method"]["at"]["beta"] == 250.0  # 1000 / (32/16)^2
+
+
+def test_oki2022_digits_smoke_runs_one_epoch(tmp_path, capsys):
+    res = tmp_path / "r"
+    assert main(["--preset", "oki2022_digits", "--results", str(res), "--methods", "vanilla,triplet", "--seeds", "0",
+                 "--epochs", "1", "--set", "teacher_train.epochs=1", "--quiet", "--no-report"]) == 0
+    recs = _records(res, "oki2022_digits")
+    assert {m: r["status"] for m, r in recs.items()} == {"vanilla": "complete", "triplet": "complete"}
+    assert recs["triplet"]["config"]["method"]["triplet"]["kl"] == 1.0
