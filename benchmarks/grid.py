@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from methods import BuildContext, build_method, method_stages, method_views
+from methods import BuildContext, PairNotSupported, build_method, method_stages, method_views
 from reports import build_report
 
 from . import checkpoints, records
@@ -178,6 +178,9 @@ def build_student(spec: RunSpec, overrides: dict[str, dict[str, Any]], data, tea
                        data.train_labels, student_model=model, teacher_model=teacher)
     return model, build_method(spec.method, ctx, overrides).to(device)
 
+
+# a record with one of these statuses is not run again (if its configuration is the grid's)
+DONE_STATUSES = ("complete", "not_applicable")
 
 # what a record keeps of its teacher: identity, accuracy, and where it came from (trained: recipe, seed,
 # epochs; imported: file and weight hash)
@@ -381,7 +384,7 @@ class GridRunner:
         except records.CorruptRecordError as e:
             self.log(f"{spec.run_id}: {e}; redoing the run from its last good checkpoint")
             return False
-        if rec.get("status") != "complete" or rec.get("schema") != records.SCHEMA_VERSION:
+        if rec.get("status") not in DONE_STATUSES or rec.get("schema") != records.SCHEMA_VERSION:
             return False
         if rec.get("config", {}).get("fingerprint") != self.fingerprint_of(spec):
             stale = path.parent / "stale"
@@ -429,6 +432,9 @@ class GridRunner:
         for spec in cohort:
             try:
                 run = self.build_run(spec, teacher)
+            except PairNotSupported as e:
+                self.not_applicable(spec, e)
+                continue
             except Exception as e:
                 self.fail(spec, None, e, None)
                 continue
@@ -550,15 +556,31 @@ class GridRunner:
     def best_weights_path(self, run_id: str) -> Path:
         return records.record_path(self.results_dir, run_id).with_suffix(".best.pt")
 
+    def bare_record(self, spec: RunSpec, config: dict | None = None) -> dict[str, Any]:
+        """The record of a run that never trained (it failed to build, or cannot run its pair)."""
+        return {"schema": records.SCHEMA_VERSION, "run_id": spec.run_id, "method": spec.method,
+                "teacher": spec.teacher, "student": spec.student, "pair": spec.pair, "seed": spec.seed,
+                "dataset": self.cfg["dataset"], "preset": self.cfg["preset"], "config": config or {},
+                "env": self.env, "started_at": now()}
+
+    def not_applicable(self, spec: RunSpec, error: PairNotSupported) -> None:
+        """The method cannot run this pair, as its reference cannot (FSP: unequal channel counts): a record
+        that says why, kept as done (not retried, not a failure); the report shows "n/a" there."""
+        message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        self.log(f"{spec.run_id}: not applicable: {message}")
+        rec = self.bare_record(spec, {"fingerprint": self.fingerprint_of(spec)})
+        rec.update({"status": "not_applicable", "finished_at": now(), "history": [],
+                    "error": {"type": type(error).__name__, "message": message}})
+        records.write_json(records.record_path(self.results_dir, spec.run_id), rec)
+        if self.progress is not None:
+            self.progress.update(self.run_epochs(spec))
+
     def fail(self, spec: RunSpec, rec: dict | None, error: BaseException, at, run: StudentRun | None = None):
         self.failed.append(spec.run_id)
         message = (str(error).strip().splitlines() or [type(error).__name__])[0]
         self.log(f"{spec.run_id}: FAILED: {type(error).__name__}: {message}")
         if rec is None:
-            rec = {"schema": records.SCHEMA_VERSION, "run_id": spec.run_id, "method": spec.method,
-                   "teacher": spec.teacher, "student": spec.student, "pair": spec.pair, "seed": spec.seed,
-                   "dataset": self.cfg["dataset"], "preset": self.cfg["preset"], "config": {},
-                   "env": self.env, "started_at": now()}
+            rec = self.bare_record(spec)
         rec.update({"status": "failed", "finished_at": now(),
                     "history": run.history if run is not None else [],
                     "error": {"type": type(error).__name__, "message": message,

@@ -25,9 +25,9 @@ def _header(res: agg.Results) -> str:
     g = res.grid
     c = res.counts()
     runs = f"{c['complete']} complete, {c['failed']} failed, {c['missing']} missing"
-    for s in ("running", "corrupt"):
+    for s in ("running", "corrupt", "not_applicable"):
         if c[s]:
-            runs += f", {c[s]} {s}"
+            runs += f", {c[s]} {s.replace('_', ' ')}"
     runs += (f" (of {c['expected']} expected = {_n(len(g.methods), 'method')} × {_n(len(g.pairs), 'pair')}"
              f" × {_n(len(g.seeds), 'seed')})")
     proto = agg.protocol_summary(g.config)

@@ -46,7 +46,7 @@ __all__ = [
 TEACHER = "teacher"
 VANILLA = "vanilla"
 KD = "kd"
-STATUSES = ("complete", "running", "failed", "corrupt", "missing")
+STATUSES = ("complete", "running", "failed", "corrupt", "missing", "not_applicable")
 
 
 class NoResultsError(FileNotFoundError):

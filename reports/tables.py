@@ -20,6 +20,19 @@ DAGGER = "†"
 VIEWS_MARK = "‡"
 
 
+NOT_APPLICABLE = "n/a"
+
+
+def not_applicable_cells(res: agg.Results) -> dict[tuple[str, str], str]:
+    """(method, pair) -> why, for the cells whose in-grid runs all say the method cannot run the pair."""
+    g = res.in_grid
+    out = {}
+    for (m, p), runs in g.groupby(["method", "pair"], sort=False):
+        if len(runs) and (runs["status"] == "not_applicable").all():
+            out[(str(m), str(p))] = str(runs["error_message"].iloc[0])
+    return dict(sorted(out.items()))
+
+
 def methods_with_views(res: agg.Results) -> dict[str, str]:
     """Method -> the other views its complete runs trained on (``"strong"``), for those that have any."""
     done = res.complete
@@ -91,6 +104,7 @@ def accuracy_tables(res: agg.Results, stats: pd.DataFrame, teacher: dict[str, li
         marks[p] = agg.best_and_indistinguishable(col)
     parts = []
     viewed = methods_with_views(res)
+    na = not_applicable_cells(res)
     for title, pairs in _pair_groups(res.grid):
         headers = ["method"] + [pair_label(p) for p in pairs]
         rows = [["teacher"] + [_teacher_cell(teacher.get(p, [])) for p in pairs]]
@@ -99,6 +113,8 @@ def accuracy_tables(res: agg.Results, stats: pd.DataFrame, teacher: dict[str, li
             for p in pairs:
                 st = stats.loc[(m, p)]
                 cell = fmt_cell(st["mean"], st["std"], int(st["n"]))
+                if int(st["n"]) == 0 and (m, p) in na:
+                    cell = NOT_APPLICABLE
                 best, dag = marks[p]
                 if m in best:
                     cell = f"**{cell}**"
@@ -107,6 +123,9 @@ def accuracy_tables(res: agg.Results, stats: pd.DataFrame, teacher: dict[str, li
                 row.append(cell)
             rows.append(row)
         parts.append(f"**{title}**\n\n" + md_table(headers, rows))
+    if na:
+        parts.append(f"{NOT_APPLICABLE}: the method cannot run this pair, as its reference cannot: "
+                     + "; ".join(f"{m} on {pair_label(p)}: {why}" for (m, p), why in na.items()) + ".")
     if viewed:
         parts.append(f"{VIEWS_MARK}: trained on two views of each batch (the usual crop+flip and a "
                      f"{'/'.join(sorted(set(viewed.values())))} view: RandAugment + Cutout, MLKD's protocol): a "
@@ -549,7 +568,9 @@ def inventory_section(res: agg.Results) -> str:
     runs = res.runs
     g = runs[runs["in_grid"]]
     c = res.counts()
-    parts = [", ".join(f"{c[s]} {s}" for s in agg.STATUSES) + f" (of {c['expected']} expected)"
+    # "not applicable" only where a grid has such runs: older reports keep their exact line
+    shown = [s for s in agg.STATUSES if s != "not_applicable" or c[s]]
+    parts = [", ".join(f"{c[s]} {s.replace('_', ' ')}" for s in shown) + f" (of {c['expected']} expected)"
              + (f"; {c['other']} with another status" if c["other"] else "")
              + (f"; {c['extra']} record(s) outside the grid" if c["extra"] else "") + "."]
 

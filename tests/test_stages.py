@@ -231,3 +231,24 @@ def test_a_run_killed_inside_its_stage_resumes_bitwise(tmp_path):
         strip = [{k: v for k, v in h.items() if "time" not in k and k != "images_per_s"} for h in ra["history"]]
         assert strip == [{k: v for k, v in h.items() if "time" not in k and k != "images_per_s"}
                          for h in rb["history"]]
+
+
+def test_a_pair_the_method_cannot_run_is_not_applicable_not_failed(capsys, tmp_path):
+    """FSP needs equal channel counts (RepDistiller raises): the grid records why, exits 0, does not retry it,
+    and the report shows n/a with the reason instead of a failure."""
+    res = tmp_path / "r"
+    argv = ["--results", str(res), "--methods", "fsp,vanilla", "--pairs", "resnet8:wrn_16_2", "--seeds", "0",
+            "--epochs", "1", "--set", "teacher_train.epochs=1", "--set", "fsp.init_epochs=1", "--quiet"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "fsp__resnet8-wrn_16_2__s0: not applicable: fsp needs the student's and teacher's feature maps" in err
+    grid = next(p for p in res.iterdir() if p.name != "teachers")
+    rec = records.read_json(records.record_path(grid, "fsp__resnet8-wrn_16_2__s0"))
+    assert rec["status"] == "not_applicable" and rec["error"]["type"] == "PairNotSupported"
+    report = (grid / "report.md").read_text()
+    assert "1 complete, 0 failed, 0 missing, 1 not applicable" in report
+    assert "| fsp      |" in report and "n/a" in report.split("| fsp      |")[1].splitlines()[0]
+    assert "n/a: the method cannot run this pair, as its reference cannot: fsp on resnet8 → wrn_16_2: fsp needs" \
+        in report
+    assert main(argv) == 0  # not retried
+    assert "2 runs, 2 already complete, 0 to run" in capsys.readouterr().err
