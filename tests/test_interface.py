@@ -51,18 +51,18 @@ def teacher():
 
 
 def test_examples_are_not_in_the_product():
-    assert not {"kd_warmup", "teacher_head"} & set(list_methods())
+    assert not {"kd_warmup", "teacher_head", "hint_stage"} & set(list_methods())
 
 
 def test_examples_follow_the_registry_rules(examples):
-    for name in ("kd_warmup", "teacher_head"):
+    for name in ("kd_warmup", "teacher_head", "hint_stage"):
         cls = methods_base.method_class(name)
         doc = examples[name].__doc__
         assert len(doc) > 200 and "default" in doc.lower()
         assert set(cls.ranges) == set(cls.defaults)
 
 
-@pytest.mark.parametrize("example", ["kd_warmup", "teacher_head"])
+@pytest.mark.parametrize("example", ["kd_warmup", "teacher_head", "hint_stage"])
 def test_example_trains_in_a_cohort_bitwise_equal_to_solo(examples, digits, teacher, example):
     over = {"kd_warmup": {"warmup": 2.0}}
     names = [example, "kd", "vanilla"]
