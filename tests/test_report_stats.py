@@ -8,8 +8,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pytest
-
 from benchmarks.records import record_path, run_id, write_json
 from reports import build_report
 from reports import aggregate as agg
