@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from . import aggregate as agg
+from . import significance as sig
 from . import tables
 from .aggregate import NoResultsError, load_results
 
@@ -64,7 +65,11 @@ def render_report(res: agg.Results, published=None) -> str:
     teacher = agg.teacher_top1(res)
     cost = agg.cost_table(res)
     fidelity = {col: agg.cell_stats(res, col) for col in agg.FIDELITY_COLUMNS}
-    figs = figures.make_figures(res, last, teacher, cost, fidelity["agreement_last"])
+    friedman = sig.friedman_test(res, last)
+    paired = {r: sig.paired_differences(res, r) for r in (agg.VANILLA, agg.KD)}
+    figs = figures.make_figures(res, last, teacher, cost, fidelity["agreement_last"], friedman)
+    cd_fig = next((f for f in figs if f.key == "cd"), None)
+    figs = [f for f in figs if f.key != "cd"]  # drawn in section 9, beside its test
 
     groups = tables.teacher_groups(res)
     sec = [_header(res)]
@@ -77,7 +82,8 @@ def render_report(res: agg.Results, published=None) -> str:
                + tables.accuracy_tables(res, best, teacher)
                + "\n\nSame layout and marks as table 1, on each run's best-epoch test top-1 "
                  "(an optimistic number: the epoch is picked on the test set).")
-    sec.append("## 3. Gains and average rank (last epoch)\n\n" + tables.gain_section(res, agg.mean_table(last)))
+    sec.append("## 3. Gains and average rank (last epoch)\n\n" + tables.gain_section(res, agg.mean_table(last))
+               + " Whether these differences are more than seed noise: section 9.")
     sec.append("## 4. Published numbers\n\n" + tables.published_section(res, last, best, teacher, published))
     sec.append("## 5. Training cost\n\n" + tables.cost_section(res, cost))
     sec.append("## 6. Run inventory\n\n" + tables.inventory_section(res))
@@ -90,6 +96,7 @@ def render_report(res: agg.Results, published=None) -> str:
     sec.append("## 7. Fidelity to the teacher (last epoch)\n\n"
                + tables.fidelity_section(res, fidelity, agg.teacher_ece(res)))
     sec.append("## 8. Figures\n\n" + "\n\n".join(fig_md))
+    sec.append("## 9. Is the gain real? (last epoch)\n\n" + tables.significance_section(res, friedman, paired, cd_fig))
     return "\n\n".join(sec).rstrip() + "\n"
 
 

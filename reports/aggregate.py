@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
 from benchmarks.models.registry import model_family
 from benchmarks.records import iter_records, metrics_path, run_id as make_run_id
@@ -82,22 +83,11 @@ def parse_pair(pair: str) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------------------- statistics
-# t_{0.975, df} for df = 1..30 (scipy.stats.t.ppf, 6 decimals); beyond 30 a Cornish-Fisher expansion.
-_T975 = [12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004,
-         2.262157, 2.228139, 2.200985, 2.178813, 2.160369, 2.144787, 2.13145, 2.119905,
-         2.109816, 2.100922, 2.093024, 2.085963, 2.079614, 2.073873, 2.068658, 2.063899,
-         2.059539, 2.055529, 2.051831, 2.048407, 2.04523, 2.042272]
-
-
 def t_quantile(df: int) -> float:
-    """Two-sided 95% Student-t critical value t_{0.975, df} (NaN for df < 1)."""
+    """Two-sided 95% Student-t critical value t_{0.975, df} (``scipy.stats.t``; NaN for df < 1)."""
     if df < 1:
         return float("nan")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964
-    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
+    return float(scipy.stats.t.ppf(0.975, df))
 
 
 # ---------------------------------------------------------------------------- loading

@@ -12,6 +12,7 @@ from pathlib import Path
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
+import scikit_posthocs as sp
 import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -22,9 +23,10 @@ from benchmarks.config import list_presets, load_preset
 from methods import list_methods, list_modifiers, method_class
 
 from . import aggregate as agg
+from . import significance as sig
 
 __all__ = ["FigureResult", "make_figures", "FIGURE_FILES", "DPI", "method_color", "palette", "make_palette",
-           "heatmap_scale"]
+           "heatmap_scale", "nemenyi", "nemenyi_differences"]
 
 DPI = 120
 FIGURE_FILES = {
@@ -33,6 +35,7 @@ FIGURE_FILES = {
     "curves": "test_curves.png",
     "cost": "gain_vs_cost.png",
     "fidelity": "top1_vs_agreement.png",
+    "cd": "critical_difference.png",
 }
 PAIR_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "8", "d")
 _RC = {
@@ -447,9 +450,60 @@ def fidelity_figure(res: agg.Results, last: pd.DataFrame, agreement: pd.DataFram
     return fig
 
 
+# ---------------------------------------------------------------------------- critical difference
+def nemenyi(fr: sig.Friedman) -> pd.DataFrame:
+    """Nemenyi post-hoc p-values (methods x methods) over the Friedman test's blocks (scikit-posthocs)."""
+    return sp.posthoc_nemenyi_friedman(fr.table)
+
+
+def nemenyi_differences(fr: sig.Friedman) -> list[tuple[str, str]]:
+    """The (better, worse) method pairs the Nemenyi test tells apart at ``sig.ALPHA``, best rank first."""
+    p = nemenyi(fr)
+    order = sorted(fr.methods, key=lambda m: (fr.ranks[m], fr.methods.index(m)))
+    return [(a, b) for i, a in enumerate(order) for b in order[i + 1:] if p.at[a, b] < sig.ALPHA]
+
+
+def cd_figure(fr: sig.Friedman, pal: dict) -> Figure | str:
+    if fr.note:
+        return fr.note
+    k = len(fr.methods)
+    fig = _new_fig(max(5.5, 0.55 * k + 3.5), 1.1 + 0.28 * ((k + 1) // 2 + k))
+    ax = fig.add_subplot()
+    art = sp.critical_difference_diagram(fr.ranks, nemenyi(fr), ax=ax, color_palette={m: pal[m] for m in fr.methods},
+                                         label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}",
+                                         label_props={"fontsize": 8}, marker_props={"edgecolor": "black", "s": 30})
+    ax.set_xticks(range(1, k + 1))
+    ax.grid(False)
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo - 0.4, hi)  # room for the lowest label's lower half
+    ax.set_title(f"Average rank over {len(fr.pairs)} pairs (1 = best), last epoch; Friedman p = {fr.pvalue:.3g}\n"
+                 f"bars join methods the Nemenyi test does not tell apart (\u03b1 = {sig.ALPHA})", pad=14)
+    # the labels sit outside the rank range, anchored in data units: measure them (after the constrained
+    # layout has placed the axes) and widen the x range by as much on either side
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    w = max(t.get_window_extent(r).width for t in art["labels"]) + 6
+    px = ax.get_window_extent(r).width
+    m = w * (k - 1) / max(px - 2 * w, 1.0)
+    ax.set_xlim(1 - m, k + m)  # the whole rank range 1..k, and the labels' room on either side
+    return fig
+
+
 # ---------------------------------------------------------------------------- all
+def _cd_caption(fr: sig.Friedman) -> str:
+    if fr.note:
+        return ""
+    if fr.pvalue >= sig.ALPHA:
+        return (f"The Friedman test does not reject equal performance (p = {fr.pvalue:.3g} ≥ {sig.ALPHA}): "
+                "no difference between these methods is shown, whatever the bars.")
+    diff = nemenyi_differences(fr)
+    if not diff:
+        return "Nemenyi tells no two methods apart."
+    return "Nemenyi tells apart (better first): " + ", ".join(f"{a} > {b}" for a, b in diff) + "."
+
+
 def make_figures(res: agg.Results, last: pd.DataFrame, teacher: dict, cost: pd.DataFrame,
-                 agreement: pd.DataFrame | None = None) -> list[FigureResult]:
+                 agreement: pd.DataFrame | None = None, friedman: sig.Friedman | None = None) -> list[FigureResult]:
     methods = agg.method_order(res.grid)
     pal = palette(methods)
     means = agg.mean_table(last)
@@ -474,6 +528,9 @@ def make_figures(res: agg.Results, last: pd.DataFrame, teacher: dict, cost: pd.D
                       "x: mean last-epoch top-1 agreement between student and teacher over seeds; y: mean "
                       "last-epoch student top-1; one point per method (colour) and pair (marker).",
                       lambda: fidelity_figure(res, last, agreement, pal)))
+    if friedman is not None:
+        specs.append(("cd", "Critical-difference diagram", _cd_caption(friedman),
+                      lambda: cd_figure(friedman, pal)))
     out = []
     with _style():
         for key, title, caption, fn in specs:

@@ -11,9 +11,11 @@ from benchmarks.config import teacher_recipe
 from . import aggregate as agg
 from . import protocol as proto
 from . import published as pub
+from . import significance as sig
 
 __all__ = ["md_table", "fmt_cell", "accuracy_tables", "gain_section", "fidelity_section", "published_section",
-           "cost_section", "cohort_memory_section", "fmt_bytes", "inventory_section", "pair_label"]
+           "cost_section", "cohort_memory_section", "fmt_bytes", "inventory_section", "pair_label",
+           "significance_section", "fmt_paired"]
 
 DASH = "–"
 DAGGER = "†"
@@ -222,6 +224,96 @@ def gain_section(res: agg.Results, means: pd.DataFrame) -> str:
              "excluded), ties share the average rank; avg rank = mean over the pairs the method has "
              "data for.")
     return md_table(headers, rows) + "\n\n" + note
+
+
+# ---------------------------------------------------------------------------- is the gain real?
+def fmt_paired(mean: float, lo: float, hi: float, n: int) -> str:
+    """'+0.42 [-0.10, +0.94] (3)'; '+0.42 (1)' for one seed (no interval); a dash without data."""
+    if n == 0 or math.isnan(mean):
+        return DASH
+    if n == 1 or math.isnan(lo):
+        return f"{fmt_signed(mean)} ({n})"
+    return f"{fmt_signed(mean)} [{fmt_signed(lo)}, {fmt_signed(hi)}] ({n})"
+
+
+def _seed_count(lo: int, hi: int) -> str:
+    return _n(lo, "seed") if lo == hi else f"{lo}–{hi} seeds"
+
+
+def _friedman_part(res: agg.Results, fr: sig.Friedman, figure) -> str:
+    left = []
+    if fr.methods_left_out:
+        left.append(f"method{'' if len(fr.methods_left_out) == 1 else 's'} "
+                    f"{', '.join(fr.methods_left_out)} (no complete run)")
+    if fr.pairs_left_out and not fr.note:
+        left.append(f"pair{'' if len(fr.pairs_left_out) == 1 else 's'} "
+                    f"{', '.join(pair_label(p) for p in fr.pairs_left_out)} (a tested method has no complete run there)")
+    left_s = f" Left out: {'; '.join(left)}." if left else ""
+    if fr.note:
+        return f"_Friedman test and critical-difference diagram {fr.note}._{left_s}"
+    k, n = len(fr.methods), len(fr.pairs)
+    if fr.all_tied:
+        result = "every method ties in every pair: nothing to rank, χ² = 0, p = 1"
+    else:
+        result = f"χ²({k - 1}) = {fr.statistic:.2f}, p = {fr.pvalue:.3g}"
+    runs = (f"{n} pairs × {_seed_count(*fr.seeds)} per cell ({fr.n_runs} complete runs; grid seeds "
+            f"{', '.join(map(str, res.grid.seeds))})")
+    lines = [f"Friedman test over {k} methods, one block per pair: {result}. It rests on {runs}, "
+             f"last-epoch top-1.{left_s}"]
+    if figure is not None and figure.made:
+        lines.append(f"![{figure.title}]({figure.file})")
+        lines.append(f"{figure.caption} Critical difference (Nemenyi, α = {sig.ALPHA}): CD = {fr.cd:.2f} ranks.")
+    lines.append(
+        "Blocks are the pairs, not pair × seed: a pair's seeds share its teacher, architectures and data, so "
+        "they are repeated measurements of one task; as blocks they would inflate N and shrink p (seed noise "
+        "is what the within-pair tables below test). A method's value in a pair is its mean last-epoch top-1 "
+        "over its complete seeds (table 1), ranked within the pair as in table 3 (1 = best, ties share the "
+        "average rank); the axis shows the average rank over the tested pairs. p: `scipy.stats.friedmanchisquare` "
+        "(χ² approximation, rough with few pairs). Diagram: scikit-posthocs' `critical_difference_diagram`; a "
+        "bar joins methods that `posthoc_nemenyi_friedman` does not tell apart at α = 0.05, i.e. whose average "
+        "ranks differ by less than CD = q(0.05, k, ∞)/√2 · √(k(k+1)/(6N)); read the bars only when the Friedman "
+        f"p < 0.05. A test needs at least {sig.MIN_METHODS} methods and {sig.MIN_PAIRS} pairs: with 2 blocks the "
+        "largest possible statistic, 2(k − 1), cannot reach p < 0.05 for k ≤ 8.")
+    return "\n\n".join(lines)
+
+
+def _paired_table(res: agg.Results, diffs: pd.DataFrame) -> str:
+    headers = ["method"] + [pair_label(p) for p in res.grid.pairs]
+    rows = []
+    for m in dict.fromkeys(diffs.index.get_level_values("method")):
+        row = [m]
+        for p in res.grid.pairs:
+            d = diffs.loc[(m, p)]
+            cell = fmt_paired(d["mean"], d["lo"], d["hi"], int(d["n"]))
+            if int(d["n"]) >= 2 and (d["lo"] > 0 or d["hi"] < 0):
+                cell = f"**{cell}**"
+            row.append(cell)
+        rows.append(row)
+    return md_table(headers, rows)
+
+
+def significance_section(res: agg.Results, fr: sig.Friedman, paired: dict[str, pd.DataFrame | None],
+                         figure=None) -> str:
+    """Section "Is the gain real?": the Friedman test across pairs (with the diagram ``figure``, a
+    ``figures.FigureResult``) and the paired differences within each pair, one table per reference."""
+    parts = ["**Across pairs: Friedman test and critical-difference diagram**\n\n" + _friedman_part(res, fr, figure)]
+    refs = [r for r, d in paired.items() if d is not None]
+    for r in refs:
+        parts.append(f"**Within a pair: paired difference vs {r} over seeds**\n\n" + _paired_table(res, paired[r]))
+    if refs:
+        seeds = ", ".join(map(str, res.grid.seeds))
+        one = any((d["n"] == 1).any() for d in paired.values() if d is not None)
+        parts.append(
+            "Cells: mean over seeds of (method − reference) last-epoch top-1, percentage points, each seed's run "
+            "minus the reference's run of the same seed (same student initialisation and data order, so the "
+            "differences are paired), [95% t-interval: mean ± t(0.975, n − 1) · sd / √n, `scipy.stats.t`], "
+            f"(n) = seeds where both runs are complete (grid seeds: {seeds}). **Bold**: the interval excludes 0. "
+            "Each interval stands alone (no correction for the number of cells)."
+            + (" `+x (1)`: a single common seed, the difference alone, no interval." if one else "")
+            + f" {DASH}: no seed with both runs complete.")
+    else:
+        parts.append(f"No `{agg.VANILLA}` or `{agg.KD}` row in this grid: no paired differences.")
+    return "\n\n".join(parts)
 
 
 def _dicts(x) -> dict:
