@@ -262,6 +262,9 @@ def resolve_one(args) -> tuple[dict, RunSpec]:
         raise ConfigError("--wandb is the grid runner's (python -m benchmarks.run); benchmarks.distributed writes "
                           "no curves")
     cfg = resolve(args)
+    if cfg["sweep"]:
+        raise ConfigError("benchmarks.distributed trains one run: sweeps are the grid runner's "
+                          "(python -m benchmarks.run --sweep); give the value with --set")
     if len(cfg["methods"]) != 1 or len(cfg["pairs"]) != 1 or (args.seeds and len(cfg["seeds"]) != 1):
         raise ConfigError(f"benchmarks.distributed trains one run: give one --method, --pair and --seed "
                           f"(got methods {cfg['methods']}, pairs {cfg['pairs']}, seeds {cfg['seeds']})")
