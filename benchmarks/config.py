@@ -16,6 +16,8 @@ A preset is a table with these keys (all checked; an unknown key is an error)::
     [method_by_pair."<teacher>:<student>".<name>]  overrides for one pair only, on top of
                      [method.<name>] (mdistiller's DKD beta, TTM's gamma per pair); a pair not in
                      ``pairs`` is an error
+    val_fraction = 0.1                       # hold out 10% of the training set, stratified (default 0: none)
+    [sweep]          "kd.T" = [1.0, 2.0, 4.0]: one run per value (several keys: their product)
 
 ``--set section.key=value`` overrides any of them (``train.epochs=5``,
 ``teacher_train.lr=0.1``, ``data.image_size=16``, ``crd.nce_k=4096``); the
@@ -45,7 +47,7 @@ from .train import Recipe
 
 PRESET_DIR = Path(__file__).parent / "presets"
 TOP_KEYS = {"description", "dataset", "methods", "pairs", "seeds", "teacher_seed",
-            "data", "train", "teacher_train", "method", "method_by_pair"}
+            "data", "train", "teacher_train", "method", "method_by_pair", "val_fraction", "sweep"}
 RECIPE_KEYS = {f.name for f in dataclasses.fields(Recipe)}
 
 
@@ -104,6 +106,10 @@ def check_config(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"seeds must be non-negative integers, got {seed!r}")
     for pair in cfg["pairs"]:
         parse_pair(pair)
+    check_val_fraction(cfg.get("val_fraction", 0))
+    sweep = cfg.get("sweep", {})
+    if not isinstance(sweep, dict) or not all(isinstance(v, list) for v in sweep.values()):
+        raise ConfigError('sweep must be a table of lists, e.g. [sweep] "kd.T" = [1.0, 2.0, 4.0]')
     by_pair = cfg.get("method_by_pair", {})
     if not isinstance(by_pair, dict) or not all(isinstance(v, dict) for v in by_pair.values()):
         raise ConfigError('method_by_pair must be tables [method_by_pair."teacher:student".method]')
@@ -112,6 +118,28 @@ def check_config(cfg: dict[str, Any]) -> None:
         if not all(isinstance(v, dict) for v in methods.values()):
             raise ConfigError(f'method_by_pair."{pair}": expected tables of method hyperparameters, '
                               f'e.g. [method_by_pair."{pair}".dkd] beta = 6.0')
+
+
+def check_val_fraction(value: Any) -> float:
+    """The validation fraction: a number in [0, 1) (0: no validation split)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"val_fraction must be a number in [0, 1) (0: no validation split), got {value!r}")
+    return float(value)
+
+
+def parse_sweep(text: str) -> tuple[str, list[Any]]:
+    """``--sweep kd.T=1,2,4`` -> ("kd.T", [1, 2, 4]); values are TOML values (``"batch","sample"``)."""
+    path, sep, values = text.partition("=")
+    path = path.strip()
+    if not sep or "." not in path or not values.strip():
+        raise ConfigError(f"bad --sweep {text!r}: expected method.key=v1,v2,..., e.g. kd.T=1,2,4,8")
+    try:
+        out = tomllib.loads(f"v = [{values}]")["v"]
+    except tomllib.TOMLDecodeError:
+        out = [parse_value(v.strip()) for v in values.split(",")]
+    if any(v == "" for v in out):
+        raise ConfigError(f"bad --sweep {text!r}: an empty value")
+    return path, out
 
 
 def method_overrides(cfg: dict[str, Any], pair: str) -> dict[str, dict[str, Any]]:
@@ -222,6 +250,8 @@ def protocol(cfg: dict[str, Any]) -> dict[str, Any]:
         out["method_by_pair"] = copy.deepcopy(cfg["method_by_pair"])
     if cfg.get("teachers"):
         out["teachers"] = dict(cfg["teachers"])
+    if cfg.get("val_fraction"):  # a validation split changes the training set; none keeps the old identity
+        out["val_fraction"] = float(cfg["val_fraction"])
     return out
 
 

@@ -28,6 +28,7 @@ defaults keep the record layout and teacher cache keys they always had).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 import pickle
 from pathlib import Path
@@ -41,13 +42,15 @@ from .augment import VIEWS
 from .datacommon import IMAGENET_MEAN, IMAGENET_STD, DataError
 from .folder_data import FolderData
 
-__all__ = ["DATASETS", "AUGMENTS", "DataError", "InMemoryData", "load_dataset", "list_datasets"]
+__all__ = ["DATASETS", "AUGMENTS", "DataError", "InMemoryData", "load_dataset", "list_datasets", "stratified_split",
+           "with_validation"]
 
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)  # RepDistiller dataset/cifar100.py
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 MNIST_MEAN, MNIST_STD = (0.1307,) * 3, (0.3081,) * 3  # the usual MNIST constants (torchvision examples)
 FASHION_MEAN, FASHION_STD = (0.2860,) * 3, (0.3530,) * 3
 AUGMENTS = ("crop_flip", "crop", "flip", "none")
+VAL_SEED = 0  # the validation split's seed: fixed, so every run of every grid holds out the same samples
 
 
 @dataclass
@@ -64,7 +67,35 @@ class InMemoryData:
     flip: bool = True
     normalize: bool = True
     extra_desc: dict = field(default_factory=dict)  # options that differ from the dataset's default
+    val_images: torch.Tensor | None = None  # the validation split (``hold_out``), never trained on
+    val_labels: torch.Tensor | None = None
     _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def num_val(self) -> int:
+        return 0 if self.val_labels is None else int(self.val_labels.numel())
+
+    def hold_out(self, fraction: float, seed: int = VAL_SEED) -> "InMemoryData":
+        """A copy whose training set leaves out a stratified ``fraction`` of it, kept as the validation split.
+
+        Per class, ``round(fraction * n_class)`` samples drawn by a generator seeded with ``seed`` only (never
+        the student seed): the same dataset and fraction give the same split in every run, process and
+        resume. Both parts keep the dataset's order; normalisation keeps the dataset's constants.
+        ``describe()`` gains ``val_fraction`` and ``num_val`` (so a teacher trained here is another teacher).
+        """
+        if not 0 < fraction < 1:
+            raise DataError(f"val_fraction must be in (0, 1) to hold out a split, got {fraction!r}")
+        val_index = stratified_split(self.train_labels, fraction, seed)
+        keep = torch.ones(self.num_train, dtype=torch.bool)
+        keep[val_index] = False
+        if not keep.any() or val_index.numel() == 0:
+            raise DataError(f"{self.name}: val_fraction {fraction} leaves {int(keep.sum())} training and "
+                            f"{val_index.numel()} validation samples; choose a fraction that leaves both")
+        return dataclasses.replace(
+            self, train_images=self.train_images[keep].contiguous(), train_labels=self.train_labels[keep],
+            val_images=self.train_images[val_index].contiguous(), val_labels=self.train_labels[val_index],
+            extra_desc={**self.extra_desc, "val_fraction": float(fraction), "num_val": int(val_index.numel())},
+            _cache={})
 
     @property
     def num_train(self) -> int:
@@ -155,6 +186,29 @@ class InMemoryData:
         t = self._on(device)
         for start in range(0, int(self.test_labels.numel()), batch_size):
             yield self.normalise(t["test_x"][start:start + batch_size]), t["test_y"][start:start + batch_size]
+
+    def val_batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The validation split (``hold_out``), as the test set is served: unaugmented, in order."""
+        if self.val_labels is None:
+            return
+        key = f"val:{device}"
+        if key not in self._cache:
+            self._cache[key] = (self.val_images.to(device), self.val_labels.to(device))
+        x, y = self._cache[key]
+        for start in range(0, self.num_val, batch_size):
+            yield self.normalise(x[start:start + batch_size]), y[start:start + batch_size]
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int = VAL_SEED) -> torch.Tensor:
+    """Sorted indices of a stratified ``fraction`` of ``labels``: per class (in label order) a seeded random
+    ``round(fraction * n_class)`` of its samples."""
+    generator = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == c).flatten()
+        k = int(round(fraction * members.numel()))
+        picked.append(members[torch.randperm(members.numel(), generator=generator)[:k]])
+    return torch.sort(torch.cat(picked)).values
 
 
 # --- options shared by every loader --------------------------------------------
@@ -416,3 +470,13 @@ def dataset_loader(name: str):
 
 def load_dataset(name: str, **options) -> InMemoryData:
     return dataset_loader(name)(**options)
+
+
+def with_validation(data, fraction: float):
+    """``data`` with a validation split of ``fraction`` held out of its training set (0: ``data`` as it is)."""
+    if not fraction:
+        return data
+    if not isinstance(data, InMemoryData):
+        raise DataError(f"{getattr(data, 'name', type(data).__name__)}: a validation split (val_fraction) needs an "
+                        f"in-memory dataset (digits, cifar10, cifar100, MNIST, FashionMNIST)")
+    return data.hold_out(fraction)

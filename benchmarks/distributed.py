@@ -52,7 +52,7 @@ from methods import Batch, method_class, method_needs, method_stages, method_vie
 
 from . import checkpoints, records
 from .config import ConfigError, method_overrides, parse_pair, student_recipe, teacher_recipe
-from .data import load_dataset
+from .data import load_dataset, with_validation
 from .folder_data import _Indexed
 from .models import create_model
 from .grid import GridRunner, RunSpec, build_student, cohort_cost, environment, start_host_memory
@@ -262,6 +262,9 @@ def resolve_one(args) -> tuple[dict, RunSpec]:
         raise ConfigError("--wandb is the grid runner's (python -m benchmarks.run); benchmarks.distributed writes "
                           "no curves")
     cfg = resolve(args)
+    if cfg["sweep"]:
+        raise ConfigError("benchmarks.distributed trains one run: sweeps are the grid runner's "
+                          "(python -m benchmarks.run --sweep); give the value with --set")
     if len(cfg["methods"]) != 1 or len(cfg["pairs"]) != 1 or (args.seeds and len(cfg["seeds"]) != 1):
         raise ConfigError(f"benchmarks.distributed trains one run: give one --method, --pair and --seed "
                           f"(got methods {cfg['methods']}, pairs {cfg['pairs']}, seeds {cfg['seeds']})")
@@ -339,6 +342,7 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
     dist.barrier()
     if rank != 0:
         data = load_dataset(cfg["dataset"], **data_opts, download=False)
+    data = with_validation(data, cfg.get("val_fraction", 0))  # the grid runner's split, recomputed identically
     needs_teacher = method_needs(spec.method, "needs_teacher")
     teacher, teacher_info = load_teacher(runner, cfg, spec, data, device, log) if needs_teacher else (None, {})
     model, method = build_student(spec, method_overrides(cfg, spec.pair), data, teacher, device)

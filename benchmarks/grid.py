@@ -18,6 +18,7 @@ For every (pair, seed) the runner trains the methods still to do as one cohort
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import socket
@@ -31,7 +32,7 @@ from typing import Any
 
 import torch
 
-from methods import BuildContext, PairNotSupported, build_method, method_stages, method_views
+from methods import BuildContext, PairNotSupported, build_method, method_defaults, method_stages, method_views
 from reports import build_report
 
 from . import checkpoints, records
@@ -39,7 +40,7 @@ from .costs import MB, peak_rss_mb, reset_peak_rss
 from .config import (ConfigError, fingerprint, grid_name, method_overrides, parse_pair, pick_device, protocol,
                      student_recipe, teacher_recipe)
 from .curves import CurveWriter, Curves, WandbProject, WandbWriter
-from .data import load_dataset
+from .data import load_dataset, with_validation
 from .locks import FileLock
 from .models import create_model
 from .progress import hms, make_progress
@@ -49,27 +50,57 @@ from .train import FastPaths, Recipe, StudentRun, seed_for, train_cohort
 
 @dataclass(frozen=True)
 class RunSpec:
+    """One run: a method (with the values of the grid's sweeps that apply to it), a pair and a seed.
+
+    ``sweep``: ``(("kd.T", 2.0), ...)`` in the grid's sweep order; empty for a run no sweep touches.
+    """
     method: str
     teacher: str
     student: str
     seed: int
+    sweep: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The method as tables and run ids name it: ``kd``, or ``kd[T=2]`` with a swept value."""
+        return records.variant_label(self.method, self.sweep)
 
     @property
     def run_id(self) -> str:
-        return records.run_id(self.method, self.teacher, self.student, self.seed)
+        return records.run_id(self.label, self.teacher, self.student, self.seed)
 
     @property
     def pair(self) -> str:
         return f"{self.teacher}:{self.student}"
 
 
+def method_variants(method: str, sweep: dict[str, list]) -> list[tuple[tuple[str, Any], ...]]:
+    """The swept values a method runs with: the product of the sweeps over its parts' hyperparameters
+    (``kd.T`` touches kd, crd+kd, kd+ls; not crd), in the grid's sweep order; ``[()]`` when none applies."""
+    keys = [k for k in sweep if k.split(".", 1)[0] in method_defaults(method)]
+    return [tuple(zip(keys, values)) for values in itertools.product(*(sweep[k] for k in keys))]
+
+
 def expand(cfg: dict[str, Any]) -> list[RunSpec]:
+    """Pairs x seeds x methods (x each method's swept values), in that order: a cohort's runs stay together."""
     out = []
+    variants = {m: method_variants(m, cfg.get("sweep") or {}) for m in cfg["methods"]}
     for pair in cfg["pairs"]:
         t, s = parse_pair(pair)
         for seed in cfg["seeds"]:
             for m in cfg["methods"]:
-                out.append(RunSpec(m, t, s, seed))
+                for sweep in variants[m]:
+                    out.append(RunSpec(m, t, s, seed, sweep))
+    return out
+
+
+def spec_overrides(cfg: dict[str, Any], spec: RunSpec) -> dict[str, dict[str, Any]]:
+    """The method hyperparameter overrides of one run: its pair's (``config.method_overrides``), then its
+    swept values, which win over per-pair values as a ``--set`` does."""
+    out = method_overrides(cfg, spec.pair)
+    for key, value in spec.sweep:
+        section, name = key.split(".", 1)
+        out.setdefault(section, {})[name] = value
     return out
 
 
@@ -258,15 +289,31 @@ class GridRunner:
                 "methods": list(cfg["methods"]), "pairs": list(cfg["pairs"]), "seeds": list(cfg["seeds"]),
                 "config": {k: cfg.get(k) for k in ("data", "train", "teacher_train", "method", "teacher_seed",
                                                    "teacher_ckpts", "teachers")}}
+        if cfg.get("val_fraction"):
+            grid["config"]["val_fraction"] = cfg["val_fraction"]
+        variants = self.variants()
         with FileLock(self.results_dir / "grid.lock"):
             if path.exists():  # a later invocation with other methods/pairs/seeds widens the grid, never narrows it
                 try:
                     old = records.read_json(path)
+                    old_variants = {m: old.get("variants", {}).get(m, [{"label": m, "sweep": {}}])
+                                    for m in old.get("methods", [])}
                     for key in ("methods", "pairs", "seeds"):
                         grid[key] = list(dict.fromkeys(old.get(key, []) + grid[key]))
+                    for m in grid["methods"]:  # a method's runs: the old grid's variants, then this one's
+                        both = old_variants.get(m, []) + variants.get(m, [])
+                        variants[m] = list({v["label"]: v for v in both}.values())
                 except records.CorruptRecordError:
                     self.log(f"{path} was unreadable; rewriting it")
+            # a grid without sweeps keeps the grid.json it always had
+            if any(v != [{"label": m, "sweep": {}}] for m, v in variants.items()):
+                grid["variants"] = {m: variants.get(m, [{"label": m, "sweep": {}}]) for m in grid["methods"]}
             records.write_json(path, grid)
+
+    def variants(self) -> dict[str, list[dict[str, Any]]]:
+        """Each method's runs in this invocation: ``[{"label": "kd[T=2]", "sweep": {"kd.T": 2.0}}, ...]``."""
+        return {m: [{"label": records.variant_label(m, sw), "sweep": dict(sw)}
+                    for sw in method_variants(m, self.cfg.get("sweep") or {})] for m in self.cfg["methods"]}
 
     def write_report(self) -> None:
         with FileLock(self.results_dir / "report.lock"):
@@ -279,7 +326,8 @@ class GridRunner:
         if self.args.data_root:
             data_opts["data_root"] = self.args.data_root
         data_opts["download"] = self.args.download
-        return load_dataset(self.cfg["dataset"], **data_opts)
+        # the validation split is held out here, for teachers and students alike (recomputed identically on resume)
+        return with_validation(load_dataset(self.cfg["dataset"], **data_opts), self.cfg.get("val_fraction", 0))
 
     def run(self, specs: list[RunSpec]) -> int:
         self.check_writable()
@@ -361,7 +409,7 @@ class GridRunner:
 
     def run_epochs(self, spec: RunSpec) -> int:
         """Epochs of the batch stream the run trains: its method's pre-training stages' and the recipe's."""
-        stages = method_stages(spec.method, self.cfg["resolved_methods"][spec.pair][spec.method])
+        stages = method_stages(spec.method, self.cfg["resolved_methods"][spec.pair][spec.label])
         return sum(st.epochs for st in stages) + self.student_recipe(spec).epochs
 
     def fingerprint_of(self, spec: RunSpec) -> str:
@@ -369,7 +417,7 @@ class GridRunner:
         # an imported teacher's weight hash is in protocol()["teachers"]; a trained one is fixed by the protocol
         # the run's own resolved hyperparameters are; other methods' values ([method], [method_by_pair]) are not
         shared = {k: v for k, v in protocol(self.cfg).items() if k not in ("method", "method_by_pair")}
-        return fingerprint({"protocol": shared, "method": self.cfg["resolved_methods"][spec.pair][spec.method],
+        return fingerprint({"protocol": shared, "method": self.cfg["resolved_methods"][spec.pair][spec.label],
                             "recipe": self.student_recipe(spec).as_dict(), "fast": self.fast})
 
     def checkpoint_path(self, spec: RunSpec) -> Path:
@@ -402,9 +450,11 @@ class GridRunner:
             "method": spec.method, "teacher": spec.teacher, "student": spec.student, "pair": spec.pair,
             "seed": spec.seed, "dataset": self.cfg["dataset"], "preset": self.cfg["preset"],
             "config": {"fingerprint": self.fingerprint_of(spec), "train": recipe.as_dict(),
-                       "method": self.cfg["resolved_methods"][spec.pair][spec.method], "data": self.data.describe(),
+                       "method": self.cfg["resolved_methods"][spec.pair][spec.label], "data": self.data.describe(),
                        "cohort": not self.args.no_cohort, "teacher_seed": self.cfg["teacher_seed"],
-                       "checkpoint_every": self.checkpoint_every, "fast_paths": self.fast},
+                       "checkpoint_every": self.checkpoint_every, "fast_paths": self.fast,
+                       **({"val_fraction": self.cfg["val_fraction"]} if self.cfg.get("val_fraction") else {})},
+            **({"variant": spec.label, "sweep": dict(spec.sweep)} if spec.sweep else {}),
             "env": self.env,
             "teacher_info": {k: teacher_info.get(k) for k in TEACHER_INFO_KEYS if k in teacher_info},
             "metrics": None, "history": [], "error": None,
@@ -417,7 +467,7 @@ class GridRunner:
         }
 
     def build_run(self, spec: RunSpec, teacher) -> StudentRun:
-        model, method = build_student(spec, method_overrides(self.cfg, spec.pair), self.data, teacher, self.device)
+        model, method = build_student(spec, spec_overrides(self.cfg, spec), self.data, teacher, self.device)
         return StudentRun(spec.run_id, model, method, self.student_recipe(spec), spec.seed)
 
     def resume(self, spec: RunSpec, run: StudentRun):
@@ -533,7 +583,9 @@ class GridRunner:
             "status": "complete", "history": run.history, "finished_at": now(),
             "metrics": {"top1_last": hist[-1]["test_top1"], "top5_last": hist[-1]["test_top5"],
                         "top1_best": best["test_top1"], "top5_best": best["test_top5"],
-                        "best_epoch": best["epoch"], "epochs": len(hist)},
+                        "best_epoch": best["epoch"], "epochs": len(hist),
+                        # chosen on the validation split, never the test set (the report's tuned table)
+                        **({"val_top1_last": hist[-1]["val_top1"]} if "val_top1" in hist[-1] else {})},
             # epoch time: the run's own steps plus its share of the cohort's batch preparation and teacher pass
             "cost": {**rec["cost"], "time_s": run.time_s, "epoch_time_s": train_time / len(hist),
                      "images_per_s": len(hist) * self.data.num_train / train_time if train_time else None,
@@ -559,6 +611,7 @@ class GridRunner:
     def bare_record(self, spec: RunSpec, config: dict | None = None) -> dict[str, Any]:
         """The record of a run that never trained (it failed to build, or cannot run its pair)."""
         return {"schema": records.SCHEMA_VERSION, "run_id": spec.run_id, "method": spec.method,
+                **({"variant": spec.label, "sweep": dict(spec.sweep)} if spec.sweep else {}),
                 "teacher": spec.teacher, "student": spec.student, "pair": spec.pair, "seed": spec.seed,
                 "dataset": self.cfg["dataset"], "preset": self.cfg["preset"], "config": config or {},
                 "env": self.env, "started_at": now()}

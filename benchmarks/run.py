@@ -15,13 +15,15 @@ import time
 from typing import Any
 
 from methods import (HyperparameterError, UnknownMethodError, check_override_keys, list_methods, list_modifiers,
-                     method_class, validate_method)
+                     method_class, method_defaults, validate_method)
+from methods.hparams import resolve_hparams
 
 from .curves import check_wandb
-from .config import (ConfigError, apply_set, check_config, fingerprint, grid_name, list_presets, load_preset,
-                     method_overrides, parse_pair, protocol, student_recipe, teacher_recipe)
+from .config import (ConfigError, apply_set, check_config, check_val_fraction, fingerprint, grid_name, list_presets,
+                     load_preset, method_overrides, parse_pair, parse_sweep, protocol, student_recipe, teacher_recipe)
+from . import records
 from .data import DataError, dataset_loader, list_datasets
-from .grid import GridRunner, RunSpec, cohorts, expand, parse_shard, shard
+from .grid import GridRunner, RunSpec, cohorts, expand, parse_shard, shard, spec_overrides
 from .scaleout import launch
 from .models import UnknownModelError, create_model, list_models
 from .teachers import TeacherError
@@ -41,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="student epochs (shorthand for --set train.epochs=N)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a preset value or a method hyperparameter, e.g. train.lr=0.1, kd.T=2 (repeatable)")
+    p.add_argument("--sweep", action="append", default=[], metavar="METHOD.KEY=V1,V2,...",
+                   help="one run per value of a method hyperparameter, e.g. kd.T=1,2,4,8 (repeatable: the "
+                        "product); run ids name the values: kd[T=2]__resnet8-resnet8__s0")
+    p.add_argument("--val-fraction", type=float, metavar="F",
+                   help="hold out a seeded, stratified fraction F of the training set as a validation split, "
+                        "evaluated every epoch and never trained on (default: the preset's, else 0: none)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
     p.add_argument("--results", default="results", help="results root (default: results/)")
     p.add_argument("--grid", help="name of the grid folder under --results (default: preset name, plus a "
@@ -115,17 +123,28 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         cfg.setdefault("train", {})["epochs"] = args.epochs
     for assignment in args.set:
         apply_set(cfg, assignment, set(list_methods()) | set(list_modifiers()))
+    if getattr(args, "val_fraction", None) is not None:
+        cfg["val_fraction"] = args.val_fraction
+    for text in getattr(args, "sweep", []):
+        key, values = parse_sweep(text)
+        cfg.setdefault("sweep", {}).pop(key, None)  # the command line replaces the preset's values of a key
+        cfg["sweep"][key] = values
     check_config(cfg)
+    cfg["val_fraction"] = check_val_fraction(cfg.get("val_fraction", 0))
     if cfg["methods"] == ["all"]:
         cfg["methods"] = list_methods()
+    cfg["sweep"] = check_sweep(cfg.get("sweep", {}), cfg["methods"])
     dataset_loader(cfg["dataset"])  # an unknown dataset fails here, before any work
     check_override_keys(cfg.get("method", {}))
     for pair in cfg.get("method_by_pair", {}):
         check_override_keys(method_overrides(cfg, pair))
     pairs = [parse_pair(p) for p in cfg["pairs"]]
-    # each pair's resolved hyperparameters: [method] updated by that pair's [method_by_pair] values
-    resolved = {f"{t}:{s}": {m: validate_method(m, method_overrides(cfg, f"{t}:{s}")) for m in cfg["methods"]}
-                for t, s in pairs}
+    # each pair's resolved hyperparameters, per run label (a method, or a method with swept values):
+    # [method] updated by that pair's [method_by_pair] values, then by the swept ones
+    specs = expand({**cfg, "pairs": [f"{t}:{s}" for t, s in pairs], "seeds": [0]})
+    resolved: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        resolved.setdefault(spec.pair, {})[spec.label] = validate_method(spec.method, spec_overrides(cfg, spec))
     known = set(list_models())
     for t, s in pairs:
         for name in (t, s):
@@ -149,6 +168,37 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
                         "protocol": base_protocol, "explicit": args.grid}
     cfg["grid"] = grid_name(cfg)
     return cfg
+
+
+def check_sweep(sweep: dict[str, list], methods: list[str]) -> dict[str, list]:
+    """The grid's sweeps ({"kd.T": [1, 2]}), each value checked like a ``--set`` of it (type, range) and
+    coerced to its hyperparameter's type, before any work. A key must name a hyperparameter of a method that
+    some method of the grid is made of; values are numbers, booleans or strings, each once."""
+    out: dict[str, list] = {}
+    parts = {p for m in methods for p in method_defaults(m)}
+    for key, values in sweep.items():
+        section, _, name = key.partition(".")
+        if not name or "." in name:
+            raise ConfigError(f"bad sweep {key!r}: expected method.key, e.g. kd.T")
+        method_class(section)  # an unknown method: UnknownMethodError listing the known ones
+        if section not in parts:
+            raise ConfigError(f"sweep {key}: no method of this grid uses {section} ({', '.join(methods)})")
+        if not values:
+            raise ConfigError(f"sweep {key}: no values")
+        coerced = []
+        for v in values:
+            if isinstance(v, (list, dict)):
+                raise ConfigError(f"sweep {key}: values must be numbers, booleans or strings, got {v!r}")
+            try:  # unknown key, wrong type, out of range: one line naming the sweep
+                check_override_keys({section: {name: v}})
+            except HyperparameterError as e:
+                raise HyperparameterError(f"sweep {key}: {e}") from None
+            coerced.append(resolve_hparams(section, method_class(section).defaults, {name: v})[name])
+        shown = [records.sweep_value(v) for v in coerced]
+        if len(set(shown)) != len(shown):
+            raise ConfigError(f"sweep {key}: values {values} repeat (or name the same run: {', '.join(shown)})")
+        out[key] = coerced
+    return out
 
 
 def parse_teacher_ckpts(items: list[str], teachers: list[str]) -> dict[str, str]:
@@ -198,6 +248,10 @@ def print_grid(cfg: dict[str, Any], specs: list[RunSpec], teacher_keys: dict[str
     print(f"  methods: {', '.join(cfg['methods'])}")
     print(f"  pairs:   {', '.join(cfg['pairs'])}")
     print(f"  seeds:   {', '.join(map(str, cfg['seeds']))}")
+    for key, values in cfg.get("sweep", {}).items():
+        print(f"  sweep:   {key} = {', '.join(records.sweep_value(v) for v in values)}")
+    if cfg.get("val_fraction"):
+        print(f"  validation split: {cfg['val_fraction']:g} of the training set, held out")
     for s in specs:
         print(f"  {s.run_id}")
 

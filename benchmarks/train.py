@@ -11,8 +11,9 @@ A view (MLKD's strong augmentation) is drawn from a generator seeded by the run'
 the view, the epoch and the step, once per seed in the cohort, and the teacher runs on it once.
 Before every step it hands the method its ``Progress`` (fractional epoch, total),
 derived from the epoch and step counters, so a resumed run sees the same values.
-Each evaluation measures test top-1/top-5 and the student's calibration (ECE) and, given a teacher, its
-agreement with and KL from the teacher, whose test outputs are computed once per cohort (``benchmarks.fidelity``).
+Each evaluation measures test top-1/top-5 (and, when the data holds out a validation split, its top-1:
+``val_top1``) and the student's calibration (ECE) and, given a teacher, its agreement with and KL from
+the teacher, whose test outputs are computed once per cohort (``benchmarks.fidelity``).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from methods import Batch, Distiller, Progress, Stage, ViewOutput
 from .costs import cuda_step_peak, optimizer_state_bytes, tensor_bytes
 from .fidelity import CalibrationBins, TeacherTest, agreement_count, kl_sum
 
-__all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "eval_metrics",
+__all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "eval_metrics", "val_top1",
            "TeacherTest", "seed_for", "freeze",
            "draw_views", "view_generator", "compute_terms", "weigh_terms"]
 
@@ -396,6 +397,8 @@ class StudentRun:
         (shared by the cohort), for the entry's ``test_agreement`` and ``test_kl_teacher`` (left out without)."""
         t0 = time.perf_counter()
         test = eval_metrics(self.model, data, device, self.recipe.eval_batch_size, teacher_test)
+        if getattr(data, "num_val", 0):  # the validation split (--val-fraction): what a sweep is tuned on
+            test = {"val_top1": val_top1(self.model, data, device, self.recipe.eval_batch_size), **test}
         if teacher_test is not None:
             self.teacher_ece = teacher_test.ece(self.recipe.eval_batch_size)
         seen = max(self._seen, 1)
@@ -489,6 +492,19 @@ def eval_metrics(model: nn.Module, data, device, batch_size: int = 256,
     if teacher_test is not None:
         out.update(test_agreement=100.0 * agree / total, test_kl_teacher=kl / total)
     return out
+
+
+@torch.no_grad()
+def val_top1(model: nn.Module, data, device, batch_size: int = 256) -> float:
+    """Top-1 accuracy (percent) on the data's validation split (``InMemoryData.hold_out``)."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for x, y in data.val_batches(batch_size, device):
+        correct += int((model(x).argmax(1) == y).sum())
+        total += y.numel()
+    model.train(was_training)
+    return 100.0 * correct / max(total, 1)
 
 
 def evaluate(model: nn.Module, data, device, batch_size: int = 256) -> tuple[float, float]:

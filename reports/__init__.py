@@ -29,7 +29,9 @@ def _header(res: agg.Results) -> str:
     for s in ("running", "corrupt", "not_applicable"):
         if c[s]:
             runs += f", {c[s]} {s.replace('_', ' ')}"
-    runs += (f" (of {c['expected']} expected = {_n(len(g.methods), 'method')} × {_n(len(g.pairs), 'pair')}"
+    rows = len(agg.method_order(g))
+    methods = _n(len(g.methods), 'method') + (f" ({rows} with their swept values)" if g.swept else "")
+    runs += (f" (of {c['expected']} expected = {methods} × {_n(len(g.pairs), 'pair')}"
              f" × {_n(len(g.seeds), 'seed')})")
     proto = agg.protocol_summary(g.config)
     epochs = sorted({int(e) for e in res.complete["epochs"].dropna()})
@@ -45,6 +47,12 @@ def _header(res: agg.Results) -> str:
         f"({n_same} same-architecture, {len(g.pairs) - n_same} cross-architecture)",
         f"- **Protocol**: {proto or 'not recorded in grid.json'}",
     ]
+    if g.val_fraction:
+        lines.append(f"- **Validation split**: {g.val_fraction:g} of the training set, stratified and seeded, held "
+                     f"out from teachers and students and evaluated every epoch (section 9)")
+    if g.swept:
+        lines.append("- **Sweeps**: " + "; ".join(f"{m}: {', '.join(g.labels(m))}" for m in g.methods
+                                                   if g.labels(m) != [m]) + " (section 9)")
     if res.stale:
         were = "record made under another protocol was" if res.stale == 1 else \
             "records made under another protocol were"
@@ -97,6 +105,12 @@ def render_report(res: agg.Results, published=None) -> str:
                + tables.fidelity_section(res, fidelity, agg.teacher_ece(res)))
     sec.append("## 8. Figures\n\n" + "\n\n".join(fig_md))
     sec.append("## 9. Is the gain real? (last epoch)\n\n" + tables.significance_section(res, friedman, paired, cd_fig))
+    if res.grid.swept or res.grid.val_fraction:  # a grid with neither keeps the report it always had
+        val = agg.cell_stats(res, "val_top1_last") if res.grid.val_fraction else None
+        sec.append("## 10. Sweeps: sensitivity and tuned results\n\n**Sensitivity** (test top-1 against each "
+                   "swept value)\n\n" + tables.sensitivity_section(res, last, val)
+                   + "\n\n**Tuned** (each method at its best value on the validation split)\n\n"
+                   + tables.tuned_section(res, teacher))
     return "\n\n".join(sec).rstrip() + "\n"
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "teacher_ece",
     "FIDELITY_COLUMNS",
     "method_order",
+    "tuned_choice",
     "protocol_summary",
     "count_stale",
 ]
@@ -101,15 +102,43 @@ class Grid:
     seeds: list[int]
     config: dict = field(default_factory=dict)
     from_file: bool = True
+    # a swept method's runs (grid.json "variants"): method -> [{"label": "kd[T=2]", "sweep": {"kd.T": 2.0}}]
+    variants: dict = field(default_factory=dict)
+
+    def labels(self, method: str) -> list[str]:
+        """A method's rows: its swept variants' labels (``kd[T=2]``), or the method itself."""
+        return [str(v["label"]) for v in self.variants.get(method, [])] or [method]
+
+    def base_method(self) -> dict[str, str]:
+        """Row label -> its method (``kd[T=2]`` -> ``kd``)."""
+        return {label: m for m in self.methods for label in self.labels(m)}
+
+    def sweep_of(self) -> dict[str, dict]:
+        """Row label -> its swept values (``{}`` for a method no sweep touched)."""
+        out = {m: {} for m in self.methods}
+        for m, vs in self.variants.items():
+            for v in vs:
+                out[str(v["label"])] = dict(v.get("sweep") or {})
+        return out
+
+    @property
+    def swept(self) -> bool:
+        return any(self.labels(m) != [m] for m in self.methods)
+
+    @property
+    def val_fraction(self) -> float:
+        return _num(self.config.get("val_fraction")) if self.config.get("val_fraction") else 0.0
 
     def expected_ids(self) -> list[tuple[str, str, str, int]]:
-        """(run_id, method, pair, seed) for every expected run: methods x pairs x seeds, grid order."""
+        """(run_id, row label, pair, seed) for every expected run: methods (each swept value of a swept one)
+        x pairs x seeds, grid order."""
         out = []
         for m in self.methods:
-            for p in self.pairs:
-                t, s = parse_pair(p)
-                for seed in self.seeds:
-                    out.append((make_run_id(m, t, s, seed), m, p, seed))
+            for label in self.labels(m):
+                for p in self.pairs:
+                    t, s = parse_pair(p)
+                    for seed in self.seeds:
+                        out.append((make_run_id(label, t, s, seed), label, p, seed))
         return out
 
 
@@ -142,7 +171,7 @@ class Results:
 FIDELITY_COLUMNS = {"agreement_last": "test_agreement", "kl_teacher_last": "test_kl_teacher", "ece_last": "test_ece"}
 
 _RUN_COLUMNS = [
-    "run_id", "method", "teacher", "student", "pair", "seed", "status", "in_grid",
+    "run_id", "method", "base_method", "teacher", "student", "pair", "seed", "status", "in_grid", "val_top1_last",
     "top1_last", "top1_best", "best_epoch", "epochs", "teacher_top1",
     "time_s", "epoch_time_s", "images_per_s", "peak_mem_mb", "extra_params", "student_params",
     *FIDELITY_COLUMNS, "teacher_ece",
@@ -216,6 +245,7 @@ def _infer_grid(results_dir: Path, records: list[dict], raw: dict | None) -> Gri
         seeds=[int(s) for s in seeds],
         config=raw.get("config") if isinstance(raw.get("config"), dict) else {},
         from_file=from_file,
+        variants=raw.get("variants") if isinstance(raw.get("variants"), dict) else {},
     )
 
 
@@ -271,7 +301,10 @@ def _row_from_record(rec: dict, hist: list[dict]) -> dict:
     seed = rec.get("seed")
     return {
         "run_id": str(rec.get("run_id")),
-        "method": rec.get("method"),
+        "method": rec.get("variant") or rec.get("method"),  # a swept run's row: its label, kd[T=2]
+        "base_method": rec.get("method"),
+        # the validation split's top-1 at the last epoch (NaN without a split)
+        "val_top1_last": _num(hist[-1].get("val_top1")) if hist else float("nan"),
         "teacher": teacher,
         "student": student,
         "pair": pair,
@@ -321,6 +354,7 @@ def load_results(results_dir: Path | str) -> Results:
     rows, hist_rows = [], []
     expected = grid.expected_ids()
     expected_set = {e[0] for e in expected}
+    base = grid.base_method()
     for rid, method, pair, seed in expected:
         teacher, student = parse_pair(pair)
         rec = by_id.get(rid)
@@ -340,7 +374,8 @@ def load_results(results_dir: Path | str) -> Results:
                         hist_rows.append({"run_id": rid, "method": method, "pair": pair,
                                           "seed": seed, "epoch": int(ep), "test_top1": acc})
         # the grid decides where a run belongs; a record's own fields only fill in the rest
-        row.update(method=method, pair=pair, teacher=teacher, student=student, seed=seed, in_grid=True)
+        row.update(method=method, base_method=base.get(method, method), pair=pair, teacher=teacher, student=student,
+                   seed=seed, in_grid=True)
         rows.append(row)
     for rid in sorted(set(by_id) - expected_set):
         rec = by_id[rid]
@@ -370,8 +405,36 @@ def count_stale(results_dir: Path | str) -> int:
 
 # ---------------------------------------------------------------------------- summaries
 def method_order(grid: Grid) -> list[str]:
-    """Student rows of the tables: vanilla first, then the grid's method order."""
-    return ([VANILLA] if VANILLA in grid.methods else []) + [m for m in grid.methods if m != VANILLA]
+    """Student rows of the tables: vanilla first, then the grid's method order (a swept method: one row per
+    swept value, ``kd[T=2]``, in sweep order)."""
+    methods = ([VANILLA] if VANILLA in grid.methods else []) + [m for m in grid.methods if m != VANILLA]
+    return [label for m in methods for label in grid.labels(m)]
+
+
+def tuned_choice(res: Results) -> pd.DataFrame:
+    """Per (method, pair), grid order: the row label whose mean validation top-1 at the last epoch (over its
+    complete seeds) is highest, the first in sweep order on a tie, never looking at the test set. Columns:
+    ``label``, ``val_mean``, ``val_n`` and the label's test top-1 (last epoch) ``mean``, ``std``, ``n``,
+    ``half`` (``cell_stats``); label "" where no row of the method has a validation number."""
+    val = cell_stats(res, "val_top1_last")
+    test = cell_stats(res, "top1_last")
+    g = res.grid
+    methods = ([VANILLA] if VANILLA in g.methods else []) + [m for m in g.methods if m != VANILLA]
+    rows = []
+    for m in methods:
+        for p in g.pairs:
+            best, best_val = "", float("nan")
+            for label in g.labels(m):
+                v = val.at[(label, p), "mean"]
+                if not math.isnan(v) and (math.isnan(best_val) or v > best_val):
+                    best, best_val = label, v
+            row = {"method": m, "pair": p, "label": best, "val_mean": best_val,
+                   "val_n": int(val.at[(best, p), "n"]) if best else 0}
+            row.update(test.loc[(best, p)].to_dict() if best else {"n": 0, "mean": float("nan"),
+                                                                    "std": float("nan"), "half": float("nan")})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["method", "pair", "label", "val_mean", "val_n", "n", "mean", "std", "half"]
+                        ).set_index(["method", "pair"])
 
 
 def cell_stats(res: Results, metric: str = "top1_last") -> pd.DataFrame:

@@ -15,7 +15,7 @@ from . import significance as sig
 
 __all__ = ["md_table", "fmt_cell", "accuracy_tables", "gain_section", "fidelity_section", "published_section",
            "cost_section", "cohort_memory_section", "fmt_bytes", "inventory_section", "pair_label",
-           "significance_section", "fmt_paired"]
+           "significance_section", "fmt_paired", "sensitivity_section", "tuned_section"]
 
 DASH = "–"
 DAGGER = "†"
@@ -701,3 +701,77 @@ def inventory_section(res: agg.Results) -> str:
                      + md_table(["run", "top-1 last", "top-1 best", "epochs", "time"], rows)
                      + "\n\n</details>")
     return "\n\n".join(parts)
+
+
+# ---------------------------------------------------------------------------- sweeps and tuning
+def _values_label(label: str, method: str, sweep: dict) -> str:
+    """A row of a method's sensitivity table: its swept values (``T=2``), or the method's own values."""
+    return label[len(method) + 1:-1] if sweep and label.startswith(f"{method}[") else "(not swept)"
+
+
+def _val_cell(mean: float, std: float, n: int) -> str:
+    return fmt_cell(mean, std, n) if n else DASH
+
+
+def sensitivity_section(res: agg.Results, last: pd.DataFrame, val: pd.DataFrame | None) -> str:
+    """Per swept method: its test top-1 (last epoch) against each swept value, per pair; with a validation
+    split, the validation top-1 beside it."""
+    g = res.grid
+    sweeps = g.sweep_of()
+    parts = []
+    for m in ([agg.VANILLA] if agg.VANILLA in g.methods else []) + [m for m in g.methods if m != agg.VANILLA]:
+        labels = g.labels(m)
+        if labels == [m]:
+            continue
+        headers = ["value"] + [pair_label(p) for p in g.pairs]
+        rows = []
+        for label in labels:
+            row = [esc(_values_label(label, m, sweeps.get(label, {})))]
+            for p in g.pairs:
+                st = last.loc[(label, p)]
+                cell = fmt_cell(st["mean"], st["std"], int(st["n"]))
+                if val is not None:
+                    v = val.loc[(label, p)]
+                    cell += f" · val {_val_cell(v['mean'], v['std'], int(v['n']))}"
+                row.append(cell)
+            rows.append(row)
+        parts.append(f"**{m}**\n\n" + md_table(headers, rows))
+    if not parts:
+        return "_No sweeps in this grid (`--sweep`)._"
+    what = "test top-1 (%) at the last epoch" + (" · val = validation top-1 (%) at the last epoch, the number "
+                                                  "the tuned table chooses on" if val is not None else "")
+    return "\n\n".join(parts) + f"\n\nCells: {what}; mean ± sample std over seeds (n)."
+
+
+def tuned_section(res: agg.Results, teacher: dict[str, list[float]]) -> str:
+    """Each method at its best swept value, chosen on the validation split; one line saying why not without one."""
+    g = res.grid
+    if not g.val_fraction:
+        return ("_No tuned table: this grid has no validation split (`--val-fraction`), and choosing each "
+                "method's value on the test set would overstate it._")
+    choice = agg.tuned_choice(res)
+    marks = {p: agg.best_and_indistinguishable(choice.xs(p, level="pair")) for p in g.pairs}
+    parts = []
+    for title, pairs in _pair_groups(g):
+        headers = ["method"] + [pair_label(p) for p in pairs]
+        rows = [["teacher"] + [_teacher_cell(teacher.get(p, [])) for p in pairs]]
+        for m in dict.fromkeys(choice.index.get_level_values("method")):
+            row = [m]
+            for p in pairs:
+                st = choice.loc[(m, p)]
+                cell = fmt_cell(st["mean"], st["std"], int(st["n"]))
+                best, dag = marks[p]
+                if m in best:
+                    cell = f"**{cell}**"
+                elif m in dag:
+                    cell = f"{cell}{DAGGER}"
+                if st["label"] and st["label"] != m:
+                    cell += f" [{esc(st['label'][len(m) + 1:-1])}]"
+                row.append(cell)
+            rows.append(row)
+        parts.append(f"**{title}**\n\n" + md_table(headers, rows))
+    return ("\n\n".join(parts) + "\n\n"
+            f"Each method at the swept value (in brackets) with the highest mean validation top-1 at the last "
+            f"epoch over seeds, per pair (validation split: {g.val_fraction:g} of the training set, held out, never "
+            f"trained on; the first value in sweep order on a tie); the cell is that value's test top-1 (last "
+            f"epoch), which played no part in the choice. Marks as in table 1.")
