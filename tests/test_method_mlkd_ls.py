@@ -376,3 +376,21 @@ def test_list_names_the_modifier_and_set_reaches_it(capsys, tmp_path):
                  "--set", "ls.kd_weight=3", "--dry-run"]) == 0
     code = main(["--results", str(tmp_path / "r"), "--methods", "kd+ls", "--set", "ls.base_temp=0", "--quiet"])
     assert code == 2 and capsys.readouterr().err.strip() == "error: ls.base_temp must be > 0, got 0.0"
+
+
+def test_a_failing_view_fails_the_runs_that_asked_for_it_not_their_cohort(digits, teacher):
+    class BrokenViews:
+        """digits whose strong view cannot be drawn (a bug, a missing dependency): everything else works."""
+
+        def __getattr__(self, name):
+            return getattr(digits, name)
+
+        def view(self, name, index, generator, device):
+            raise RuntimeError("strong view unavailable")
+
+    data = BrokenViews()
+    runs = train([make_run(m, digits, teacher) for m in ("mlkd", "kd")], data, teacher)
+    assert isinstance(runs[0].error, RuntimeError) and str(runs[0].error) == "strong view unavailable"
+    assert runs[0].error_at == (0, 0)
+    assert runs[1].error is None and len(runs[1].history) == 2  # kd trained on, unaffected
+    assert_bitwise_equal(runs[1], train([make_run("kd", digits, teacher)], digits, teacher)[0])
