@@ -55,7 +55,7 @@ from .config import ConfigError, method_overrides, parse_pair, student_recipe, t
 from .data import load_dataset, with_validation
 from .folder_data import _Indexed
 from .models import create_model
-from .grid import GridRunner, RunSpec, build_student, cohort_cost, environment, start_host_memory
+from .grid import GridRunner, RunnerOptions, RunSpec, build_student, cohort_cost, environment, start_host_memory
 from .run import BAD_INPUT, build_parser, print_listing, resolve
 from .teachers import TeacherError, get_teacher, teacher_available, teacher_path
 from .train import StudentRun, compute_terms, freeze, seed_for, train_cohort
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, spec = resolve_one(args)
         check_batch_size(student_recipe(cfg, spec.student).batch_size, int(os.environ.get("WORLD_SIZE", 1)))
-        runner = GridRunner(cfg, args)
+        runner = GridRunner(cfg, RunnerOptions.from_namespace(args))
         if args.dry_run:
             print(f"{spec.run_id} -> {runner.results_dir} (approximate: {cfg['distributed_approximate']})")
             return 0

@@ -17,7 +17,6 @@ For every (pair, seed) the runner trains the methods still to do as one cohort
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import platform
@@ -25,6 +24,7 @@ import socket
 import subprocess
 import sys
 import traceback
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -219,19 +219,47 @@ TEACHER_INFO_KEYS = ("arch", "key", "top1", "top5", "source", "path", "file", "w
                      "recipe")
 
 
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How the runner works (where, on what, how often it checkpoints), resolved from the command line once;
+    frozen: nothing below the CLI reads an ``argparse.Namespace``. What a run computes is in the config."""
+
+    results: str = "results"
+    teacher_dir: str | None = None
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: str = "auto"
+    teacher_inference_mode: str = "auto"
+    compile: bool = False
+    checkpoint_every: int = 1
+    wandb: str | None = None
+    data_root: str | None = None
+    download: bool = False
+    quiet: bool = False
+    no_cohort: bool = False
+    no_report: bool = False
+
+    @classmethod
+    def from_namespace(cls, args: Any) -> "RunnerOptions":
+        """The fields of the CLI's parsed arguments (``benchmarks.run.build_parser``) this type names."""
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+
+
 class GridRunner:
     """Validates everything that needs no training on construction (device, data, teacher checkpoints,
     the teachers' identities), writes nothing until ``run``."""
 
-    def __init__(self, cfg: dict[str, Any], args: argparse.Namespace):
+    def __init__(self, cfg: dict[str, Any], options: RunnerOptions):
+        if not isinstance(options, RunnerOptions):
+            raise TypeError("GridRunner takes RunnerOptions (RunnerOptions.from_namespace(args) in the CLI)")
         self.cfg = cfg
-        self.args = args
-        self.teacher_dir = Path(args.teacher_dir) if args.teacher_dir else Path(args.results) / "teachers"
+        self.options = options
+        self.teacher_dir = Path(options.teacher_dir) if options.teacher_dir else Path(options.results) / "teachers"
         self.teacher_ckpts: dict[str, str] = dict(cfg.get("teacher_ckpts", {}))
-        self.device = pick_device(args.device)
-        self.fast = FastPaths(args.amp, args.channels_last, args.teacher_inference_mode, args.compile) \
+        self.device = pick_device(options.device)
+        self.fast = FastPaths(options.amp, options.channels_last, options.teacher_inference_mode, options.compile) \
             .resolve(self.device)
-        self.checkpoint_every = args.checkpoint_every
+        self.checkpoint_every = options.checkpoint_every
         if self.checkpoint_every < 0:
             raise ConfigError("--checkpoint-every must be >= 0 (0: never)")
         self.failed: list[str] = []
@@ -249,9 +277,9 @@ class GridRunner:
         # imported weights are part of the protocol: another checkpoint is another grid, never a reuse
         cfg["teachers"] = {a: k for a, k in self.teacher_keys.items() if k.startswith(IMPORTED)}
         cfg["grid"] = grid_name(cfg)
-        self.results_dir = Path(args.results) / cfg["grid"]
-        if getattr(args, "wandb", None):
-            self.wandb = WandbProject(args.wandb, cfg["grid"], self.results_dir, self.log)
+        self.results_dir = Path(options.results) / cfg["grid"]
+        if options.wandb:
+            self.wandb = WandbProject(options.wandb, cfg["grid"], self.results_dir, self.log)
 
     def identify_teachers(self) -> dict[str, str]:
         """Each teacher's identity before any work: an imported checkpoint's weight hash (read and fitted
@@ -323,9 +351,9 @@ class GridRunner:
     # --- the grid ---------------------------------------------------------------
     def load_data(self):
         data_opts = dict(self.cfg.get("data", {}))
-        if self.args.data_root:
-            data_opts["data_root"] = self.args.data_root
-        data_opts["download"] = self.args.download
+        if self.options.data_root:
+            data_opts["data_root"] = self.options.data_root
+        data_opts["download"] = self.options.download
         # the validation split is held out here, for teachers and students alike (recomputed identically on resume)
         return with_validation(load_dataset(self.cfg["dataset"], **data_opts), self.cfg.get("val_fraction", 0))
 
@@ -341,11 +369,11 @@ class GridRunner:
                  f"{len(todo)} to run on {self.device} -> {self.results_dir}")
         if todo:
             self.log(self.plan(todo))
-        if not self.args.quiet and todo:
+        if not self.options.quiet and todo:
             self.progress = make_progress(sum(self.run_epochs(s) for s in todo), "student epoch")
         self.estimated = False
         teachers: dict[str, tuple[torch.nn.Module, dict]] = {}
-        for cohort in cohorts(todo, together=not self.args.no_cohort).values():
+        for cohort in cohorts(todo, together=not self.options.no_cohort).values():
             locks = [FileLock(records.record_path(self.results_dir, s.run_id).with_suffix(".lock")) for s in cohort]
             mine = [s for s, lock in zip(cohort, locks) if lock.acquire()]
             try:
@@ -370,7 +398,7 @@ class GridRunner:
         if self.progress is not None:
             self.progress.close()
             self.progress = None
-        if not self.args.no_report:
+        if not self.options.no_report:
             self.write_report()
         if self.failed:
             self.log(f"{len(self.failed)} run(s) failed: {', '.join(self.failed)} "
@@ -380,7 +408,7 @@ class GridRunner:
 
     def plan(self, todo: list[RunSpec]) -> str:
         """What will happen: runs, cohorts, student epochs, and where each teacher comes from."""
-        groups = cohorts(todo, together=not self.args.no_cohort)
+        groups = cohorts(todo, together=not self.options.no_cohort)
         epochs = sum(self.run_epochs(s) for s in todo)
         teachers = []
         for t in dict.fromkeys(s.teacher for s in todo):
@@ -451,7 +479,7 @@ class GridRunner:
             "seed": spec.seed, "dataset": self.cfg["dataset"], "preset": self.cfg["preset"],
             "config": {"fingerprint": self.fingerprint_of(spec), "train": recipe.as_dict(),
                        "method": self.cfg["resolved_methods"][spec.pair][spec.label], "data": self.data.describe(),
-                       "cohort": not self.args.no_cohort, "teacher_seed": self.cfg["teacher_seed"],
+                       "cohort": not self.options.no_cohort, "teacher_seed": self.cfg["teacher_seed"],
                        "checkpoint_every": self.checkpoint_every, "fast_paths": self.fast,
                        **({"val_fraction": self.cfg["val_fraction"]} if self.cfg.get("val_fraction") else {})},
             **({"variant": spec.label, "sweep": dict(spec.sweep)} if spec.sweep else {}),

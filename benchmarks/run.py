@@ -23,7 +23,7 @@ from .config import (ConfigError, apply_set, check_config, check_val_fraction, f
                      load_preset, method_overrides, parse_pair, parse_sweep, protocol, student_recipe, teacher_recipe)
 from . import records
 from .data import DataError, dataset_loader, list_datasets
-from .grid import GridRunner, RunSpec, cohorts, expand, parse_shard, shard, spec_overrides
+from .grid import GridRunner, RunnerOptions, RunSpec, cohorts, expand, parse_shard, shard, spec_overrides
 from .scaleout import launch
 from .models import UnknownModelError, create_model, list_models
 from .teachers import TeacherError
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = resolve(args)
         specs = shard(expand(cfg), *parse_shard(args.shard))
         # checks everything that needs no training (device, data, teacher checkpoints) and writes nothing
-        runner = GridRunner(cfg, args)
+        runner = GridRunner(cfg, RunnerOptions.from_namespace(args))
         if args.dry_run:
             print_grid(cfg, specs, runner.teacher_keys, together=not args.no_cohort)
             return 0

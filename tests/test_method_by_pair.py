@@ -97,14 +97,28 @@ def test_the_cifar100_preset_loads_its_per_pair_values():
 
 def test_a_runs_identity_ignores_other_methods_values(tmp_path):
     """Tuning one method (``--set ab.init_epochs=3``) must not send every other method's records to stale."""
-    from benchmarks.grid import GridRunner, RunSpec
+    from benchmarks.grid import GridRunner, RunnerOptions, RunSpec
 
     def fp(*extra):
         args = build_parser().parse_args(["--preset", _preset(tmp_path), "--methods", "kd,ft", "--results",
                                           str(tmp_path / "r"), *extra])
-        runner = GridRunner(resolve(args), args)
+        runner = GridRunner(resolve(args), RunnerOptions.from_namespace(args))
         return {m: runner.fingerprint_of(RunSpec(m, "resnet8", "resnet8", 0)) for m in ("kd", "ft")}
 
     base, other, own = fp(), fp("--set", "ft.init_epochs=3"), fp("--set", "kd.alpha=0.5")
     assert other["kd"] == base["kd"] and other["ft"] != base["ft"]
     assert own["kd"] != base["kd"] and own["ft"] == base["ft"]
+
+
+def test_the_runner_takes_frozen_options_not_the_cli_namespace(tmp_path):
+    import dataclasses
+
+    from benchmarks.grid import GridRunner, RunnerOptions
+
+    args = build_parser().parse_args(["--preset", _preset(tmp_path), "--results", str(tmp_path / "r"), "--quiet"])
+    with pytest.raises(TypeError, match="GridRunner takes RunnerOptions"):
+        GridRunner(resolve(args), args)
+    options = RunnerOptions.from_namespace(args)
+    assert options.quiet and options.results == str(tmp_path / "r") and options.checkpoint_every == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.quiet = False

@@ -13,7 +13,7 @@ import torch
 
 from benchmarks import checkpoints, records
 from benchmarks.data import load_dataset, stratified_split, with_validation
-from benchmarks.grid import GridRunner, cohorts, expand
+from benchmarks.grid import GridRunner, RunnerOptions, cohorts, expand
 from benchmarks.run import build_parser, main, resolve
 from reports import build_report
 
@@ -57,7 +57,8 @@ def test_split_is_disjoint_stratified_and_seeded():
 def test_val_fraction_zero_is_todays_grid(tmp_path, capsys):
     base = ["--methods", "kd,vanilla", "--pairs", "resnet8:resnet8", "--seeds", "0,1", "--epochs", "1"]
     cfg_a, cfg_b = resolve(parse(tmp_path, *base)), resolve(parse(tmp_path, *base, "--val-fraction", "0"))
-    ra, rb = GridRunner(cfg_a, parse(tmp_path, *base)), GridRunner(cfg_b, parse(tmp_path, *base, "--val-fraction", "0"))
+    ra = GridRunner(cfg_a, RunnerOptions.from_namespace(parse(tmp_path, *base)))
+    rb = GridRunner(cfg_b, RunnerOptions.from_namespace(parse(tmp_path, *base, "--val-fraction", "0")))
     assert cfg_a["grid"] == cfg_b["grid"]
     assert ra.teacher_keys == rb.teacher_keys and ra.data.describe() == rb.data.describe()
     specs_a, specs_b = expand(cfg_a), expand(cfg_b)
@@ -67,7 +68,7 @@ def test_val_fraction_zero_is_todays_grid(tmp_path, capsys):
     # a split is part of the protocol: another grid, other fingerprints, another teacher
     args_c = parse(tmp_path, *base, "--val-fraction", "0.1")
     cfg_c = resolve(args_c)
-    rc = GridRunner(cfg_c, args_c)
+    rc = GridRunner(cfg_c, RunnerOptions.from_namespace(args_c))
     assert cfg_c["grid"] != cfg_a["grid"] and rc.teacher_keys != ra.teacher_keys
     assert ra.fingerprint_of(specs_a[0]) != rc.fingerprint_of(expand(cfg_c)[0])
 
