@@ -52,10 +52,11 @@ import torch.nn.functional as F
 from .base import Distiller, Range, register_method
 
 
-def warmup_ramp(epoch: float, warmup: float) -> float:
-    """mdistiller's ``min(epoch / warmup, 1)`` with its 1-based integer epoch, from kdbench's
-    0-based fractional ``progress.epoch``."""
-    return min((math.floor(epoch) + 1) / warmup, 1.0)
+def warmup_ramp(epoch: float, warmup: float, base: int = 1) -> float:
+    """``min(e / warmup, 1)`` with the integer epoch ``e = floor(epoch) + base`` from kdbench's 0-based
+    fractional ``progress.epoch`` (base 1: mdistiller's 1-based epoch; 0: a 0-based trainer's, ReviewKD's
+    official script)."""
+    return min((math.floor(epoch) + base) / warmup, 1.0)
 
 
 def dkd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,

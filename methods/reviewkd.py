@@ -87,23 +87,16 @@ method with the preset's recipe (mdistiller's reviewkd.yaml uses that same RepDi
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .at import paired_stages
 from .base import BuildContext, Choice, Distiller, Range, register_method
+from .dkd import warmup_ramp  # DKD's ramp, with the epoch base the trainer used
 
 _EPOCH_BASES = {"one_based": 1, "zero_based": 0}
 HCL_LEVELS = (4, 2, 1)
-
-
-def warmup_ramp(epoch: float, warmup: float, base: int) -> float:
-    """``min(e / warmup, 1)`` with the integer epoch ``e = floor(epoch) + base`` (base 1: mdistiller's
-    1-based epoch, 0: the official script's 0-based one) from kdbench's fractional ``progress.epoch``."""
-    return min((math.floor(epoch) + base) / warmup, 1.0)
 
 
 def hcl(student_maps: list[torch.Tensor], teacher_maps: list[torch.Tensor]) -> torch.Tensor:
