@@ -467,32 +467,34 @@ class Timers:
             self.seconds[part] += time.perf_counter() - t0
             self._depth -= 1
 
-    def _wrap(self, obj, attr: str, part: str) -> None:
+    @contextlib.contextmanager
+    def muted(self):
+        """Calls inside count for no part (as if nested in another)."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+
+    def _patch(self, obj, attr: str, context) -> None:
+        """Run ``obj.attr`` inside ``context()``; ``restore`` undoes it."""
         original = getattr(obj, attr)
         had_own = attr in getattr(obj, "__dict__", {})
 
-        def wrapped(*a, **k):
-            with self.section(part):
+        def patched(*a, **k):
+            with context():
                 return original(*a, **k)
 
-        setattr(obj, attr, wrapped)
+        setattr(obj, attr, patched)
         self._undo.append((obj, attr, original if had_own else None))
+
+    def _wrap(self, obj, attr: str, part: str) -> None:
+        self._patch(obj, attr, lambda: self.section(part))
 
     def _mute(self, obj, attr: str) -> None:
-        """Calls inside ``obj.attr`` count for no part (the end-of-epoch evaluation, outside the timed window:
-        its teacher pass for the fidelity metrics is not a training step's)."""
-        original = getattr(obj, attr)
-        had_own = attr in getattr(obj, "__dict__", {})
-
-        def muted(*a, **k):
-            self._depth += 1
-            try:
-                return original(*a, **k)
-            finally:
-                self._depth -= 1
-
-        setattr(obj, attr, muted)
-        self._undo.append((obj, attr, original if had_own else None))
+        """The end-of-epoch evaluation is outside the timed window: its teacher pass for the fidelity metrics
+        is not a training step's."""
+        self._patch(obj, attr, self.muted)
 
     def instrument_models(self, teacher, model, method) -> None:
         self._wrap(teacher, "forward_kd", "teacher fwd")
