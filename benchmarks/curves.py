@@ -35,6 +35,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from .config import ConfigError
+from .records import error_line
 
 METRIC_TAGS = ("test/top1", "test/top5", "train/top1", "loss/total")
 
@@ -137,8 +138,7 @@ class WandbProject:
                               dir=None if self.folder is None else str(self.folder), settings=settings)
         except Exception as e:  # W&B unreachable, not logged in, ...: the training goes on
             self.failed = True
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            self.log(f"wandb: cannot open a run ({type(e).__name__}: {first}); curves go to TensorBoard only")
+            self.log(f"wandb: cannot open a run ({type(e).__name__}: {error_line(e)}); curves go to TensorBoard only")
             return None
 
 

@@ -647,7 +647,7 @@ class GridRunner:
     def not_applicable(self, spec: RunSpec, error: PairNotSupported) -> None:
         """The method cannot run this pair, as its reference cannot (FSP: unequal channel counts): a record
         that says why, kept as done (not retried, not a failure); the report shows "n/a" there."""
-        message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        message = records.error_line(error)
         self.log(f"{spec.run_id}: not applicable: {message}")
         rec = self.bare_record(spec, {"fingerprint": self.fingerprint_of(spec)})
         rec.update({"status": "not_applicable", "finished_at": now(), "history": [],
@@ -658,7 +658,7 @@ class GridRunner:
 
     def fail(self, spec: RunSpec, rec: dict | None, error: BaseException, at, run: StudentRun | None = None):
         self.failed.append(spec.run_id)
-        message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        message = records.error_line(error)
         self.log(f"{spec.run_id}: FAILED: {type(error).__name__}: {message}")
         if rec is None:
             rec = self.bare_record(spec)

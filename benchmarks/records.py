@@ -64,6 +64,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+
+def error_line(error: BaseException) -> str:
+    """An error's first message line, or its type's name when it has no message: what logs and records keep."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 SCHEMA_VERSION = 1
 RECORD_SUFFIX = ".json"
 METRICS_SUFFIX = ".metrics.jsonl"
