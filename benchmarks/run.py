@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from methods import (HyperparameterError, UnknownMethodError, check_override_keys, list_methods, list_modifiers,
-                     method_class, method_defaults, validate_method)
+                     method_class, method_defaults, modifiable_by, validate_method)
 from methods.hparams import resolve_hparams
 
 from .curves import check_wandb
@@ -223,9 +223,8 @@ def print_listing() -> None:
     for m in list_methods():
         print(f"  {m:10s} {method_class(m).defaults}")
     for mod in list_modifiers():
-        on = [m for m in list_methods() if mod in method_class(m).modifier_rules]
         print(f"modifier: {mod} {method_class(mod).defaults}, written after the method: "
-              f"{', '.join(f'{m}+{mod}' for m in on)}")
+              f"{', '.join(f'{m}+{mod}' for m in modifiable_by(mod))}")
     print("models:   " + ", ".join(list_models()) + ", timm:<name>")
     print("datasets: " + ", ".join(list_datasets()))
     print("presets:  " + ", ".join(list_presets()))

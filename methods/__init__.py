@@ -25,6 +25,8 @@ from .base import (  # noqa: F401
     check_override_keys,
     list_methods,
     list_modifiers,
+    modifiable_by,
+    modified_methods,
     method_views,
     method_stages,
     method_class,

@@ -42,6 +42,8 @@ __all__ = [
     "register_method",
     "list_methods",
     "list_modifiers",
+    "modifiable_by",
+    "modified_methods",
     "method_views",
     "method_stages",
     "method_class",
@@ -344,8 +346,14 @@ def list_modifiers() -> list[str]:
     return sorted(n for n, cls in _METHODS.items() if cls.modifier)
 
 
-def _modifiable(modifier: str) -> list[str]:
+def modifiable_by(modifier: str) -> list[str]:
+    """The methods that declare how ``modifier`` changes them (``modifier_rules``): ``ls`` -> kd, dkd, ..."""
     return [m for m in list_methods() if modifier in _METHODS[m].modifier_rules]
+
+
+def modified_methods() -> list[str]:
+    """Every method written with every modifier it declares: ``ctkd+ls``, ``dkd+ls``, ``kd+ls``, ..."""
+    return [f"{m}+{mod}" for mod in list_modifiers() for m in modifiable_by(mod)]
 
 
 def method_class(name: str) -> type[Distiller]:
@@ -374,7 +382,7 @@ def _parts(name: str) -> list[str]:
     for i, p in enumerate(parts):
         if not _METHODS[p].modifier:
             continue
-        supported = _modifiable(p)
+        supported = modifiable_by(p)
         if i == 0:
             raise UnknownMethodError(f"{p!r} modifies another method: write it after one, e.g. "
                                      f"{supported[0] if supported else 'kd'}+{p} (it applies to {', '.join(supported)})")

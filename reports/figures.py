@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D
 from seaborn.external import husl
 
 from benchmarks.config import list_presets, load_preset
-from methods import list_methods, list_modifiers, method_class
+from methods import list_methods, modified_methods
 
 from . import aggregate as agg
 from . import significance as sig
@@ -91,8 +91,7 @@ def _reserved() -> tuple[tuple[tuple[float, float, float], ...], dict[str, int]]
     methods."""
     names = set(list_methods())
     names |= {f"{m}+kd" for m in list_methods() if m not in ("kd", "vanilla")}
-    names |= {f"{m}+{mod}" for mod in list_modifiers() for m in list_methods()
-              if mod in method_class(m).modifier_rules}
+    names |= set(modified_methods())
     for preset in list_presets():
         try:
             names |= {str(m) for m in load_preset(preset).get("methods", [])}

@@ -7,7 +7,7 @@ import torch
 from benchmarks.data import InMemoryData, load_dataset
 from benchmarks.grid import RunSpec, build_student
 from benchmarks.models import create_model
-from benchmarks.train import Recipe, StudentRun, freeze, seed_for, train_cohort
+from benchmarks.train import FastPaths, Recipe, StudentRun, draw_views, freeze, seed_for, train_cohort
 
 CPU = torch.device("cpu")
 
@@ -34,3 +34,12 @@ def make_run(method: str, data, teacher, seed: int = 0, epochs: int = 2, overrid
 def train(runs, data, teacher, seed: int = 0, generator=None, on_epoch_end=None):
     gen = generator or torch.Generator().manual_seed(seed_for(seed, "data"))
     return train_cohort(runs, data, CPU, teacher=teacher, data_generator=gen, on_epoch_end=on_epoch_end)
+
+
+def step_each_stage(run: StudentRun, x, y, index, teacher_out, data, teacher):
+    """One step at the start of the run's first pre-training stage (if it has one), then one in its main stage,
+    each with the views it declares drawn as ``train_cohort`` draws them; yields (stage or None, loss)."""
+    for epoch in sorted({0, run.stage_epochs}):
+        run.begin_epoch(epoch)
+        views = draw_views([run], index, data, CPU, epoch, 0, teacher, FastPaths().resolve(CPU), True, False)
+        yield run.stage_at(epoch)[0], run.step(x, y, index, teacher_out, data, CPU, epoch, 0, views.get(run.seed))

@@ -21,7 +21,7 @@ from benchmarks.api import Distillation, LogitsModel, NeedsHarness
 from benchmarks.data import InMemoryData
 from benchmarks.train import Recipe, StudentRun
 from kdcore import KDModel, ModelOutput
-from methods import UnknownMethodError, list_methods, list_modifiers, method_class, method_needs, method_views
+from methods import UnknownMethodError, list_methods, method_needs, method_views, modified_methods
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -155,8 +155,7 @@ def test_a_users_own_kdmodel_trains_with_a_feature_method(name):
     assert not torch.equal(before["stem.weight"], student.stem.weight)
 
 
-LOGIT_METHODS = [m for m in list_methods() + [f"{m}+{mod}" for mod in list_modifiers() for m in list_methods()
-                                              if mod in method_class(m).modifier_rules]
+LOGIT_METHODS = [m for m in list_methods() + modified_methods()
                  if not method_needs(m, "needs_features") and not method_needs(m, "needs_preact")
                  and not method_views(m)]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.run import main
-from methods import Choice, Range, list_methods, list_modifiers, method_class
+from methods import Choice, Range, list_methods, list_modifiers, method_class, modifiable_by
 
 
 def out_of_range(spec, default):
@@ -41,7 +41,7 @@ def test_bad_value_exits_2_before_any_work(capsys, tmp_path, method, key, value)
     results = tmp_path / "results"
     # a modifier runs written after a method that declares it (kd+ls)
     run = method if not method_class(method).modifier else \
-        f"{next(m for m in list_methods() if method in method_class(m).modifier_rules)}+{method}"
+        f"{modifiable_by(method)[0]}+{method}"
     code = main(["--results", str(results), "--methods", run, "--pairs", "resnet8:resnet8", "--epochs", "1",
                  "--set", f"{method}.{key}={value}", "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()

@@ -15,14 +15,15 @@ from benchmarks.config import load_preset, parse_pair
 from benchmarks.data import InMemoryData
 from benchmarks.models import create_model
 from benchmarks.grid import probe
-from benchmarks.train import FastPaths, Recipe, StudentRun, draw_views, freeze
+from benchmarks.train import Recipe, StudentRun, freeze
+from cohorts import step_each_stage
 from methods import (BuildContext, HyperparameterError, PairNotSupported, UnknownMethodError, build_method,
-                     list_methods, list_modifiers, method_class, method_needs, validate_method)
+                     list_methods, method_class, method_needs, modified_methods, validate_method)
 
 CPU = torch.device("cpu")
 PAIRS = load_preset("cifar100")["pairs"]
 # every modifier on every method that declares it (kd+ls, dkd+ls, ...), from the registry
-MODIFIED = [f"{m}+{mod}" for mod in list_modifiers() for m in list_methods() if mod in method_class(m).modifier_rules]
+MODIFIED = modified_methods()
 COMBOS = ["crd+kd", "triplet+kd"] + MODIFIED
 
 
@@ -116,11 +117,7 @@ def test_every_method_takes_a_step_on_every_cifar100_pair(name, pair):
     run = StudentRun(name, student, method, Recipe(batch_size=4), seed=0)
     before = [p.detach().clone() for p in student.parameters()]
     # a pre-training stage's step (if the method has one), then a main step; each trains what it declares
-    for epoch in sorted({0, run.stage_epochs}):
-        run.begin_epoch(epoch)
-        stage, _ = run.stage_at(epoch)
-        views = draw_views([run], index, data, CPU, epoch, 0, teacher, FastPaths().resolve(CPU), True, False)
-        loss = run.step(x, y, index, t_out, data, CPU, epoch, 0, views.get(0))
+    for stage, loss in step_each_stage(run, x, y, index, t_out, data, teacher):
         assert math.isfinite(float(loss)), f"{name} on {pair}: loss {loss} ({stage})"
         trained = run.stage_optimizers[stage.name] if stage is not None else run.optimizer
         for group in trained.param_groups:  # every parameter the step's optimizer holds got a finite gradient

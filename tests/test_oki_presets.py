@@ -36,8 +36,9 @@ from benchmarks.data import InMemoryData  # noqa: E402
 from benchmarks.grid import RunSpec, build_student  # noqa: E402
 from benchmarks.models import create_model  # noqa: E402
 from benchmarks.run import main  # noqa: E402
-from benchmarks.train import FastPaths, Recipe, StudentRun, draw_views, freeze  # noqa: E402
-from methods import list_methods, list_modifiers, method_class  # noqa: E402
+from benchmarks.train import Recipe, StudentRun, freeze  # noqa: E402
+from cohorts import step_each_stage  # noqa: E402
+from methods import list_methods, modified_methods  # noqa: E402
 from tests.conftest import write_cifar  # noqa: E402
 
 ALL_METHODS = ["vanilla", "kd", "triplet", "pair", "fitnet", "at", "rkd", "crd", "crd+kd"]
@@ -181,8 +182,7 @@ def test_full_presets_run_every_method_that_runs_on_their_networks(preset):
     xb, yb, ib = next(data.epoch_batches(8, g, torch.device("cpu")))
     with torch.no_grad():
         t_out = teacher.forward_kd(xb, preact=True)
-    names = list_methods() + [f"{m}+{mod}" for mod in list_modifiers() for m in list_methods()
-                              if mod in method_class(m).modifier_rules]
+    names = list_methods() + modified_methods()
     cpu = torch.device("cpu")
     for name in names:
         try:
@@ -193,7 +193,5 @@ def test_full_presets_run_every_method_that_runs_on_their_networks(preset):
             continue
         assert name in cfg["methods"], f"{name} runs on {cfg['pairs'][0]} but {preset} leaves it out"
         run = StudentRun(name, model, method, Recipe(batch_size=8), 0)
-        for epoch in sorted({0, run.stage_epochs}):
-            run.begin_epoch(epoch)
-            views = draw_views([run], ib, data, cpu, epoch, 0, teacher, FastPaths().resolve(cpu), True, False)
-            assert torch.isfinite(run.step(xb, yb, ib, t_out, data, cpu, epoch, 0, views.get(0))), name
+        for _, loss in step_each_stage(run, xb, yb, ib, t_out, data, teacher):
+            assert torch.isfinite(loss), name

@@ -553,10 +553,10 @@ def test_method_colour_is_the_same_in_reports_with_different_method_sets(built, 
 
 
 def test_registered_methods_and_compositions_never_share_a_colour():
-    from methods import list_methods, list_modifiers, method_class
+    from methods import list_methods, modified_methods
     from reports import figures
     names = list_methods() + [f"{m}+kd" for m in list_methods() if m not in ("kd", "vanilla")] + ["crd+kd"]
-    names += [f"{m}+{mod}" for mod in list_modifiers() for m in list_methods() if mod in method_class(m).modifier_rules]
+    names += modified_methods()
     colours = {n: _rgb(figures.method_color(n)) for n in names}
     assert len(set(colours.values())) == len(set(names))
     # deterministic, and independent of which methods a grid lists
