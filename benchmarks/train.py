@@ -346,6 +346,12 @@ class StudentRun:
         self.optimizer.zero_grad(set_to_none=True)
         self.backward(total, n)
         self.optimizer.step()
+        self._tally(terms, weighted, logits, y, t0)
+        return checked.detach()
+
+    def _tally(self, terms: dict[str, torch.Tensor], weighted: dict[str, torch.Tensor], logits, y, t0: float) -> None:
+        """Add one step to the epoch's sums: terms raw and weighted (per sample), correct predictions, time."""
+        n = y.numel()
         with torch.no_grad():
             for k, v in terms.items():
                 self._sums[k] = self._sums.get(k, 0.0) + v.detach() * n
@@ -354,7 +360,6 @@ class StudentRun:
             self._correct += (logits.argmax(1) == y).sum()
         self._seen += n
         self._epoch_time += time.perf_counter() - t0
-        return checked.detach()
 
     def optimizer_lr(self, stage: Stage | None, epoch: int) -> float:
         """The learning rate of a stage (constant) or of main epoch ``epoch`` (the recipe's schedule)."""
@@ -375,20 +380,13 @@ class StudentRun:
                 teacher_out = teacher_out.logits_only() if teacher_out is not None else None
             terms = method.stage_losses(stage.name, out, teacher_out, batch)
         total = sum(terms.values())
-        n = y.numel()
         if not bool(torch.isfinite(total)):
             raise DivergenceError(self.run_id, epoch, step, {k: float(v.detach()) for k, v in terms.items()})
         optimizer = self.stage_optimizers[stage.name]
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        with torch.no_grad():
-            for k, v in terms.items():
-                self._sums[k] = self._sums.get(k, 0.0) + v.detach() * n
-                self._weighted[k] = self._weighted.get(k, 0.0) + v.detach() * n
-            self._correct += (out.logits.argmax(1) == y).sum()
-        self._seen += n
-        self._epoch_time += time.perf_counter() - t0
+        self._tally(terms, terms, out.logits, y, t0)  # a stage's terms are unweighted (summed)
         return total.detach()
 
     def end_epoch(self, epoch: int, data, device, shared_time: float,
