@@ -52,6 +52,40 @@ def test_ab_hinge_hand_computed_and_transcribed():
     assert float(ab_layer_loss(s, t, 1.0)) == pytest.approx(ref_ab(s, t), rel=RTOL)
 
 
+def ref_ab_torch(source, target, margin=1.0):  # criterion_alternative_l2 element by element, autograd-able
+    total = source.new_zeros(())
+    for s, t in zip(source.flatten(), target.flatten()):
+        if s > -margin and t <= 0:
+            total = total + (s + margin) ** 2
+        if s <= margin and t > 0:
+            total = total + (s - margin) ** 2
+    return total
+
+
+def test_ab_stage_loss_value_and_gradient_match_abloss():
+    """The whole init-stage loss against ABLoss.forward: per layer 2^(i-n+1) * l_i / B / 1000 * 3, summed
+    (distiller_zoo/AB.py), here with identity connectors (equal shapes, models/util.py Connector)."""
+    g = torch.Generator().manual_seed(3)
+    shapes = [(2, 3, 4, 4), (2, 5, 2, 2)]
+    s_maps = [torch.randn(*sh, generator=g) * 2 for sh in shapes]
+    t_maps = [torch.randn(*sh, generator=g) for sh in shapes]
+
+    def out(maps):
+        return ModelOutput(torch.zeros(2, 10), [torch.zeros(2, 3, 4, 4)] + maps, torch.zeros(2, 5),
+                           preact_features=[torch.zeros(2, 3, 4, 4)] + maps)
+
+    method = build_method("ab", BuildContext(out(s_maps), out(t_maps), 10, torch.zeros(4, dtype=torch.long)))
+    assert all(isinstance(m, torch.nn.Identity) for m in method.connector.maps)
+    a = [x.clone().requires_grad_(True) for x in s_maps]
+    ours = method.stage_losses("init", out(a), out(t_maps), None)["ab"]
+    b = [x.clone().requires_grad_(True) for x in s_maps]
+    n = len(b)
+    ref = sum(2 ** (i - n + 1) * ref_ab_torch(bi, ti) / 2 / 1000 * 3 for i, (bi, ti) in enumerate(zip(b, t_maps)))
+    assert torch.allclose(ours, ref, rtol=RTOL)
+    for ga, gb in zip(torch.autograd.grad(ours, a), torch.autograd.grad(ref, b)):
+        assert torch.allclose(ga, gb, rtol=RTOL, atol=1e-9)
+
+
 def ref_fsp_matrix(bot, top):  # FSP.compute_fsp for one pair, with explicit loops over channels
     if bot.shape[2] > top.shape[2]:
         bot = F.adaptive_avg_pool2d(bot, (top.shape[2], top.shape[2]))
