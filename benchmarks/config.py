@@ -17,6 +17,7 @@ A preset is a table with these keys (all checked; an unknown key is an error)::
                      [method.<name>] (mdistiller's DKD beta, TTM's gamma per pair); a pair not in
                      ``pairs`` is an error
     val_fraction = 0.1                       # hold out 10% of the training set, stratified (default 0: none)
+    student_fraction = 0.2                   # students train on a seeded 20% of it; teachers on all (default 1)
     [sweep]          "kd.T" = [1.0, 2.0, 4.0]: one run per value (several keys: their product)
 
 ``--set section.key=value`` overrides any of them (``train.epochs=5``,
@@ -47,7 +48,8 @@ from .train import Recipe
 
 PRESET_DIR = Path(__file__).parent / "presets"
 TOP_KEYS = {"description", "dataset", "methods", "pairs", "seeds", "teacher_seed",
-            "data", "train", "teacher_train", "method", "method_by_pair", "val_fraction", "sweep"}
+            "data", "train", "teacher_train", "method", "method_by_pair", "val_fraction", "student_fraction",
+            "sweep"}
 RECIPE_KEYS = {f.name for f in dataclasses.fields(Recipe)}
 
 
@@ -107,6 +109,7 @@ def check_config(cfg: dict[str, Any]) -> None:
     for pair in cfg["pairs"]:
         parse_pair(pair)
     check_val_fraction(cfg.get("val_fraction", 0))
+    check_student_fraction(cfg.get("student_fraction", 1))
     sweep = cfg.get("sweep", {})
     if not isinstance(sweep, dict) or not all(isinstance(v, list) for v in sweep.values()):
         raise ConfigError('sweep must be a table of lists, e.g. [sweep] "kd.T" = [1.0, 2.0, 4.0]')
@@ -124,6 +127,14 @@ def check_val_fraction(value: Any) -> float:
     """The validation fraction: a number in [0, 1) (0: no validation split)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ConfigError(f"val_fraction must be a number in [0, 1) (0: no validation split), got {value!r}")
+    return float(value)
+
+
+def check_student_fraction(value: Any) -> float:
+    """The fraction of the training set the students train on: a number in (0, 1] (1: all of it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigError(f"student_fraction must be a number in (0, 1] (1: the students train on the whole "
+                          f"training set, as the teachers do), got {value!r}")
     return float(value)
 
 
@@ -250,8 +261,19 @@ def protocol(cfg: dict[str, Any]) -> dict[str, Any]:
         out["method_by_pair"] = copy.deepcopy(cfg["method_by_pair"])
     if cfg.get("teachers"):
         out["teachers"] = dict(cfg["teachers"])
-    if cfg.get("val_fraction"):  # a validation split changes the training set; none keeps the old identity
+    out.update(data_split(cfg))
+    return out
+
+
+def data_split(cfg: dict[str, Any]) -> dict[str, float]:
+    """How the grid splits the training set, as its records and grid.json state it: ``val_fraction`` (a
+    validation split held out) and ``student_fraction`` (the students' subset), each only when set, so a
+    grid with neither keeps the identity and record layout it always had."""
+    out = {}
+    if cfg.get("val_fraction"):
         out["val_fraction"] = float(cfg["val_fraction"])
+    if cfg.get("student_fraction", 1) != 1:
+        out["student_fraction"] = float(cfg["student_fraction"])
     return out
 
 

@@ -43,7 +43,7 @@ from .datacommon import IMAGENET_MEAN, IMAGENET_STD, DataError
 from .folder_data import FolderData
 
 __all__ = ["DATASETS", "AUGMENTS", "DataError", "InMemoryData", "load_dataset", "list_datasets", "stratified_split",
-           "with_validation"]
+           "for_students", "with_validation"]
 
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)  # RepDistiller dataset/cifar100.py
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -51,6 +51,10 @@ MNIST_MEAN, MNIST_STD = (0.1307,) * 3, (0.3081,) * 3  # the usual MNIST constant
 FASHION_MEAN, FASHION_STD = (0.2860,) * 3, (0.3530,) * 3
 AUGMENTS = ("crop_flip", "crop", "flip", "none")
 VAL_SEED = 0  # the validation split's seed: fixed, so every run of every grid holds out the same samples
+# the students' subset's seed: fixed (never the student seed), so every run of a grid trains on the same images and
+# a paired comparison (method minus vanilla, same seed) sees no subset noise; another value than VAL_SEED so the
+# subset is not the validation split's draw repeated
+STUDENT_SUBSET_SEED = 1
 
 
 @dataclass
@@ -96,6 +100,22 @@ class InMemoryData:
             val_images=self.train_images[val_index].contiguous(), val_labels=self.train_labels[val_index],
             extra_desc={**self.extra_desc, "val_fraction": float(fraction), "num_val": int(val_index.numel())},
             _cache={})
+
+    def student_subset(self, fraction: float, seed: int = STUDENT_SUBSET_SEED) -> "InMemoryData":
+        """A copy whose training set keeps only a stratified ``fraction`` of it (``stratified_split``, seeded
+        with ``seed`` only): the images the students train on when teachers learn from all of them. The
+        validation split (held out before) and the test set stay whole. ``describe()`` gains
+        ``student_fraction``; ``num_train`` is the subset's size.
+        """
+        if not 0 < fraction < 1:
+            raise DataError(f"student_fraction must be in (0, 1) to take a subset, got {fraction!r}")
+        keep = stratified_split(self.train_labels, fraction, seed)
+        if torch.unique(self.train_labels[keep]).numel() < torch.unique(self.train_labels).numel():
+            raise DataError(f"{self.name}: student_fraction {fraction} keeps {keep.numel()} of {self.num_train} "
+                            f"training samples and leaves a class out; choose a larger fraction")
+        return dataclasses.replace(
+            self, train_images=self.train_images[keep].contiguous(), train_labels=self.train_labels[keep],
+            extra_desc={**self.extra_desc, "student_fraction": float(fraction)}, _cache={})
 
     @property
     def num_train(self) -> int:
@@ -480,3 +500,15 @@ def with_validation(data, fraction: float):
         raise DataError(f"{getattr(data, 'name', type(data).__name__)}: a validation split (val_fraction) needs an "
                         f"in-memory dataset (digits, cifar10, cifar100, MNIST, FashionMNIST)")
     return data.hold_out(fraction)
+
+
+def for_students(data, fraction: float):
+    """The data the students train on: ``data`` (fraction 1: the teachers' training set), or a seeded,
+    stratified ``fraction`` of its training set (``InMemoryData.student_subset``)."""
+    if fraction == 1:
+        return data
+    if not isinstance(data, InMemoryData):
+        raise DataError(f"{getattr(data, 'name', type(data).__name__)}: a student subset (student_fraction "
+                        f"{fraction:g}) needs an in-memory dataset (digits, cifar10, cifar100, MNIST, FashionMNIST); "
+                        f"pass --student-fraction 1 to train the students on the whole training set")
+    return data.student_subset(fraction)

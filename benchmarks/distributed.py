@@ -52,7 +52,7 @@ from methods import Batch, method_class, method_needs, method_stages, method_vie
 
 from . import checkpoints, records
 from .config import ConfigError, method_overrides, parse_pair, student_recipe, teacher_recipe
-from .data import load_dataset, with_validation
+from .data import for_students, load_dataset, with_validation
 from .folder_data import _Indexed
 from .models import create_model
 from .grid import GridRunner, RunnerOptions, RunSpec, build_student, cohort_cost, environment, start_host_memory
@@ -343,9 +343,10 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
     if rank != 0:
         data = load_dataset(cfg["dataset"], **data_opts, download=False)
     data = with_validation(data, cfg.get("val_fraction", 0))  # the grid runner's split, recomputed identically
+    student_data = for_students(data, cfg.get("student_fraction", 1))  # and its students' subset
     needs_teacher = method_needs(spec.method, "needs_teacher")
     teacher, teacher_info = load_teacher(runner, cfg, spec, data, device, log) if needs_teacher else (None, {})
-    model, method = build_student(spec, method_overrides(cfg, spec.pair), data, teacher, device)
+    model, method = build_student(spec, method_overrides(cfg, spec.pair), student_data, teacher, device)
     model, method = sync_batchnorm(model, device), sync_batchnorm(method, device)
     if runner.fast["channels_last"]:  # before DDP builds its gradient buckets (train_cohort would do it after)
         model.to(memory_format=torch.channels_last)
@@ -354,7 +355,7 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
     ckpt_path = rank_checkpoint(runner, spec, rank)
     resumed = resume_all_ranks(run, data_generator, ckpt_path, runner.fingerprint_of(spec), world, log)
     if rank == 0:
-        runner.data, runner.env = data, {**environment(device), "world_size": world, "backend": backend}
+        runner.data, runner.student_data, runner.env = data, student_data, {**environment(device), "world_size": world, "backend": backend}
         runner.write_grid()
         rec = runner.new_record(spec, teacher_info, method, model)
         rec["config"].update(cohort=False)
@@ -384,7 +385,7 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
             checkpoints.save_run(ckpt_path, run, data_generator, runner.fingerprint_of(spec), world=world)
 
     scope = start_host_memory(device)
-    train_cohort([run], ShardedData(data, rank, world), device, teacher=teacher, fast=runner.fast,
+    train_cohort([run], ShardedData(student_data, rank, world), device, teacher=teacher, fast=runner.fast,
                  data_generator=data_generator, on_epoch_end=on_epoch_end)
     if run.error is not None:
         if rank == 0:  # logs it and records it

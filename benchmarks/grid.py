@@ -37,10 +37,10 @@ from reports import build_report
 
 from . import checkpoints, records
 from .costs import MB, peak_rss_mb, reset_peak_rss
-from .config import (ConfigError, fingerprint, grid_name, method_overrides, parse_pair, pick_device, protocol,
-                     student_recipe, teacher_recipe)
+from .config import (ConfigError, data_split, fingerprint, grid_name, method_overrides, parse_pair, pick_device,
+                     protocol, student_recipe, teacher_recipe)
 from .curves import CurveWriter, Curves, WandbProject, WandbWriter
-from .data import load_dataset, with_validation
+from .data import for_students, load_dataset, with_validation
 from .locks import FileLock
 from .models import create_model
 from .progress import hms, make_progress
@@ -267,7 +267,8 @@ class GridRunner:
         self.wandb: WandbProject | None = None
         self.stale_moved = 0
         self.progress = None
-        self.data = self.load_data()
+        self.data = self.load_data()  # the teachers'; the students train on student_data (their subset of it)
+        self.student_data = for_students(self.data, cfg.get("student_fraction", 1))
         for m in cfg["methods"]:
             missing = [v for v in method_views(m) if v not in getattr(self.data, "views", ())]
             if missing:
@@ -317,8 +318,7 @@ class GridRunner:
                 "methods": list(cfg["methods"]), "pairs": list(cfg["pairs"]), "seeds": list(cfg["seeds"]),
                 "config": {k: cfg.get(k) for k in ("data", "train", "teacher_train", "method", "teacher_seed",
                                                    "teacher_ckpts", "teachers")}}
-        if cfg.get("val_fraction"):
-            grid["config"]["val_fraction"] = cfg["val_fraction"]
+        grid["config"].update(data_split(cfg))
         variants = self.variants()
         with FileLock(self.results_dir / "grid.lock"):
             if path.exists():  # a later invocation with other methods/pairs/seeds widens the grid, never narrows it
@@ -478,10 +478,11 @@ class GridRunner:
             "method": spec.method, "teacher": spec.teacher, "student": spec.student, "pair": spec.pair,
             "seed": spec.seed, "dataset": self.cfg["dataset"], "preset": self.cfg["preset"],
             "config": {"fingerprint": self.fingerprint_of(spec), "train": recipe.as_dict(),
-                       "method": self.cfg["resolved_methods"][spec.pair][spec.label], "data": self.data.describe(),
+                       "method": self.cfg["resolved_methods"][spec.pair][spec.label],
+                       "data": self.student_data.describe(),
                        "cohort": not self.options.no_cohort, "teacher_seed": self.cfg["teacher_seed"],
                        "checkpoint_every": self.checkpoint_every, "fast_paths": self.fast,
-                       **({"val_fraction": self.cfg["val_fraction"]} if self.cfg.get("val_fraction") else {})},
+                       **data_split(self.cfg)},
             **({"variant": spec.label, "sweep": dict(spec.sweep)} if spec.sweep else {}),
             "env": self.env,
             "teacher_info": {k: teacher_info.get(k) for k in TEACHER_INFO_KEYS if k in teacher_info},
@@ -495,7 +496,7 @@ class GridRunner:
         }
 
     def build_run(self, spec: RunSpec, teacher) -> StudentRun:
-        model, method = build_student(spec, spec_overrides(self.cfg, spec), self.data, teacher, self.device)
+        model, method = build_student(spec, spec_overrides(self.cfg, spec), self.student_data, teacher, self.device)
         return StudentRun(spec.run_id, model, method, self.student_recipe(spec), spec.seed)
 
     def resume(self, spec: RunSpec, run: StudentRun):
@@ -591,7 +592,7 @@ class GridRunner:
                 self.progress.update(sum(r.epochs_done == epoch + 1 for r in all_runs))
                 self.estimate(alive)
 
-        train_cohort(runs, self.data, self.device, teacher=teacher, data_generator=generator,
+        train_cohort(runs, self.student_data, self.device, teacher=teacher, data_generator=generator,
                      on_epoch_end=on_epoch_end, fast=self.fast)
         shared = cohort_cost([r.run_id for r in runs], scope)
         for r in runs:
@@ -616,7 +617,7 @@ class GridRunner:
                         **({"val_top1_last": hist[-1]["val_top1"]} if "val_top1" in hist[-1] else {})},
             # epoch time: the run's own steps plus its share of the cohort's batch preparation and teacher pass
             "cost": {**rec["cost"], "time_s": run.time_s, "epoch_time_s": train_time / len(hist),
-                     "images_per_s": len(hist) * self.data.num_train / train_time if train_time else None,
+                     "images_per_s": len(hist) * self.student_data.num_train / train_time if train_time else None,
                      **run_cost(run), **shared},
         })
         # final weights first, then the record that says "complete", then the checkpoints it supersedes

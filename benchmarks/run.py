@@ -19,8 +19,9 @@ from methods import (HyperparameterError, UnknownMethodError, check_override_key
 from methods.hparams import resolve_hparams
 
 from .curves import check_wandb
-from .config import (ConfigError, apply_set, check_config, check_val_fraction, fingerprint, grid_name, list_presets,
-                     load_preset, method_overrides, parse_pair, parse_sweep, protocol, student_recipe, teacher_recipe)
+from .config import (ConfigError, apply_set, check_config, check_student_fraction, check_val_fraction, fingerprint,
+                     grid_name, list_presets, load_preset, method_overrides, parse_pair, parse_sweep, protocol,
+                     student_recipe, teacher_recipe)
 from . import records
 from .data import DataError, dataset_loader, list_datasets
 from .grid import GridRunner, RunnerOptions, RunSpec, cohorts, expand, parse_shard, shard, spec_overrides
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, metavar="F",
                    help="hold out a seeded, stratified fraction F of the training set as a validation split, "
                         "evaluated every epoch and never trained on (default: the preset's, else 0: none)")
+    p.add_argument("--student-fraction", type=float, metavar="F",
+                   help="students train on a seeded, stratified fraction F of the training set, teachers on all "
+                        "of it (default: the preset's, else 1: all)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
     p.add_argument("--results", default="results", help="results root (default: results/)")
     p.add_argument("--grid", help="name of the grid folder under --results (default: preset name, plus a "
@@ -125,12 +129,15 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         apply_set(cfg, assignment, set(list_methods()) | set(list_modifiers()))
     if getattr(args, "val_fraction", None) is not None:
         cfg["val_fraction"] = args.val_fraction
+    if getattr(args, "student_fraction", None) is not None:
+        cfg["student_fraction"] = args.student_fraction
     for text in getattr(args, "sweep", []):
         key, values = parse_sweep(text)
         cfg.setdefault("sweep", {}).pop(key, None)  # the command line replaces the preset's values of a key
         cfg["sweep"][key] = values
     check_config(cfg)
     cfg["val_fraction"] = check_val_fraction(cfg.get("val_fraction", 0))
+    cfg["student_fraction"] = check_student_fraction(cfg.get("student_fraction", 1))
     if cfg["methods"] == ["all"]:
         cfg["methods"] = list_methods()
     cfg["sweep"] = check_sweep(cfg.get("sweep", {}), cfg["methods"])
@@ -251,6 +258,8 @@ def print_grid(cfg: dict[str, Any], specs: list[RunSpec], teacher_keys: dict[str
         print(f"  sweep:   {key} = {', '.join(records.sweep_value(v) for v in values)}")
     if cfg.get("val_fraction"):
         print(f"  validation split: {cfg['val_fraction']:g} of the training set, held out")
+    if cfg.get("student_fraction", 1) != 1:
+        print(f"  students train on {cfg['student_fraction']:g} of the training set (teachers on all of it)")
     for s in specs:
         print(f"  {s.run_id}")
 

@@ -50,6 +50,9 @@ def _header(res: agg.Results) -> str:
     if g.val_fraction:
         lines.append(f"- **Validation split**: {g.val_fraction:g} of the training set, stratified and seeded, held "
                      f"out from teachers and students and evaluated every epoch (section 9)")
+    if g.student_fraction != 1:
+        lines.append(f"- **Student subset**: the students trained on {g.student_fraction:g} of the training set "
+                     f"(stratified, seeded, the same images for every run); the teachers on all of it")
     if g.swept:
         lines.append("- **Sweeps**: " + "; ".join(f"{m}: {', '.join(g.labels(m))}" for m in g.methods
                                                    if g.labels(m) != [m]) + " (section 9)")

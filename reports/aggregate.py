@@ -129,6 +129,11 @@ class Grid:
     def val_fraction(self) -> float:
         return _num(self.config.get("val_fraction")) if self.config.get("val_fraction") else 0.0
 
+    @property
+    def student_fraction(self) -> float:
+        """The fraction of the training set the students trained on (1: all of it, as the teachers)."""
+        return _num(self.config.get("student_fraction")) if self.config.get("student_fraction") else 1.0
+
     def expected_ids(self) -> list[tuple[str, str, str, int]]:
         """(run_id, row label, pair, seed) for every expected run: methods (each swept value of a swept one)
         x pairs x seeds, grid order."""

@@ -282,7 +282,7 @@ def test_imagefolder_grid_end_to_end(tmp_path, capsys):
     code = main(["--dataset", "imagefolder", "--data-root", str(tmp_path / "data"), "--set", "data.image_size=16",
                  "--set", "data.workers=0", "--methods", "kd,triplet", "--pairs", "resnet8:resnet8", "--seeds", "0",
                  "--epochs", "1", "--set", "teacher_train.epochs=1", "--set", "train.batch_size=4",
-                 "--results", str(tmp_path / "r"), "--quiet", "--no-report"])
+                 "--student-fraction", "1", "--results", str(tmp_path / "r"), "--quiet", "--no-report"])
     assert code == 0, capsys.readouterr().err
     from benchmarks import records
 
