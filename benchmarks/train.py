@@ -32,9 +32,10 @@ from methods import Batch, Distiller, Progress, Stage, ViewOutput
 
 from .costs import cuda_step_peak, optimizer_state_bytes, tensor_bytes
 from .fidelity import CalibrationBins, TeacherTest, agreement_count, kl_sum
+from .steptimer import StepTimer, section
 
 __all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "eval_metrics", "val_top1",
-           "TeacherTest", "seed_for", "freeze",
+           "TeacherTest", "StepTimer", "seed_for", "freeze",
            "draw_views", "view_generator", "compute_terms", "weigh_terms"]
 
 
@@ -147,28 +148,32 @@ class DivergenceError(RuntimeError):
                          f"lower the learning rate or the method's loss weights")
 
 
-def compute_terms(model, method: Distiller, x, y, teacher_out, batch: Batch, extra_x=None, view_inputs=None):
+def compute_terms(model, method: Distiller, x, y, teacher_out, batch: Batch, extra_x=None, view_inputs=None,
+                  timer: StepTimer | None = None):
     """Student forward pass(es) and the method's named, unweighted loss terms (CE included).
 
     The extra samples get a separate forward call (their own BN batch), as the
     triplet authors' code does; so does each view the method declares (``view_inputs``:
     ``{name: (images, teacher output)}``), as MLKD's code runs the student on its weak and
-    strong views one after the other.
+    strong views one after the other. ``timer``: the forwards count as "student fwd", the method's
+    ``losses`` as "losses" (the CE is in neither).
     """
-    student_out = model.forward_kd(x, preact=method.needs_preact)
-    if extra_x is not None:
-        extra = model.forward_kd(extra_x, preact=method.needs_preact)
-        batch.extras["extra_student"] = extra if method.needs_features else extra.logits_only()
-    for name in method.views:
-        x_view, teacher_view = view_inputs[name]
-        view = model.forward_kd(x_view, preact=method.needs_preact)
-        batch.views[name] = ViewOutput(view if method.needs_features else view.logits_only(), teacher_view)
+    with section(timer, "student fwd"):
+        student_out = model.forward_kd(x, preact=method.needs_preact)
+        if extra_x is not None:
+            extra = model.forward_kd(extra_x, preact=method.needs_preact)
+            batch.extras["extra_student"] = extra if method.needs_features else extra.logits_only()
+        for name in method.views:
+            x_view, teacher_view = view_inputs[name]
+            view = model.forward_kd(x_view, preact=method.needs_preact)
+            batch.views[name] = ViewOutput(view if method.needs_features else view.logits_only(), teacher_view)
     terms = {"ce": F.cross_entropy(student_out.logits, y)}
-    if method.needs_features:
-        terms.update(method.losses(student_out, teacher_out, batch))
-    else:  # a method gets what it declared: logits only
-        terms.update(method.losses(student_out.logits_only(),
-                                   teacher_out.logits_only() if teacher_out is not None else None, batch))
+    with section(timer, "losses"):
+        if method.needs_features:
+            terms.update(method.losses(student_out, teacher_out, batch))
+        else:  # a method gets what it declared: logits only
+            terms.update(method.losses(student_out.logits_only(),
+                                       teacher_out.logits_only() if teacher_out is not None else None, batch))
     return student_out.logits, terms
 
 
@@ -214,6 +219,7 @@ class StudentRun:
         self.history: list[dict[str, Any]] = []
         self.error: BaseException | None = None
         self.fast: dict[str, Any] = {}  # resolved FastPaths, set by train_cohort
+        self.step_timer: StepTimer | None = None  # times the step's parts when given; set by train_cohort
         self.time_s = 0.0
         self.teacher_ece: float | None = None  # the teacher's test ECE (percent), once a teacher was there
         self.cuda_peaks: dict[str, int] = {}  # CUDA only: max over this run's steps (costs.cuda_step_peak)
@@ -292,17 +298,20 @@ class StudentRun:
     def prepare_batch(self, x, y, index, data, device) -> tuple[Batch, torch.Tensor | None]:
         """The method's per-batch draws, and the extra samples it asked for (augmented), if any."""
         batch = Batch(x, y, index, progress=self.method.progress)
-        batch.extras = self.method.prepare(batch, self.generator)
+        with section(self.step_timer, "prepare"):
+            batch.extras = self.method.prepare(batch, self.generator)
         extra_index = batch.extras.get("extra_index")
         if extra_index is None:
             return batch, None
-        extra_x = data.fetch(extra_index, self.generator, device)
-        if self.fast.get("channels_last"):
-            extra_x = extra_x.contiguous(memory_format=torch.channels_last)
+        with section(self.step_timer, "extra fetch"):
+            extra_x = data.fetch(extra_index, self.generator, device)
+            if self.fast.get("channels_last"):
+                extra_x = extra_x.contiguous(memory_format=torch.channels_last)
         return batch, extra_x
 
     def forward_terms(self, x, y, teacher_out, batch: Batch, extra_x, view_inputs=None):
-        return compute_terms(self.model, self.method, x, y, teacher_out, batch, extra_x, view_inputs)
+        return compute_terms(self.model, self.method, x, y, teacher_out, batch, extra_x, view_inputs,
+                             self.step_timer)
 
     def global_total(self, total: torch.Tensor, n: int) -> torch.Tensor:
         """The loss that decides divergence (distributed: the mean over all ranks)."""
@@ -344,8 +353,10 @@ class StudentRun:
         if not bool(torch.isfinite(checked)):
             raise DivergenceError(self.run_id, epoch, step, {k: float(v.detach()) for k, v in terms.items()})
         self.optimizer.zero_grad(set_to_none=True)
-        self.backward(total, n)
-        self.optimizer.step()
+        with section(self.step_timer, "backward"):
+            self.backward(total, n)
+        with section(self.step_timer, "optimizer"):
+            self.optimizer.step()
         self._tally(terms, weighted, logits, y, t0)
         return checked.detach()
 
@@ -373,19 +384,24 @@ class StudentRun:
         method, stage = self.method, self._stage
         method.set_progress(Progress(0.0, self.recipe.epochs))
         batch = Batch(x, y, index, progress=method.progress)
+        timer = self.step_timer
         with _autocast(device, self.fast):
-            out = self.model.forward_kd(x, preact=method.needs_preact)
+            with section(timer, "student fwd"):
+                out = self.model.forward_kd(x, preact=method.needs_preact)
             if not method.needs_features:
                 out = out.logits_only()
                 teacher_out = teacher_out.logits_only() if teacher_out is not None else None
-            terms = method.stage_losses(stage.name, out, teacher_out, batch)
+            with section(timer, "losses"):
+                terms = method.stage_losses(stage.name, out, teacher_out, batch)
         total = sum(terms.values())
         if not bool(torch.isfinite(total)):
             raise DivergenceError(self.run_id, epoch, step, {k: float(v.detach()) for k, v in terms.items()})
         optimizer = self.stage_optimizers[stage.name]
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+        with section(timer, "backward"):
+            total.backward()
+        with section(timer, "optimizer"):
+            optimizer.step()
         self._tally(terms, terms, out.logits, y, t0)  # a stage's terms are unweighted (summed)
         return total.detach()
 
@@ -431,18 +447,24 @@ def view_generator(seed: int, name: str, epoch: int, step: int) -> torch.Generat
 
 
 def draw_views(runs: list["StudentRun"], index, data, device, epoch: int, step: int, teacher, fast,
-               preact: bool = False, logits_only: bool = True) -> dict[int, dict[str, tuple[torch.Tensor, Any]]]:
+               preact: bool = False, logits_only: bool = True,
+               timer: StepTimer | None = None) -> dict[int, dict[str, tuple[torch.Tensor, Any]]]:
     """The views ``runs`` declare for the batch ``index``, once per (seed, view): ``{seed: {name: (images,
-    teacher output or None)}}``; the teacher (if given) runs once on each view's images."""
+    teacher output or None)}}``; the teacher (if given) runs once on each view's images. ``timer``: drawing
+    a view counts as "data", the teacher on it as "teacher fwd"."""
     out: dict[int, dict[str, tuple[torch.Tensor, Any]]] = {}
     for r in runs:
         for name in r.method.views:
             if name in out.setdefault(r.seed, {}):
                 continue
-            x_view = data.view(name, index, view_generator(r.seed, name, epoch, step), device)
-            if fast.get("channels_last"):
-                x_view = x_view.contiguous(memory_format=torch.channels_last)
-            t_view = teacher_outputs(teacher, x_view, device, fast, preact) if teacher is not None else None
+            with section(timer, "data"):
+                x_view = data.view(name, index, view_generator(r.seed, name, epoch, step), device)
+                if fast.get("channels_last"):
+                    x_view = x_view.contiguous(memory_format=torch.channels_last)
+            t_view = None
+            if teacher is not None:
+                with section(timer, "teacher fwd"):
+                    t_view = teacher_outputs(teacher, x_view, device, fast, preact)
             if t_view is not None and logits_only:
                 t_view = t_view.logits_only()
             out[r.seed][name] = (x_view, t_view)
@@ -520,6 +542,7 @@ def train_cohort(
     on_epoch_end: Callable[[int, list[StudentRun]], None] | None = None,
     on_step: Callable[[], None] | None = None,
     fast: dict[str, Any] | None = None,
+    step_timer: StepTimer | None = None,
 ) -> list[StudentRun]:
     """Train ``runs`` together on one batch stream; a run that fails is set aside, the others go on.
 
@@ -531,6 +554,10 @@ def train_cohort(
     ``no_grad``, only if a method needs it, and its outputs are shared read-only. Given a teacher, every
     evaluation also measures each student's agreement with it and KL from it (``benchmarks.fidelity``),
     from the teacher's test outputs computed once for the whole cohort (``TeacherTest``).
+
+    ``step_timer`` (``benchmarks.steptimer.StepTimer``): time the parts of every step (batch draw, teacher
+    forward, each run's prepare, student forward, extra fetch, losses, backward, optimizer), not the
+    evaluations; without it the loop computes the same bits.
     """
     if not runs:
         return runs
@@ -545,6 +572,7 @@ def train_cohort(
     fast = fast if fast is not None else FastPaths().resolve(device)
     for r in runs:
         r.fast = fast
+        r.step_timer = step_timer
         if fast["channels_last"]:
             r.model.to(memory_format=torch.channels_last)
         if fast["compile"] and not hasattr(r.model, "_compiled_forward_kd"):
@@ -568,21 +596,26 @@ def train_cohort(
         batches = data.epoch_batches(first.batch_size, generator, device)
         for step in itertools.count():
             t0 = time.perf_counter()
-            try:
-                x, y, index = next(batches)  # drawn and augmented once for the whole cohort
-            except StopIteration:
+            with section(step_timer, "data"):
+                drawn = next(batches, None)  # drawn and augmented once for the whole cohort
+                if drawn is not None:
+                    x, y, index = drawn
+                    if fast["channels_last"]:
+                        x = x.contiguous(memory_format=torch.channels_last)
+            if drawn is None:
                 break
-            if fast["channels_last"]:
-                x = x.contiguous(memory_format=torch.channels_last)
-            teacher_out = teacher_outputs(teacher, x, device, fast, preact) if use_teacher else None
-            if teacher_out is not None and teacher_logits_only:
-                teacher_out = teacher_out.logits_only()
+            teacher_out = None
+            if use_teacher:
+                with section(step_timer, "teacher fwd"):
+                    teacher_out = teacher_outputs(teacher, x, device, fast, preact)
+                    if teacher_logits_only:
+                        teacher_out = teacher_out.logits_only()
             # other views (MLKD's strong one): drawn, and the teacher run on them, once per seed; a failure
             # there fails the runs that asked for a view, not their cohort
             viewing = [r for r in active if r.error is None and r.method.views]
             try:
                 views = draw_views(viewing, index, data, device, epoch, step, teacher if use_teacher else None,
-                                   fast, preact, teacher_logits_only)
+                                   fast, preact, teacher_logits_only, step_timer)
             except Exception as e:
                 views = {}
                 for r in viewing:

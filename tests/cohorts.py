@@ -31,9 +31,10 @@ def make_run(method: str, data, teacher, seed: int = 0, epochs: int = 2, overrid
                       seed)
 
 
-def train(runs, data, teacher, seed: int = 0, generator=None, on_epoch_end=None):
+def train(runs, data, teacher, seed: int = 0, generator=None, on_epoch_end=None, step_timer=None):
     gen = generator or torch.Generator().manual_seed(seed_for(seed, "data"))
-    return train_cohort(runs, data, CPU, teacher=teacher, data_generator=gen, on_epoch_end=on_epoch_end)
+    return train_cohort(runs, data, CPU, teacher=teacher, data_generator=gen, on_epoch_end=on_epoch_end,
+                        step_timer=step_timer)
 
 
 def step_each_stage(run: StudentRun, x, y, index, teacher_out, data, teacher):
