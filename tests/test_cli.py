@@ -131,7 +131,7 @@ def test_tiny_grid_end_to_end_records_and_report(capsys, tmp_path):
     kd_row = next(line for line in report.splitlines() if line.startswith("| kd "))
     assert cell in kd_row
     teacher_row = next(line for line in report.splitlines() if line.startswith("| teacher "))
-    assert f"{recs['kd__resnet8-resnet8__s0']['teacher_info']['top1']:.2f}" in teacher_row
+    assert f"{recs['kd__resnet8-resnet8__s0'].teacher_info['top1']:.2f}" in teacher_row
     # a second invocation skips complete runs and leaves their records byte for byte
     before = {p.name: p.read_bytes() for p in (grid / "runs").glob("*.json")}
     code, _, err = run_cli(capsys, *argv)
