@@ -632,14 +632,14 @@ class GridRunner:
         return records.record_path(self.results_dir, run_id).with_suffix(".best.pt")
 
     def bare_record(self, spec: RunSpec, config: dict | None = None, status: str = "failed",
-                    **parts: Any) -> records.RunRecord:
-        """The record of a run that never trained (it failed to build, or cannot run its pair); with ``parts``
-        (teacher_info, cost), ``new_record``'s of a run about to train."""
+                    teacher_info: dict | None = None, cost: records.Cost | None = None) -> records.RunRecord:
+        """The record of a run that never trained (it failed to build, or cannot run its pair); with its
+        ``teacher_info`` and ``cost``, ``new_record``'s of a run about to train."""
         return records.RunRecord(
             run_id=spec.run_id, status=status, method=spec.method, teacher=spec.teacher, student=spec.student,
             pair=spec.pair, seed=spec.seed, dataset=self.cfg["dataset"], preset=self.cfg["preset"],
-            config=config or {}, env=self.env, started_at=now(),
-            variant=spec.label if spec.sweep else None, sweep=dict(spec.sweep) if spec.sweep else None, **parts)
+            config=config or {}, env=self.env, teacher_info=teacher_info, cost=cost, started_at=now(),
+            variant=spec.label if spec.sweep else None, sweep=dict(spec.sweep) if spec.sweep else None)
 
     def not_applicable(self, spec: RunSpec, error: PairNotSupported) -> None:
         """The method cannot run this pair, as its reference cannot (FSP: unequal channel counts): a record
