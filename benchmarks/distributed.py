@@ -358,10 +358,10 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
         runner.data, runner.student_data, runner.env = data, student_data, {**environment(device), "world_size": world, "backend": backend}
         runner.write_grid()
         rec = runner.new_record(spec, teacher_info, method, model)
-        rec["config"].update(cohort=False)
-        rec["config"]["distributed"] = {"world_size": world, "backend": backend, "rank_batch_size":
-                                        recipe.batch_size // world, "approximate": cfg["distributed_approximate"]}
-        records.write_json(records.record_path(runner.results_dir, spec.run_id), rec)
+        rec.config.update(cohort=False)
+        rec.config["distributed"] = {"world_size": world, "backend": backend, "rank_batch_size":
+                                     recipe.batch_size // world, "approximate": cfg["distributed_approximate"]}
+        records.write_record(runner.results_dir, rec)
         metrics = records.metrics_path(runner.results_dir, spec.run_id)
         metrics.unlink(missing_ok=True)
         for entry in run.history:  # the log restarts from what the checkpoint holds

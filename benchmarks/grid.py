@@ -456,13 +456,13 @@ class GridRunner:
         if not path.exists():
             return False
         try:
-            rec = records.read_json(path)
-        except records.CorruptRecordError as e:
+            rec = records.read_record(path)
+        except records.RecordError as e:
             self.log(f"{spec.run_id}: {e}; redoing the run from its last good checkpoint")
             return False
-        if rec.get("status") not in DONE_STATUSES or rec.get("schema") != records.SCHEMA_VERSION:
+        if rec.status not in DONE_STATUSES:
             return False
-        if rec.get("config", {}).get("fingerprint") != self.fingerprint_of(spec):
+        if rec.config.get("fingerprint") != self.fingerprint_of(spec):
             stale = path.parent / "stale"
             stale.mkdir(exist_ok=True)
             os.replace(path, stale / path.name)
@@ -471,29 +471,24 @@ class GridRunner:
             return False
         return True
 
-    def new_record(self, spec: RunSpec, teacher_info: dict, method, model) -> dict[str, Any]:
+    def new_record(self, spec: RunSpec, teacher_info: dict, method, model) -> records.RunRecord:
+        """The record of a run about to train ("running")."""
         recipe = self.student_recipe(spec)
-        return {
-            "schema": records.SCHEMA_VERSION, "run_id": spec.run_id, "status": "running",
-            "method": spec.method, "teacher": spec.teacher, "student": spec.student, "pair": spec.pair,
-            "seed": spec.seed, "dataset": self.cfg["dataset"], "preset": self.cfg["preset"],
-            "config": {"fingerprint": self.fingerprint_of(spec), "train": recipe.as_dict(),
-                       "method": self.cfg["resolved_methods"][spec.pair][spec.label],
-                       "data": self.student_data.describe(),
-                       "cohort": not self.options.no_cohort, "teacher_seed": self.cfg["teacher_seed"],
-                       "checkpoint_every": self.checkpoint_every, "fast_paths": self.fast,
-                       **data_split(self.cfg)},
-            **({"variant": spec.label, "sweep": dict(spec.sweep)} if spec.sweep else {}),
-            "env": self.env,
-            "teacher_info": {k: teacher_info.get(k) for k in TEACHER_INFO_KEYS if k in teacher_info},
-            "metrics": None, "history": [], "error": None,
-            "cost": {"extra_params": method.extra_parameters(),
-                     "student_params": sum(p.numel() for p in model.parameters()),
-                     # each view (MLKD's strong one) costs one more student and one more teacher forward per step
-                     "views": list(method.views),
-                     "teacher_forwards_per_step": (1 + len(method.views)) if method.needs_teacher else 0},
-            "started_at": now(), "finished_at": None,
-        }
+        return self.bare_record(
+            spec, {"fingerprint": self.fingerprint_of(spec), "train": recipe.as_dict(),
+                   "method": self.cfg["resolved_methods"][spec.pair][spec.label],
+                   "data": self.student_data.describe(),
+                   "cohort": not self.options.no_cohort, "teacher_seed": self.cfg["teacher_seed"],
+                   "checkpoint_every": self.checkpoint_every, "fast_paths": self.fast,
+                   **data_split(self.cfg)},
+            status="running",
+            teacher_info={k: teacher_info.get(k) for k in TEACHER_INFO_KEYS if k in teacher_info},
+            cost=records.Cost(extra_params=method.extra_parameters(),
+                              student_params=sum(p.numel() for p in model.parameters()),
+                              # each view (MLKD's strong one) costs one more student and one more teacher
+                              # forward per step
+                              views=list(method.views),
+                              teacher_forwards_per_step=(1 + len(method.views)) if method.needs_teacher else 0))
 
     def build_run(self, spec: RunSpec, teacher) -> StudentRun:
         model, method = build_student(spec, spec_overrides(self.cfg, spec), self.student_data, teacher, self.device)
@@ -506,7 +501,7 @@ class GridRunner:
 
     def run_cohort(self, cohort: list[RunSpec], teacher, teacher_info: dict) -> None:
         """Train ``cohort`` (same pair and seed); runs resumed at different epochs train as separate cohorts."""
-        groups: dict[int, list[tuple[RunSpec, StudentRun, dict]]] = {}
+        groups: dict[int, list[tuple[RunSpec, StudentRun, records.RunRecord]]] = {}
         data_states: dict[int, Any] = {}
         for spec in cohort:
             try:
@@ -520,16 +515,16 @@ class GridRunner:
             data_state = self.resume(spec, run)
             rec = self.new_record(spec, teacher_info, run.method, run.model)
             old = self.readable_record(spec)
-            if data_state is not None and old is not None:
-                rec["started_at"] = old.get("started_at", rec["started_at"])
-            records.write_json(records.record_path(self.results_dir, spec.run_id), rec)
+            if data_state is not None and old is not None and old.started_at is not None:
+                rec.started_at = old.started_at
+            records.write_record(self.results_dir, rec)
             metrics = records.metrics_path(self.results_dir, spec.run_id)
             metrics.unlink(missing_ok=True)
             for entry in run.history:  # the log restarts from what the checkpoint holds
                 records.append_jsonl(metrics, entry)
             self.curves[spec.run_id] = self.open_curves(spec, rec)  # so do the curves
             self.curves[spec.run_id].start({"method": spec.method, "pair": spec.pair, "seed": spec.seed,
-                                            "train": rec["config"]["train"], **rec["config"]["method"]},
+                                            "train": rec.config["train"], **rec.config["method"]},
                                            [h for h in run.history if "stage" not in h])
             if data_state is not None:
                 data_states[run.epochs_done] = data_state
@@ -545,19 +540,19 @@ class GridRunner:
                 generator.set_state(data_states[start])
             self.train_group(members, teacher, generator)
 
-    def open_curves(self, spec: RunSpec, rec: dict) -> Curves:
+    def open_curves(self, spec: RunSpec, rec: records.RunRecord) -> Curves:
         """The run's TensorBoard writer and, with ``--wandb``, its W&B one: a resumed run keeps its start time,
         hence its W&B id; a run started over gets a new W&B run."""
         writers: list = [CurveWriter(self.results_dir, spec.run_id)]
         if self.wandb is not None:
-            key = f"{self.results_dir.resolve()}|{spec.run_id}|{rec['started_at']}"
+            key = f"{self.results_dir.resolve()}|{spec.run_id}|{rec.started_at}"
             writers.append(WandbWriter(self.wandb, spec.run_id, key))
         return Curves(writers)
 
-    def readable_record(self, spec: RunSpec) -> dict | None:
+    def readable_record(self, spec: RunSpec) -> records.RunRecord | None:
         try:
-            return records.read_json(records.record_path(self.results_dir, spec.run_id))
-        except (OSError, records.CorruptRecordError):
+            return records.read_record(records.record_path(self.results_dir, spec.run_id))
+        except (OSError, records.RecordError):
             return None
 
     def train_group(self, members, teacher, generator: torch.Generator) -> None:
@@ -603,31 +598,30 @@ class GridRunner:
             else:
                 self.finish(spec, rec, r, shared)
 
-    def finish(self, spec: RunSpec, rec: dict, run: StudentRun, shared: dict[str, Any]) -> None:
+    def finish(self, spec: RunSpec, rec: records.RunRecord, run: StudentRun, shared: dict[str, Any]) -> None:
         """Record ``run`` complete; ``shared``: its cohort's cost fields (``cohort_cost``)."""
         hist = [h for h in run.history if "stage" not in h]  # the metrics are the main stage's
         best = max(hist, key=lambda h: h["test_top1"])
         train_time = sum(h["time_s"] for h in hist)
-        rec.update({
-            "status": "complete", "history": run.history, "finished_at": now(),
-            "metrics": {"top1_last": hist[-1]["test_top1"], "top5_last": hist[-1]["test_top5"],
-                        "top1_best": best["test_top1"], "top5_best": best["test_top5"],
-                        "best_epoch": best["epoch"], "epochs": len(hist),
-                        # chosen on the validation split, never the test set (the report's tuned table)
-                        **({"val_top1_last": hist[-1]["val_top1"]} if "val_top1" in hist[-1] else {})},
-            # epoch time: the run's own steps plus its share of the cohort's batch preparation and teacher pass
-            "cost": {**rec["cost"], "time_s": run.time_s, "epoch_time_s": train_time / len(hist),
-                     "images_per_s": len(hist) * self.student_data.num_train / train_time if train_time else None,
-                     **run_cost(run), **shared},
-        })
+        rec.status, rec.history, rec.finished_at = "complete", run.history, now()
+        rec.metrics = records.Metrics(
+            top1_last=hist[-1]["test_top1"], top5_last=hist[-1]["test_top5"], top1_best=best["test_top1"],
+            top5_best=best["test_top5"], best_epoch=best["epoch"], epochs=len(hist),
+            # chosen on the validation split, never the test set (the report's tuned table)
+            val_top1_last=hist[-1].get("val_top1"))
+        # epoch time: the run's own steps plus its share of the cohort's batch preparation and teacher pass
+        rec.cost = dataclasses.replace(
+            rec.cost, time_s=run.time_s, epoch_time_s=train_time / len(hist),
+            images_per_s=len(hist) * self.student_data.num_train / train_time if train_time else None,
+            **run_cost(run), **shared)
         # final weights first, then the record that says "complete", then the checkpoints it supersedes
         weights = records.record_path(self.results_dir, spec.run_id).with_suffix(".student.pt")
         checkpoints.atomic_torch_save(self.weights(run, len(hist)), weights)
         if run.teacher_ece is not None:  # the teacher's test ECE (percent), from the cohort's one teacher pass
-            rec["teacher_info"] = {**rec.get("teacher_info", {}), "ece": run.teacher_ece}
-        rec["weights"] = weights.name
-        rec["weights_best"] = self.best_weights_path(spec.run_id).name
-        records.write_json(records.record_path(self.results_dir, spec.run_id), rec)
+            rec.teacher_info = {**(rec.teacher_info or {}), "ece": run.teacher_ece}
+        rec.weights = weights.name
+        rec.weights_best = self.best_weights_path(spec.run_id).name
+        records.write_record(self.results_dir, rec)
         checkpoints.remove(self.checkpoint_path(spec))
 
     @staticmethod
@@ -637,35 +631,38 @@ class GridRunner:
     def best_weights_path(self, run_id: str) -> Path:
         return records.record_path(self.results_dir, run_id).with_suffix(".best.pt")
 
-    def bare_record(self, spec: RunSpec, config: dict | None = None) -> dict[str, Any]:
-        """The record of a run that never trained (it failed to build, or cannot run its pair)."""
-        return {"schema": records.SCHEMA_VERSION, "run_id": spec.run_id, "method": spec.method,
-                **({"variant": spec.label, "sweep": dict(spec.sweep)} if spec.sweep else {}),
-                "teacher": spec.teacher, "student": spec.student, "pair": spec.pair, "seed": spec.seed,
-                "dataset": self.cfg["dataset"], "preset": self.cfg["preset"], "config": config or {},
-                "env": self.env, "started_at": now()}
+    def bare_record(self, spec: RunSpec, config: dict | None = None, status: str = "failed",
+                    teacher_info: dict | None = None, cost: records.Cost | None = None) -> records.RunRecord:
+        """The record of a run that never trained (it failed to build, or cannot run its pair); with its
+        ``teacher_info`` and ``cost``, ``new_record``'s of a run about to train."""
+        return records.RunRecord(
+            run_id=spec.run_id, status=status, method=spec.method, teacher=spec.teacher, student=spec.student,
+            pair=spec.pair, seed=spec.seed, dataset=self.cfg["dataset"], preset=self.cfg["preset"],
+            config=config or {}, env=self.env, teacher_info=teacher_info, cost=cost, started_at=now(),
+            variant=spec.label if spec.sweep else None, sweep=dict(spec.sweep) if spec.sweep else None)
 
     def not_applicable(self, spec: RunSpec, error: PairNotSupported) -> None:
         """The method cannot run this pair, as its reference cannot (FSP: unequal channel counts): a record
         that says why, kept as done (not retried, not a failure); the report shows "n/a" there."""
         message = records.error_line(error)
         self.log(f"{spec.run_id}: not applicable: {message}")
-        rec = self.bare_record(spec, {"fingerprint": self.fingerprint_of(spec)})
-        rec.update({"status": "not_applicable", "finished_at": now(), "history": [],
-                    "error": {"type": type(error).__name__, "message": message}})
-        records.write_json(records.record_path(self.results_dir, spec.run_id), rec)
+        rec = self.bare_record(spec, {"fingerprint": self.fingerprint_of(spec)}, status="not_applicable")
+        rec.finished_at, rec.history = now(), []
+        rec.error = records.RunError(type(error).__name__, message)
+        records.write_record(self.results_dir, rec)
         if self.progress is not None:
             self.progress.update(self.run_epochs(spec))
 
-    def fail(self, spec: RunSpec, rec: dict | None, error: BaseException, at, run: StudentRun | None = None):
+    def fail(self, spec: RunSpec, rec: records.RunRecord | None, error: BaseException, at,
+             run: StudentRun | None = None):
         self.failed.append(spec.run_id)
         message = records.error_line(error)
         self.log(f"{spec.run_id}: FAILED: {type(error).__name__}: {message}")
         if rec is None:
             rec = self.bare_record(spec)
-        rec.update({"status": "failed", "finished_at": now(),
-                    "history": run.history if run is not None else [],
-                    "error": {"type": type(error).__name__, "message": message,
-                              "epoch": (at[0] + 1) if at else None, "step": at[1] if at else None,
-                              "traceback": "".join(traceback.format_exception(error))[-4000:]}})
-        records.write_json(records.record_path(self.results_dir, spec.run_id), rec)
+        rec.status, rec.finished_at = "failed", now()
+        rec.history = run.history if run is not None else []
+        rec.error = records.RunError(type(error).__name__, message, epoch=(at[0] + 1) if at else None,
+                                     step=at[1] if at else None,
+                                     traceback="".join(traceback.format_exception(error))[-4000:])
+        records.write_record(self.results_dir, rec)

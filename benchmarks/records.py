@@ -12,23 +12,29 @@ A run of a sweep (``--sweep kd.T=2,4``) is named after its values: ``kd[T=2]__re
 A grid with a validation split (``--val-fraction``) adds ``"val_fraction"`` to the record's config and
 ``"val_top1"`` to every history entry (``metrics.val_top1_last``: the last epoch's).
 
-Record schema (``SCHEMA_VERSION`` = 1)::
+Record schema (``SCHEMA_VERSION`` = 1). A record is a ``RunRecord`` (with its parts ``Metrics``, ``Cost``
+and ``RunError``), written by ``write_record`` alone and read by ``read_record`` / ``iter_records`` alone,
+the runner and the report through the same type; its JSON (``RunRecord.to_json``)::
 
     {
       "schema": 1,
       "run_id": "kd__resnet32x4-resnet8x4__s0",
-      "status": "complete" | "failed" | "running",
+      "status": "complete" | "failed" | "running" | "not_applicable",
       "method": "kd", "teacher": "resnet32x4", "student": "resnet8x4",
       "pair": "resnet32x4:resnet8x4", "seed": 0,
       "dataset": "digits", "preset": "digits",
       "config": {...},            # fully resolved: train recipe, method hparams, data, flags
+      "variant": "kd[T=2]", "sweep": {"kd.T": 2.0},   # a swept run only
       "env": {...},               # python, torch, device, host, git commit, threads
       "teacher_info": {"key": ..., "top1": .., "top5": .., "path": ..., "ece": ..},
-      "metrics": {"top1_last", "top5_last", "top1_best", "top5_best", "best_epoch", "epochs"},
+      "metrics": null | {"top1_last", "top5_last", "top1_best", "top5_best", "best_epoch", "epochs",
+                         "val_top1_last"},        # Metrics; val_top1_last only with a validation split
       "history": [ per-epoch dicts, see below ],
-      "cost": {"time_s", "epoch_time_s", "images_per_s",   # epoch time: own steps + share of the cohort's
+      "error": null | {"type": ..., "message": first line, "epoch": .., "step": .., "traceback": ..},  # RunError
+      "cost": {"extra_params", "student_params",          # Cost; counts, written when the run starts,
+               "views", "teacher_forwards_per_step",      # with the other views of each batch (MLKD's)
+               "time_s", "epoch_time_s", "images_per_s",   # epoch time: own steps + share of the cohort's
                                                           # batch preparation and teacher pass
-               "extra_params", "student_params",          # counts
                "student_param_bytes", "method_param_bytes", "optimizer_state_bytes",
                "student_buffer_bytes", "method_buffer_bytes",   # exact bytes (benchmarks/costs.py)
                "cuda_peak_mb", "cuda_step_mb",             # CUDA: peak allocated over the run's steps, and
@@ -36,9 +42,14 @@ Record schema (``SCHEMA_VERSION`` = 1)::
                "cohort", "cohort_peak_rss_mb", "cohort_peak_rss_scope"},  # CPU: the cohort's run ids
                                                           # and its process peak RSS (shared by them)
                # records written before these fields have "peak_mem_mb" (the process's peak) instead
-      "error": null | {"type": ..., "message": first line, "epoch": .., "step": ..},
-      "started_at": ISO time, "finished_at": ISO time | null
+      "started_at": ISO time, "finished_at": ISO time | null,
+      "weights": "<run_id>.student.pt", "weights_best": "<run_id>.best.pt"   # once complete
     }
+
+A run that never trained (it failed to build, or cannot run its pair: status ``not_applicable``, whose
+error has a type and message only) has no ``teacher_info``, ``metrics`` or ``cost``. A record of another
+schema version is not read: ``read_record`` raises ``RecordSchemaError`` naming the file, and the report
+lists it as unreadable ("corrupt") with that line.
 
 Per-epoch dict (also the lines of ``metrics.jsonl``)::
 
@@ -61,8 +72,9 @@ import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 def error_line(error: BaseException) -> str:
@@ -118,8 +130,14 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def dumps(obj: Any) -> str:
+    """The text kdbench writes a JSON file as (records, grid.json, teacher metadata)."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n"
+
+
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    """Write ``obj`` as JSON, atomically: grid.json and teacher metadata (run records: ``write_record``)."""
+    atomic_write_text(path, dumps(obj))
 
 
 def _jsonable(o: Any):
@@ -132,8 +150,16 @@ def _jsonable(o: Any):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-class CorruptRecordError(ValueError):
-    pass
+class RecordError(ValueError):
+    """A file that is not a run record this kdbench reads; the message names the file."""
+
+
+class CorruptRecordError(RecordError):
+    """Unreadable JSON, or JSON that is not a schema-1 run record (a missing or unknown field, a wrong type)."""
+
+
+class RecordSchemaError(RecordError):
+    """A run record of another schema version."""
 
 
 def read_json(path: Path) -> dict:
@@ -160,11 +186,246 @@ def append_jsonl(path: Path, obj: dict) -> None:
         os.fsync(f.fileno())
 
 
-def iter_records(results_dir: Path) -> Iterator[dict]:
-    """Every readable run record under ``results_dir/runs`` (sorted by run id).
+def _unknown(path: Any, part: str, data: dict, known: Iterable[str]) -> None:
+    extra = [k for k in data if k not in set(known)]
+    if extra:
+        raise CorruptRecordError(f"{path}: {part} has field {extra[0]!r}, which schema {SCHEMA_VERSION} has not")
 
-    An unreadable record is yielded as ``{"run_id": ..., "status": "corrupt", "error": ...}``
-    so reports can list it instead of silently dropping it.
+
+def _part(path: Any, part: str, value: Any, kind: type, optional: bool = True) -> Any:
+    """``value`` if it is a ``kind`` (or ``None``, where ``optional``); else the file is not a run record."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise CorruptRecordError(f"{path}: {part} is a JSON {type(value).__name__}, not what a run record holds")
+    return value
+
+
+@dataclass
+class Metrics:
+    """A complete run's accuracies (percent) over its main stage's epochs: the last epoch's and the best one's."""
+
+    top1_last: float | None = None
+    top5_last: float | None = None
+    top1_best: float | None = None
+    top5_best: float | None = None
+    best_epoch: int | None = None
+    epochs: int | None = None
+    val_top1_last: float | None = None  # the validation split's, last epoch; written only with a split
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f: getattr(self, f) for f in ("top1_last", "top5_last", "top1_best", "top5_best", "best_epoch",
+                                             "epochs")}
+        if self.val_top1_last is not None:
+            out["val_top1_last"] = self.val_top1_last
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, path: Any = "<record>") -> "Metrics | None":
+        """``None`` for a record without metrics (``null``, or ``{}`` in some failed records)."""
+        if not _part(path, "metrics", data, dict):
+            return None
+        _unknown(path, "metrics", data, _names(cls))
+        return cls(**data)
+
+
+@dataclass
+class Cost:
+    """What a run cost. The first four are written when it starts; the rest when it completes (``None``: not
+    recorded, and absent from the JSON). See the schema in this module's docstring."""
+
+    extra_params: int | None = None  # parameters the method adds (adapters, embeddings)
+    student_params: int | None = None
+    views: list[str] | None = None  # other views of each batch (MLKD's strong one)
+    teacher_forwards_per_step: int | None = None
+    time_s: float | None = None
+    epoch_time_s: float | None = None  # own steps + share of the cohort's batch preparation and teacher pass
+    images_per_s: float | None = None  # written (null too) whenever time_s is
+    student_param_bytes: int | None = None
+    method_param_bytes: int | None = None
+    optimizer_state_bytes: int | None = None
+    student_buffer_bytes: int | None = None
+    method_buffer_bytes: int | None = None
+    cuda_peak_mb: float | None = None  # CUDA: peak allocated over the run's steps
+    cuda_step_mb: float | None = None  # CUDA: its largest rise within one step
+    cohort: list[str] | None = None  # CPU: the run ids of the cohort the peak RSS covers
+    cohort_peak_rss_mb: float | None = None
+    cohort_peak_rss_scope: str | None = None  # "cohort", or "process" where the peak could not be reset
+    peak_mem_mb: float | None = None  # records written before the fields above: the process's peak
+
+    def to_json(self) -> dict[str, Any]:
+        return {f: v for f, v in ((f, getattr(self, f)) for f in _names(Cost))
+                if v is not None or (f == "images_per_s" and self.time_s is not None)}
+
+    @classmethod
+    def from_json(cls, data: Any, path: Any = "<record>") -> "Cost | None":
+        if _part(path, "cost", data, dict) is None:
+            return None
+        _unknown(path, "cost", data, _names(cls))
+        return cls(**data)
+
+
+@dataclass
+class RunError:
+    """Why a run failed (type, first message line, 1-based epoch and step where training raised, traceback)
+    or cannot run its pair (type and message alone)."""
+
+    type: str
+    message: str
+    epoch: int | None = None
+    step: int | None = None
+    traceback: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type, "message": self.message}
+        if self.traceback is not None or self.epoch is not None or self.step is not None:
+            out.update(epoch=self.epoch, step=self.step)  # a failure's: null where it raised before training
+        if self.traceback is not None:
+            out["traceback"] = self.traceback
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, path: Any = "<record>") -> "RunError | None":
+        if _part(path, "error", data, dict) is None:
+            return None
+        _unknown(path, "error", data, _names(cls))
+        if not isinstance(data.get("type"), str) or not isinstance(data.get("message"), str):
+            raise CorruptRecordError(f"{path}: error has no type or message")
+        return cls(**data)
+
+
+_IDENTITY = ("run_id", "status", "method", "teacher", "student", "pair", "seed")
+
+
+@dataclass
+class RunRecord:
+    """One run's record: what ``runs/<run_id>.json`` holds (the schema in this module's docstring).
+
+    Written by ``write_record`` alone, read by ``read_record`` / ``iter_records`` alone. A run that never
+    trained (it failed to build, or cannot run its pair: ``GridRunner.bare_record``) has no ``teacher_info``,
+    ``metrics`` or ``cost`` (``None``, absent from its JSON), and its JSON keeps the order it always had.
+    """
+
+    run_id: str
+    status: str  # "running" | "complete" | "failed" | "not_applicable"
+    method: str
+    teacher: str
+    student: str
+    pair: str
+    seed: int
+    dataset: str | None = None
+    preset: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # fully resolved: recipe, method hparams, data, flags
+    env: dict[str, Any] = field(default_factory=dict)  # python, torch, device, host, git commit, threads
+    teacher_info: dict[str, Any] | None = None  # identity, top1/top5, source; "ece" once a teacher pass measured it
+    metrics: Metrics | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch entries (pre-training stages marked)
+    cost: Cost | None = None
+    error: RunError | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    weights: str | None = None  # file names beside the record, written when the run completes
+    weights_best: str | None = None
+    variant: str | None = None  # a swept run's label (kd[T=2]) and values ({"kd.T": 2.0}); None otherwise
+    sweep: dict[str, Any] | None = None
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def trained(self) -> bool:
+        """Whether the run got as far as training (its record then has cost, metrics and teacher_info keys)."""
+        return self.cost is not None
+
+    @property
+    def label(self) -> str:
+        """The run's row in the tables: its sweep label (kd[T=2]) or its method."""
+        return self.variant or self.method
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object ``write_record`` writes: the keys in the order kdbench always wrote them."""
+        swept = {"variant": self.variant, "sweep": self.sweep} if self.variant is not None else {}
+        head = {"schema": self.schema, "run_id": self.run_id}
+        ident = {"teacher": self.teacher, "student": self.student, "pair": self.pair, "seed": self.seed,
+                 "dataset": self.dataset, "preset": self.preset, "config": self.config}
+        error = self.error.to_json() if self.error is not None else None
+        if not self.trained:
+            return {**head, "method": self.method, **swept, **ident, "env": self.env, "started_at": self.started_at,
+                    "status": self.status, "finished_at": self.finished_at, "history": self.history, "error": error}
+        out = {**head, "status": self.status, "method": self.method, **ident, **swept, "env": self.env,
+               "teacher_info": self.teacher_info,
+               "metrics": self.metrics.to_json() if self.metrics is not None else None,
+               "history": self.history, "error": error, "cost": self.cost.to_json(),
+               "started_at": self.started_at, "finished_at": self.finished_at}
+        if self.weights is not None:
+            out.update(weights=self.weights, weights_best=self.weights_best)
+        return out
+
+    def dumps(self) -> str:
+        """The record file's text."""
+        return dumps(self.to_json())
+
+    @classmethod
+    def from_json(cls, data: Any, path: Any = "<record>") -> "RunRecord":
+        """A record read back; ``path`` names the file in errors. Raises ``RecordSchemaError`` for another
+        schema version, ``CorruptRecordError`` for JSON that is not a run record."""
+        if not isinstance(data, dict):
+            raise CorruptRecordError(f"{path}: not a run record (a JSON {type(data).__name__})")
+        schema = data.get("schema")
+        if schema != SCHEMA_VERSION:
+            found = f"record schema {schema}" if schema is not None else "record without a schema version"
+            raise RecordSchemaError(f"{path}: {found}, this kdbench reads schema {SCHEMA_VERSION}; "
+                                    f"rerun the grid or use an older kdbench")
+        _unknown(path, "the record", data, _names(cls))
+        missing = [k for k in _IDENTITY if k not in data]
+        if missing:
+            raise CorruptRecordError(f"{path}: not a run record: no {missing[0]!r}")
+        for k in ("run_id", "status", "method", "teacher", "student", "pair"):
+            _part(path, k, data[k], str, optional=False)
+        _part(path, "seed", data["seed"], int, optional=False)
+        for k in ("config", "env", "teacher_info", "sweep"):
+            _part(path, k, data.get(k), dict)
+        history = _part(path, "history", data.get("history"), list) or []
+        if not all(isinstance(h, dict) for h in history):
+            raise CorruptRecordError(f"{path}: history has an entry that is not an object")
+        return cls(**{**data, "config": data.get("config") or {}, "env": data.get("env") or {}, "history": history,
+                      "metrics": Metrics.from_json(data.get("metrics"), path),
+                      "cost": Cost.from_json(data.get("cost"), path),
+                      "error": RunError.from_json(data.get("error"), path)})
+
+
+@dataclass(frozen=True)
+class UnreadableRecord:
+    """A file under runs/ that is not a record this kdbench reads (damaged JSON, another schema version):
+    ``iter_records`` yields it so reports list it ("corrupt", with the reason) instead of dropping it."""
+
+    run_id: str
+    path: Path
+    error: RunError
+    status: str = "corrupt"
+
+
+def _names(cls) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def write_record(results_dir: Path, record: RunRecord) -> Path:
+    """Write ``record`` to ``runs/<run_id>.json`` under ``results_dir``, atomically; returns the path. The one
+    writer of run records."""
+    path = record_path(results_dir, record.run_id)
+    atomic_write_text(path, record.dumps())
+    return path
+
+
+def read_record(path: Path) -> RunRecord:
+    """The record in ``path``. Raises ``CorruptRecordError`` / ``RecordSchemaError`` (both ``RecordError``,
+    naming the file), or ``OSError``. The one reader of run records."""
+    return RunRecord.from_json(read_json(path), path)
+
+
+def iter_records(results_dir: Path) -> Iterator[RunRecord | UnreadableRecord]:
+    """Every run record under ``results_dir/runs`` (sorted by run id).
+
+    A file that is not a record this kdbench reads (damaged JSON, another schema version) is yielded as an
+    ``UnreadableRecord`` naming why, so reports can list it instead of silently dropping it.
     """
     runs = Path(results_dir) / "runs"
     if not runs.is_dir():
@@ -173,7 +434,6 @@ def iter_records(results_dir: Path) -> Iterator[dict]:
         if path.name.endswith(METRICS_SUFFIX):
             continue
         try:
-            yield read_json(path)
-        except (CorruptRecordError, OSError) as e:
-            yield {"run_id": path.name[: -len(RECORD_SUFFIX)], "status": "corrupt",
-                   "error": {"type": type(e).__name__, "message": str(e)}}
+            yield read_record(path)
+        except (RecordError, OSError) as e:
+            yield UnreadableRecord(path.name[: -len(RECORD_SUFFIX)], path, RunError(type(e).__name__, str(e)))

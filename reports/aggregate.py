@@ -18,7 +18,8 @@ import pandas as pd
 import scipy.stats
 
 from benchmarks.models.registry import model_family
-from benchmarks.records import iter_records, metrics_path, run_id as make_run_id
+from benchmarks.records import (Cost, Metrics, RunRecord, UnreadableRecord, iter_records, metrics_path,
+                                run_id as make_run_id)
 
 __all__ = [
     "Grid",
@@ -216,35 +217,27 @@ def _read_grid(results_dir: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _infer_grid(results_dir: Path, records: list[dict], raw: dict | None) -> Grid:
+def _infer_grid(results_dir: Path, records: list[RunRecord | UnreadableRecord], raw: dict | None) -> Grid:
     raw = raw or {}
-    good = [r for r in records if r.get("status") != "corrupt"]
+    good = [r for r in records if isinstance(r, RunRecord)]
     methods = list(raw.get("methods") or [])
     pairs = list(raw.get("pairs") or [])
     seeds = list(raw.get("seeds") or [])
     from_file = bool(raw)
     if not (methods and pairs and seeds):  # no usable grid.json: take what the records hold
         from_file = from_file and bool(methods and pairs and seeds)
-        ms = {r.get("method") for r in good if r.get("method")}
+        ms = {r.method for r in good}
         methods = methods or ([VANILLA] if VANILLA in ms else []) + sorted(ms - {VANILLA})
-        ps = []
-        for r in good:
-            p = r.get("pair") or (f"{r['teacher']}:{r['student']}" if r.get("teacher") and r.get("student") else None)
-            if p and p not in ps:
-                ps.append(p)
-        pairs = pairs or ps
-        seeds = seeds or sorted({int(r["seed"]) for r in good if r.get("seed") is not None})
+        pairs = pairs or list(dict.fromkeys(r.pair for r in good))
+        seeds = seeds or sorted({r.seed for r in good})
 
-    def first(key: str) -> str:
-        for r in good:
-            if r.get(key):
-                return str(r[key])
-        return "?"
+    def first(values) -> str:
+        return next((str(v) for v in values if v), "?")
 
     return Grid(
         name=str(raw.get("name") or results_dir.resolve().name),
-        preset=str(raw.get("preset") or first("preset")),
-        dataset=str(raw.get("dataset") or first("dataset")),
+        preset=str(raw.get("preset") or first(r.preset for r in good)),
+        dataset=str(raw.get("dataset") or first(r.dataset for r in good)),
         methods=[str(m) for m in methods],
         pairs=[str(p) for p in pairs],
         seeds=[int(s) for s in seeds],
@@ -254,12 +247,12 @@ def _infer_grid(results_dir: Path, records: list[dict], raw: dict | None) -> Gri
     )
 
 
-def _history_of(results_dir: Path, rec: dict) -> list[dict]:
-    """The main stage's per-epoch entries (a pre-training stage's, marked ``"stage"``, are left out)."""
-    hist = rec.get("history")
-    if isinstance(hist, list) and hist:
-        return [h for h in hist if isinstance(h, dict) and "stage" not in h]
-    path = metrics_path(results_dir, rec.get("run_id", ""))
+def _history_of(results_dir: Path, rec: RunRecord) -> list[dict]:
+    """The main stage's per-epoch entries (a pre-training stage's, marked ``"stage"``, are left out): the
+    record's, or, while it runs (its record's history is empty until it ends), its metrics.jsonl's."""
+    if rec.history:
+        return [h for h in rec.history if "stage" not in h]
+    path = metrics_path(results_dir, rec.run_id)
     out = []
     if path.is_file():
         with open(path) as f:
@@ -273,74 +266,65 @@ def _history_of(results_dir: Path, rec: dict) -> list[dict]:
     return out
 
 
-def _memory_fields(cost: dict) -> dict:
+def _memory_fields(cost: Cost) -> dict:
     """A record's memory costs (NaN / "" in records written before they were kept)."""
-    cohort = cost.get("cohort")
     return {
-        **{k: _num(cost.get(k)) for k in ("student_param_bytes", "method_param_bytes", "optimizer_state_bytes",
-                                          "cuda_peak_mb", "cuda_step_mb", "cohort_peak_rss_mb")},
-        "buffer_bytes": _num(cost.get("student_buffer_bytes")) + _num(cost.get("method_buffer_bytes")),
-        "cohort": ",".join(map(str, cohort)) if isinstance(cohort, list) else "",
-        "cohort_peak_rss_scope": str(cost.get("cohort_peak_rss_scope") or ""),
+        **{k: _num(getattr(cost, k)) for k in ("student_param_bytes", "method_param_bytes", "optimizer_state_bytes",
+                                               "cuda_peak_mb", "cuda_step_mb", "cohort_peak_rss_mb")},
+        "buffer_bytes": _num(cost.student_buffer_bytes) + _num(cost.method_buffer_bytes),
+        "cohort": ",".join(map(str, cost.cohort)) if cost.cohort is not None else "",
+        "cohort_peak_rss_scope": cost.cohort_peak_rss_scope or "",
     }
 
 
-def _row_from_record(rec: dict, hist: list[dict]) -> dict:
-    metrics = rec.get("metrics") or {}
-    cost = rec.get("cost") or {}
-    err = rec.get("error") or {}
-    if not isinstance(err, dict):
-        err = {"message": str(err)}
-    tinfo = rec.get("teacher_info") or {}
-    teacher, student = rec.get("teacher"), rec.get("student")
-    pair = rec.get("pair") or (f"{teacher}:{student}" if teacher and student else None)
-    if pair and not (teacher and student):
-        try:
-            teacher, student = parse_pair(pair)
-        except ValueError:
-            pass
-    epochs = _num(metrics.get("epochs"))
-    epoch_time = _num(cost.get("epoch_time_s"))
-    if math.isnan(epoch_time) and not math.isnan(_num(cost.get("time_s"))) and epochs > 0:
-        epoch_time = _num(cost.get("time_s")) / epochs
-    seed = rec.get("seed")
+def _row_from_record(rec: RunRecord, hist: list[dict]) -> dict:
+    metrics = rec.metrics or Metrics()
+    cost = rec.cost or Cost()
+    err = rec.error
+    tinfo = rec.teacher_info or {}
     return {
-        "run_id": str(rec.get("run_id")),
-        "method": rec.get("variant") or rec.get("method"),  # a swept run's row: its label, kd[T=2]
-        "base_method": rec.get("method"),
+        "run_id": rec.run_id,
+        "method": rec.label,  # a swept run's row: its label, kd[T=2]
+        "base_method": rec.method,
         # the validation split's top-1 at the last epoch (NaN without a split)
         "val_top1_last": _num(hist[-1].get("val_top1")) if hist else float("nan"),
-        "teacher": teacher,
-        "student": student,
-        "pair": pair,
-        "seed": int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None,
-        "status": str(rec.get("status") or "unknown"),
-        "top1_last": _num(metrics.get("top1_last")),
-        "top1_best": _num(metrics.get("top1_best")),
-        "best_epoch": _num(metrics.get("best_epoch")),
-        "epochs": epochs,
-        "teacher_top1": _num(tinfo.get("top1")) if isinstance(tinfo, dict) else float("nan"),
-        "time_s": _num(cost.get("time_s")),
-        "epoch_time_s": epoch_time,
-        "images_per_s": _num(cost.get("images_per_s")),
-        "peak_mem_mb": _num(cost.get("peak_mem_mb")),
-        "extra_params": _num(cost.get("extra_params")),
-        "student_params": _num(cost.get("student_params")),
+        "teacher": rec.teacher,
+        "student": rec.student,
+        "pair": rec.pair,
+        "seed": rec.seed,
+        "status": rec.status,
+        "top1_last": _num(metrics.top1_last),
+        "top1_best": _num(metrics.top1_best),
+        "best_epoch": _num(metrics.best_epoch),
+        "epochs": _num(metrics.epochs),
+        "teacher_top1": _num(tinfo.get("top1")),
+        "time_s": _num(cost.time_s),
+        "epoch_time_s": _num(cost.epoch_time_s),
+        "images_per_s": _num(cost.images_per_s),
+        "peak_mem_mb": _num(cost.peak_mem_mb),
+        "extra_params": _num(cost.extra_params),
+        "student_params": _num(cost.student_params),
         # NaN where the record predates the field, or its run had no teacher
         **{col: _num(hist[-1].get(key)) if hist else float("nan") for col, key in FIDELITY_COLUMNS.items()},
-        "teacher_ece": _num(tinfo.get("ece")) if isinstance(tinfo, dict) else float("nan"),
+        "teacher_ece": _num(tinfo.get("ece")),
         **_memory_fields(cost),
         # other views of each batch (MLKD's strong one): a different augmentation protocol, more passes
-        "views": "+".join(str(v) for v in cost.get("views") or []) if isinstance(cost.get("views"), list) else "",
-        "error_type": err.get("type") or "",
-        "error_message": _first_line(err.get("message")),
-        "error_epoch": _num(err.get("epoch")),
-        "error_step": _num(err.get("step")),
+        "views": "+".join(str(v) for v in cost.views or []),
+        "error_type": err.type if err is not None else "",
+        "error_message": _first_line(err.message) if err is not None else "",
+        "error_epoch": _num(err.epoch) if err is not None else float("nan"),
+        "error_step": _num(err.step) if err is not None else float("nan"),
         "epochs_done": float(len(hist)),
-        "dataset": rec.get("dataset"),
-        "config": rec.get("config") if isinstance(rec.get("config"), dict) else {},
-        "teacher_info": tinfo if isinstance(tinfo, dict) else {},
+        "dataset": rec.dataset,
+        "config": rec.config,
+        "teacher_info": tinfo,
     }
+
+
+def _unreadable_row(rec: UnreadableRecord) -> dict:
+    """A file under runs/ that is no record this kdbench reads (damaged, another schema): listed, with why."""
+    return {"run_id": rec.run_id, "status": rec.status, "error_type": rec.error.type,
+            "error_message": _first_line(rec.error.message)}
 
 
 def load_results(results_dir: Path | str) -> Results:
@@ -351,10 +335,9 @@ def load_results(results_dir: Path | str) -> Results:
         raise NoResultsError(f"{results_dir}: no grid.json and no run records under runs/")
     grid = _infer_grid(results_dir, records, raw)
 
-    by_id: dict[str, dict] = {}
+    by_id: dict[str, RunRecord | UnreadableRecord] = {}
     for rec in records:
-        rid = str(rec.get("run_id"))
-        by_id.setdefault(rid, rec)  # iter_records is sorted by file name; first wins
+        by_id.setdefault(rec.run_id, rec)  # iter_records is sorted by file name; first wins
 
     rows, hist_rows = [], []
     expected = grid.expected_ids()
@@ -365,10 +348,8 @@ def load_results(results_dir: Path | str) -> Results:
         rec = by_id.get(rid)
         if rec is None:
             row = {"run_id": rid, "status": "missing"}
-        elif rec.get("status") == "corrupt":
-            err = rec.get("error") or {}
-            row = {"run_id": rid, "status": "corrupt", "error_type": err.get("type", ""),
-                   "error_message": _first_line(err.get("message"))}
+        elif isinstance(rec, UnreadableRecord):
+            row = _unreadable_row(rec)
         else:
             hist = _history_of(results_dir, rec)
             row = _row_from_record(rec, hist)
@@ -384,10 +365,8 @@ def load_results(results_dir: Path | str) -> Results:
         rows.append(row)
     for rid in sorted(set(by_id) - expected_set):
         rec = by_id[rid]
-        if rec.get("status") == "corrupt":
-            err = rec.get("error") or {}
-            row = {"run_id": rid, "status": "corrupt", "error_type": err.get("type", ""),
-                   "error_message": _first_line(err.get("message"))}
+        if isinstance(rec, UnreadableRecord):
+            row = _unreadable_row(rec)
         else:
             row = _row_from_record(rec, _history_of(results_dir, rec))
         row["in_grid"] = False

@@ -679,7 +679,8 @@ def inventory_section(res: agg.Results) -> str:
     corrupt = g[g["status"] == "corrupt"]
     if len(corrupt):
         rows = [[f"`{r.run_id}`", esc(r.error_message)] for r in corrupt.itertuples()]
-        parts.append("**Corrupt records** (unreadable JSON)\n\n" + md_table(["run", "error"], rows, ["left", "left"]))
+        parts.append("**Corrupt records** (unreadable JSON, or a record of another schema version)\n\n"
+                     + md_table(["run", "error"], rows, ["left", "left"]))
     other = g[~g["status"].isin(agg.STATUSES)]
     if len(other):
         rows = [[f"`{r.run_id}`", esc(r.status)] for r in other.itertuples()]

@@ -115,23 +115,23 @@ def test_tiny_grid_end_to_end_records_and_report(capsys, tmp_path):
     code, _, err = run_cli(capsys, *argv)
     assert code == 0, err
     grid = tmp_path / "tiny"
-    recs = {r["run_id"]: r for r in records.iter_records(grid)}
+    recs = {r.run_id: r for r in records.iter_records(grid)}
     assert set(recs) == {f"{m}__resnet8-resnet8__s{s}" for m in ("vanilla", "kd") for s in (0, 1)}
     for r in recs.values():
-        assert r["status"] == "complete" and r["metrics"]["epochs"] == 1
-        assert r["config"]["train"]["epochs"] == 1 and r["config"]["data"]["name"] == "digits"
-        assert r["env"]["torch"] == torch.__version__ and r["teacher_info"]["top1"] is not None
-        lines = (grid / "runs" / f"{r['run_id']}.metrics.jsonl").read_text().splitlines()
-        assert [json.loads(line)["test_top1"] for line in lines] == [r["metrics"]["top1_last"]]
-    assert recs["kd__resnet8-resnet8__s0"]["config"]["method"] == {"kd": {"T": 4.0, "gamma": 0.1, "alpha": 0.9}}
+        assert r.status == "complete" and r.metrics.epochs == 1
+        assert r.config["train"]["epochs"] == 1 and r.config["data"]["name"] == "digits"
+        assert r.env["torch"] == torch.__version__ and r.teacher_info["top1"] is not None
+        lines = (grid / "runs" / f"{r.run_id}.metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["test_top1"] for line in lines] == [r.metrics.top1_last]
+    assert recs["kd__resnet8-resnet8__s0"].config["method"] == {"kd": {"T": 4.0, "gamma": 0.1, "alpha": 0.9}}
     # the report's cell is the mean and std over seeds of the records' last-epoch top-1
-    kd = [recs[f"kd__resnet8-resnet8__s{s}"]["metrics"]["top1_last"] for s in (0, 1)]
+    kd = [recs[f"kd__resnet8-resnet8__s{s}"].metrics.top1_last for s in (0, 1)]
     cell = f"{statistics.mean(kd):.2f} ± {statistics.stdev(kd):.2f} (2)"
     report = (grid / "report.md").read_text()
     kd_row = next(line for line in report.splitlines() if line.startswith("| kd "))
     assert cell in kd_row
     teacher_row = next(line for line in report.splitlines() if line.startswith("| teacher "))
-    assert f"{recs['kd__resnet8-resnet8__s0']['teacher_info']['top1']:.2f}" in teacher_row
+    assert f"{recs['kd__resnet8-resnet8__s0'].teacher_info['top1']:.2f}" in teacher_row
     # a second invocation skips complete runs and leaves their records byte for byte
     before = {p.name: p.read_bytes() for p in (grid / "runs").glob("*.json")}
     code, _, err = run_cli(capsys, *argv)

@@ -287,4 +287,4 @@ def test_imagefolder_grid_end_to_end(tmp_path, capsys):
     from benchmarks import records
 
     recs = list(records.iter_records(next((tmp_path / "r").glob("digits-imagefolder-*"))))
-    assert len(recs) == 2 and all(r["status"] == "complete" and r["dataset"] == "imagefolder" for r in recs)
+    assert len(recs) == 2 and all(r.status == "complete" and r.dataset == "imagefolder" for r in recs)

@@ -79,7 +79,7 @@ def test_trained_teacher_records_its_recipe_seed_and_epochs(capsys, tmp_path):
     code, _, err = run_cli(capsys, "--results", str(tmp_path), "--set", "teacher_train.epochs=1", *TINY)
     assert code == 0, err
     rec = next(records.iter_records(next(tmp_path.glob("digits-*"))))
-    info = rec["teacher_info"]
+    info = rec.teacher_info
     assert info["source"] == "trained" and info["seed"] == 0 and info["epochs"] == 1
     assert info["recipe"]["epochs"] == 1 and info["key"] and info["arch"] == "resnet8"
 

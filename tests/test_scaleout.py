@@ -39,9 +39,9 @@ def test_worker_argv_drops_launch_flags():
 
 def test_local_workers_share_a_grid(tmp_path, capsys):
     assert main(["--results", str(tmp_path), "--grid", "w", "--workers", "2", *TINY]) == 0
-    got = {r["run_id"]: r for r in records.iter_records(tmp_path / "w")}
-    assert set(got) == EXPECTED and all(r["status"] == "complete" for r in got.values())
-    assert len({r["env"]["pid"] for r in got.values()}) == 2  # two processes did the work
+    got = {r.run_id: r for r in records.iter_records(tmp_path / "w")}
+    assert set(got) == EXPECTED and all(r.status == "complete" for r in got.values())
+    assert len({r.env["pid"] for r in got.values()}) == 2  # two processes did the work
     assert (tmp_path / "w" / "report.md").exists()
 
 
@@ -50,8 +50,8 @@ def test_submitit_executor_local_backend(tmp_path, capsys):
     assert main(["--results", str(tmp_path), "--grid", "s", "--executor", "local", "--wait", *TINY]) == 0
     err = capsys.readouterr().err
     assert "submitted 2 task(s) (local)" in err
-    got = {r["run_id"]: r for r in records.iter_records(tmp_path / "s")}
-    assert set(got) == EXPECTED and all(r["status"] == "complete" for r in got.values())
+    got = {r.run_id: r for r in records.iter_records(tmp_path / "s")}
+    assert set(got) == EXPECTED and all(r.status == "complete" for r in got.values())
     assert (tmp_path / "s" / "report.md").exists()
 
 

@@ -208,16 +208,16 @@ def test_tiny_real_grid_with_sweep_and_split(tmp_path, capsys):
     argv = ["--results", str(results), "--methods", "kd", "--sweep", "kd.T=2,4", "--val-fraction", "0.2", *TINY]
     assert main(argv) == 0
     (grid_dir,) = [p for p in results.iterdir() if p.name.startswith("digits-")]
-    recs = {r["run_id"]: r for r in records.iter_records(grid_dir)}
+    recs = {r.run_id: r for r in records.iter_records(grid_dir)}
     assert set(recs) == {"kd[T=2]__resnet8-resnet8__s0", "kd[T=4]__resnet8-resnet8__s0"}
     for rid, rec in recs.items():
-        assert rec["status"] == "complete" and rec["config"]["val_fraction"] == 0.2
-        assert rec["sweep"] == {"kd.T": 2.0 if "T=2" in rid else 4.0} and rec["variant"] == rid.split("__")[0]
-        assert rec["config"]["method"]["kd"]["T"] == rec["sweep"]["kd.T"]
-        assert "val_top1" in rec["history"][-1] and "test_top1" in rec["history"][-1]
-        assert rec["metrics"]["val_top1_last"] == rec["history"][-1]["val_top1"]
-        assert rec["config"]["data"]["val_fraction"] == 0.2 and rec["config"]["data"]["num_val"] > 0
-        assert sorted(rec["cost"]["cohort"]) == sorted(recs)  # one cohort: one teacher pass for both values
+        assert rec.status == "complete" and rec.config["val_fraction"] == 0.2
+        assert rec.sweep == {"kd.T": 2.0 if "T=2" in rid else 4.0} and rec.variant == rid.split("__")[0]
+        assert rec.config["method"]["kd"]["T"] == rec.sweep["kd.T"]
+        assert "val_top1" in rec.history[-1] and "test_top1" in rec.history[-1]
+        assert rec.metrics.val_top1_last == rec.history[-1]["val_top1"]
+        assert rec.config["data"]["val_fraction"] == 0.2 and rec.config["data"]["num_val"] > 0
+        assert sorted(rec.cost.cohort) == sorted(recs)  # one cohort: one teacher pass for both values
     grid = json.loads((grid_dir / "grid.json").read_text())
     assert [v["label"] for v in grid["variants"]["kd"]] == ["kd[T=2]", "kd[T=4]"]
     text = (grid_dir / "report.md").read_text()
