@@ -30,7 +30,6 @@ import math
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 __all__ = ["RANDAUGMENT_OPS", "randaugment", "cutout", "affine_pil", "VIEWS"]

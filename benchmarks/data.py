@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import VIEWS
-from .datacommon import IMAGENET_MEAN, IMAGENET_STD, DataError
+from .datacommon import DataError
 from .folder_data import FolderData
 
 __all__ = ["DATASETS", "AUGMENTS", "DataError", "InMemoryData", "load_dataset", "list_datasets", "stratified_split",
