@@ -32,7 +32,8 @@ from typing import Any
 
 import torch
 
-from methods import BuildContext, PairNotSupported, build_method, method_defaults, method_stages, method_views
+from methods import (BuildContext, HyperparameterError, PairNotSupported, build_method, method_defaults, method_stages,
+                     method_views)
 from reports import build_report
 
 from . import checkpoints, records
@@ -45,7 +46,7 @@ from .locks import FileLock
 from .models import create_model
 from .progress import hms, make_progress
 from .teachers import IMPORTED, TeacherError, get_teacher, inspect_teacher_checkpoint, teacher_identity, teacher_path
-from .train import FastPaths, Recipe, StudentRun, seed_for, train_cohort
+from .train import FastPaths, Recipe, StudentRun, freeze, seed_for, train_cohort
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,7 @@ class GridRunner:
                 raise ConfigError(f"{m} trains on the {missing[0]} view, which {cfg['dataset']} data does not produce "
                                   f"(views come with in-memory datasets: digits, cifar10, cifar100, MNIST, ...)")
         self.teacher_keys = self.identify_teachers()
+        self.check_builds()
         # imported weights are part of the protocol: another checkpoint is another grid, never a reuse
         cfg["teachers"] = {a: k for a, k in self.teacher_keys.items() if k.startswith(IMPORTED)}
         cfg["grid"] = grid_name(cfg)
@@ -293,6 +295,32 @@ class GridRunner:
                 out[t] = teacher_identity(t, self.data.describe(), teacher_recipe(self.cfg, t),
                                           self.cfg["teacher_seed"], self.teacher_dir, self.data.num_classes)
         return out
+
+    def check_builds(self) -> None:
+        """Build every run's method once per (method or swept value, pair), on the CPU, with an untrained
+        teacher of the pair's architecture, before any teacher trains: a hyperparameter only the models can
+        check (``fitnet.hint_layer`` past the student's feature maps) is a HyperparameterError here, exit 2,
+        instead of a failed run after the teacher's training. A pair a method cannot run stays "not
+        applicable" at run time."""
+        cpu = torch.device("cpu")
+        by_pair: dict[str, dict[str, RunSpec]] = {}
+        for spec in expand(self.cfg):  # one spec per (label, pair): the first seed's
+            by_pair.setdefault(spec.pair, {}).setdefault(spec.label, spec)
+        rng = torch.random.get_rng_state()  # build_student seeds the global generator; leave it as it was
+        try:
+            for pair, specs in by_pair.items():
+                teacher = freeze(create_model(parse_pair(pair)[0], num_classes=self.student_data.num_classes))
+                teacher_probe = probe(teacher, self.student_data.input_shape, cpu, True)
+                for spec in specs.values():
+                    try:
+                        build_student(spec, spec_overrides(self.cfg, spec), self.student_data, teacher, cpu,
+                                      teacher_probe=teacher_probe)
+                    except PairNotSupported:
+                        continue
+                    except HyperparameterError as e:
+                        raise HyperparameterError(f"{spec.label} on {pair}: {e}") from None
+        finally:
+            torch.random.set_rng_state(rng)
 
     # --- output -----------------------------------------------------------------
     def log(self, msg: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.run import main
-from methods import Choice, Range, list_methods, list_modifiers, method_class, modifiable_by
+from methods import Choice, list_methods, list_modifiers, method_class, modifiable_by
 
 
 def out_of_range(spec, default):
@@ -63,3 +63,24 @@ def test_the_issue_cases(capsys, tmp_path, assignment, message):
     code = main(["--results", str(tmp_path / "r"), "--methods", "vanilla", "--set", assignment, "--quiet"])
     assert code == 2 and capsys.readouterr().err.strip() == message
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    # resnet8's forward_kd gives 4 feature maps (stem + 3 stages): index 4 is past the last
+    (["--set", "fitnet.hint_layer=4"],
+     "error: fitnet on resnet8:resnet8: fitnet.hint_layer=4 is out of range: the student has 4 feature maps, "
+     "the teacher 4 (index 0 is the stem, 1.. the stages)"),
+    (["--sweep", "fitnet.hint_layer=1,9"],
+     "error: fitnet[hint_layer=9] on resnet8:resnet8: fitnet.hint_layer=9 is out of range: the student has 4 "
+     "feature maps, the teacher 4 (index 0 is the stem, 1.. the stages)"),
+])
+def test_bounds_only_the_models_know_exit_2_before_any_teacher_trains(capsys, tmp_path, argv, message):
+    # fitnet's upper bound depends on the pair: the runner builds each method once on untrained models first
+    code = main(["--results", str(tmp_path / "r"), "--methods", "vanilla,fitnet", "--pairs", "resnet8:resnet8",
+                 "--epochs", "1", "--quiet", *argv])
+    assert code == 2 and capsys.readouterr().err.strip() == message
+    assert not (tmp_path / "r").exists()
+    # a pair a method cannot run is not an input error: fsp's unequal channels stay "not applicable" runs
+    code = main(["--results", str(tmp_path / "r"), "--methods", "fsp", "--pairs", "resnet8:wrn_16_2", "--epochs",
+                 "1", "--set", "teacher_train.epochs=1", "--quiet", "--dry-run"])
+    assert code == 0
