@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -50,17 +50,24 @@ def atomic_torch_save(obj: Any, path: Path, keep_previous: bool = False) -> None
         raise
 
 
-def load(path: Path, log: Callable[[str], None] = print) -> dict[str, Any] | None:
-    """The newest readable checkpoint at ``path`` (or its ``.prev``), else None."""
+def generations(path: Path, log: Callable[[str], None] = print) -> Iterator[dict[str, Any]]:
+    """The readable checkpoints at ``path``, newest first: the current one, then its ``.prev`` (each read
+    when asked for); an unreadable one is reported through ``log`` and skipped."""
     path = Path(path)
     for candidate in (path, path.with_name(path.name + ".prev")):
         if not candidate.exists():
             continue
         try:
-            return torch.load(candidate, map_location="cpu", weights_only=False)
+            state = torch.load(candidate, map_location="cpu", weights_only=False)
         except Exception as e:  # truncated, zeroed, wrong format: never trusted
             log(f"checkpoint {candidate} is unreadable ({type(e).__name__}); ignoring it")
-    return None
+            continue
+        yield state
+
+
+def load(path: Path, log: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """The newest readable checkpoint at ``path`` (or its ``.prev``), else None."""
+    return next(generations(path, log), None)
 
 
 def save_run(path: Path, run: Any, data_generator: torch.Generator, fingerprint: str, **extra: Any) -> None:

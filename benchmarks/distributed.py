@@ -50,11 +50,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from methods import Batch, method_class, method_needs, method_stages, method_views
 
-from . import checkpoints, records
+from . import checkpoints
 from .config import ConfigError, method_overrides, parse_pair, student_recipe, teacher_recipe
 from .data import for_students, load_dataset, with_validation
 from .folder_data import _Indexed
 from .models import create_model
+from .recorder import RunCheckpoint, RunRecorder
 from .grid import GridRunner, RunnerOptions, RunSpec, build_student, cohort_cost, environment, start_host_memory
 from .run import BAD_INPUT, build_parser, print_listing, resolve
 from .teachers import TeacherError, get_teacher, teacher_available, teacher_path
@@ -352,8 +353,15 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
         model.to(memory_format=torch.channels_last)
     run = DistributedRun(spec.run_id, model, method, recipe, spec.seed, device)
     data_generator = torch.Generator().manual_seed(seed_for(spec.seed, "data"))
-    ckpt_path = rank_checkpoint(runner, spec, rank)
-    resumed = resume_all_ranks(run, data_generator, ckpt_path, runner.fingerprint_of(spec), world, log)
+    # every rank keeps its own checkpoint: the model and optimizer are equal across ranks, but each rank's
+    # method RNG (and an approximate method's memory) is its own; rank 0 also keeps the run's record and
+    # metrics (no best-epoch weights, no curves)
+    checkpoint = AllRanksCheckpoint(rank_checkpoint(runner, spec, rank), runner.fingerprint_of(spec),
+                                    runner.checkpoint_every, spec.run_id, world)
+    recorder = runner.recorder(spec, checkpoint, keep_best=False) if rank == 0 else RunRecorder(checkpoint)
+    data_state = recorder.resume(run)
+    if data_state is not None:
+        data_generator.set_state(data_state)
     if rank == 0:
         runner.data, runner.student_data, runner.env = data, student_data, {**environment(device), "world_size": world, "backend": backend}
         runner.write_grid()
@@ -361,44 +369,34 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
         rec.config.update(cohort=False)
         rec.config["distributed"] = {"world_size": world, "backend": backend, "rank_batch_size":
                                      recipe.batch_size // world, "approximate": cfg["distributed_approximate"]}
-        records.write_record(runner.results_dir, rec)
-        metrics = records.metrics_path(runner.results_dir, spec.run_id)
-        metrics.unlink(missing_ok=True)
-        for entry in run.history:  # the log restarts from what the checkpoint holds
-            records.append_jsonl(metrics, entry)
+        recorder.start(run, rec)
         log(f"{spec.run_id}: {world} x {device.type} ({backend}), global batch {recipe.batch_size} "
-            f"-> {runner.results_dir}" + (f"; resuming after epoch {run.epochs_done}" if resumed else ""))
+            f"-> {runner.results_dir}" + (f"; resuming after epoch {run.epochs_done}" if recorder.resumed else ""))
 
     def on_epoch_end(epoch, runs):
         if run.error is not None:
             return
-        if rank == 0:
+        if rank == 0 and not args.quiet:
             h = run.history[-1]
-            records.append_jsonl(records.metrics_path(runner.results_dir, spec.run_id), h)
-            if not args.quiet:
-                log(f"epoch {h['epoch']}/{recipe.epochs}: loss {h['loss']:.4f}, test top-1 {h['test_top1']:.2f}, "
-                    f"{h['images_per_s']:.0f} img/s")
-        every = runner.checkpoint_every
-        if every and (epoch + 1) % every == 0 and epoch + 1 < recipe.epochs:
-            # every rank keeps its own state: the model and optimizer are equal across ranks, but each
-            # rank's method RNG (and an approximate method's memory) is its own
-            checkpoints.save_run(ckpt_path, run, data_generator, runner.fingerprint_of(spec), world=world)
+            log(f"epoch {h['epoch']}/{recipe.epochs}: loss {h['loss']:.4f}, test top-1 {h['test_top1']:.2f}, "
+                f"{h['images_per_s']:.0f} img/s")
+        recorder.epoch_end(run, data_generator)  # rank 0's metrics line; every rank's checkpoint when due
 
     scope = start_host_memory(device)
     train_cohort([run], ShardedData(student_data, rank, world), device, teacher=teacher, fast=runner.fast,
                  data_generator=data_generator, on_epoch_end=on_epoch_end)
     if run.error is not None:
         if rank == 0:  # logs it and records it
-            runner.fail(spec, rec, run.error, getattr(run, "error_at", None), run)
+            runner.fail(spec, recorder, run.error, getattr(run, "error_at", None), run)
         else:
             print(f"[rank {rank}] {spec.run_id}: FAILED: {type(run.error).__name__}: {run.error}", file=sys.stderr)
         return 1
     if rank == 0:
-        runner.finish(spec, rec, run, cohort_cost([spec.run_id], scope))
+        runner.finish(recorder, run, cohort_cost([spec.run_id], scope))
         if not args.no_report:
             runner.write_report()
-    dist.barrier()
-    checkpoints.remove(ckpt_path)
+    dist.barrier()  # no rank removes its checkpoint before the record says complete
+    recorder.remove_checkpoint()
     return 0
 
 
@@ -406,31 +404,32 @@ def rank_checkpoint(runner: GridRunner, spec: RunSpec, rank: int):
     return runner.checkpoint_path(spec).with_name(f"{spec.run_id}.rank{rank}.ckpt.pt")
 
 
-def resume_all_ranks(run, data_generator, path, fingerprint: str, world: int, log) -> bool:
-    """Restore every rank from the newest epoch that all ranks have a readable checkpoint of.
+class AllRanksCheckpoint(RunCheckpoint):
+    """One rank's checkpoint of the run (``rank_checkpoint``), saved with the world size; a resume restores
+    every rank from the newest epoch that all ranks have a readable checkpoint of.
 
     Each rank keeps two generations; a kill while ranks were writing leaves them one epoch apart,
     so the ranks agree (all_gather) on the newest epoch they share, or start over together.
     """
-    states = {}
-    for candidate in (path, path.with_name(path.name + ".prev")):
-        if candidate.exists():
-            try:
-                state = torch.load(candidate, map_location="cpu", weights_only=False)
-            except Exception as e:  # truncated or damaged: not trusted
-                print(f"checkpoint {candidate} is unreadable ({type(e).__name__}); ignoring it", file=sys.stderr)
-                continue
-            if state.get("fingerprint") == fingerprint and state.get("world") == world:
+
+    def __init__(self, path, fingerprint: str, every: int, name: str, world: int):
+        # an unreadable checkpoint is said on every rank (each reads its own)
+        super().__init__(path, fingerprint, every, name, lambda msg: print(msg, file=sys.stderr), world=world)
+        self.world = world
+
+    def resume(self, run):
+        states = {}
+        for state in checkpoints.generations(self.path, self.log):
+            if state.get("fingerprint") == self.fingerprint and state.get("world") == self.world:
                 states[state["run"]["epochs_done"]] = state
-    epochs: list[list[int]] = [[] for _ in range(world)]
-    dist.all_gather_object(epochs, sorted(states))
-    common = set(epochs[0]).intersection(*map(set, epochs[1:]))
-    if not common:
-        return False
-    state = states[max(common)]
-    run.load_state_dict(state["run"])
-    data_generator.set_state(state["data_generator"])
-    return True
+        epochs: list[list[int]] = [[] for _ in range(self.world)]
+        dist.all_gather_object(epochs, sorted(states))
+        common = set(epochs[0]).intersection(*map(set, epochs[1:]))
+        if not common:
+            return None
+        state = states[max(common)]
+        run.load_state_dict(state["run"])
+        return state["data_generator"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ from methods import (BuildContext, HyperparameterError, PairNotSupported, build_
                      method_views)
 from reports import build_report
 
-from . import checkpoints, records
+from . import records
 from .costs import MB, peak_rss_mb, reset_peak_rss
 from .config import (ConfigError, data_split, fingerprint, grid_name, method_overrides, parse_pair, pick_device,
                      protocol, student_recipe, teacher_recipe)
@@ -45,6 +45,7 @@ from .data import for_students, load_dataset, with_validation
 from .locks import FileLock
 from .models import create_model
 from .progress import hms, make_progress
+from .recorder import RunCheckpoint, RunRecorder
 from .teachers import IMPORTED, TeacherError, get_teacher, inspect_teacher_checkpoint, teacher_identity, teacher_path
 from .train import FastPaths, Recipe, StudentRun, freeze, seed_for, train_cohort
 
@@ -479,6 +480,15 @@ class GridRunner:
     def checkpoint_path(self, spec: RunSpec) -> Path:
         return records.record_path(self.results_dir, spec.run_id).with_suffix(".ckpt.pt")
 
+    def recorder(self, spec: RunSpec, checkpoint: RunCheckpoint | None = None, keep_best: bool = True,
+                 trains: bool = True) -> RunRecorder:
+        """The recorder of ``spec``'s files in this grid; its checkpoint is ``checkpoint`` or, for a run that
+        ``trains``, the grid's (``checkpoint_path``, every ``checkpoint_every`` epochs)."""
+        if checkpoint is None and trains:
+            checkpoint = RunCheckpoint(self.checkpoint_path(spec), self.fingerprint_of(spec), self.checkpoint_every,
+                                       spec.run_id, self.log)
+        return RunRecorder(checkpoint, self.results_dir, spec.run_id, keep_best)
+
     def is_done(self, spec: RunSpec) -> bool:
         path = records.record_path(self.results_dir, spec.run_id)
         if not path.exists():
@@ -522,14 +532,9 @@ class GridRunner:
         model, method = build_student(spec, spec_overrides(self.cfg, spec), self.student_data, teacher, self.device)
         return StudentRun(spec.run_id, model, method, self.student_recipe(spec), spec.seed)
 
-    def resume(self, spec: RunSpec, run: StudentRun):
-        """Restore ``run`` from its checkpoint; returns the data-stream RNG state, or None to start fresh."""
-        return checkpoints.resume_run(self.checkpoint_path(spec), run, self.fingerprint_of(spec), spec.run_id,
-                                      self.log)
-
     def run_cohort(self, cohort: list[RunSpec], teacher, teacher_info: dict) -> None:
         """Train ``cohort`` (same pair and seed); runs resumed at different epochs train as separate cohorts."""
-        groups: dict[int, list[tuple[RunSpec, StudentRun, records.RunRecord]]] = {}
+        groups: dict[int, list[tuple[RunSpec, StudentRun, RunRecorder]]] = {}
         data_states: dict[int, Any] = {}
         for spec in cohort:
             try:
@@ -540,25 +545,18 @@ class GridRunner:
             except Exception as e:
                 self.fail(spec, None, e, None)
                 continue
-            data_state = self.resume(spec, run)
+            recorder = self.recorder(spec)
+            data_state = recorder.resume(run)
             rec = self.new_record(spec, teacher_info, run.method, run.model)
             old = self.readable_record(spec)
             if data_state is not None and old is not None and old.started_at is not None:
                 rec.started_at = old.started_at
-            records.write_record(self.results_dir, rec)
-            metrics = records.metrics_path(self.results_dir, spec.run_id)
-            metrics.unlink(missing_ok=True)
-            for entry in run.history:  # the log restarts from what the checkpoint holds
-                records.append_jsonl(metrics, entry)
-            self.curves[spec.run_id] = self.open_curves(spec, rec)  # so do the curves
-            self.curves[spec.run_id].start({"method": spec.method, "pair": spec.pair, "seed": spec.seed,
-                                            "train": rec.config["train"], **rec.config["method"]},
-                                           [h for h in run.history if "stage" not in h])
+            recorder.start(run, rec, self.open_curves(spec, rec),
+                           {"method": spec.method, "pair": spec.pair, "seed": spec.seed,
+                            "train": rec.config["train"], **rec.config["method"]})
             if data_state is not None:
                 data_states[run.epochs_done] = data_state
-            else:  # starting over: a best-epoch file left by an earlier attempt is not this run's
-                self.best_weights_path(spec.run_id).unlink(missing_ok=True)
-            groups.setdefault(run.epochs_done, []).append((spec, run, rec))
+            groups.setdefault(run.epochs_done, []).append((spec, run, recorder))
             self.log(f"run {spec.run_id}: start at epoch {run.epochs_done + 1}")
             if self.progress is not None:
                 self.progress.update(run.epochs_done)
@@ -584,7 +582,7 @@ class GridRunner:
             return None
 
     def train_group(self, members, teacher, generator: torch.Generator) -> None:
-        specs = {run.run_id: (spec, rec) for spec, run, rec in members}
+        specs = {run.run_id: (spec, recorder) for spec, run, recorder in members}
         runs = [run for _, run, _ in members]
         scope = start_host_memory(self.device)
 
@@ -592,19 +590,7 @@ class GridRunner:
             for r in all_runs:
                 if r.error is not None or r.epochs_done != epoch + 1:  # failed, or done before this epoch
                     continue
-                last = epoch + 1 == r.total_epochs
-                entry = r.history[-1]
-                records.append_jsonl(records.metrics_path(self.results_dir, r.run_id), entry)
-                if "stage" not in entry:  # a pre-training stage's epochs are logged, never "best", not curves
-                    self.curves[r.run_id].epoch(entry)
-                    if entry["test_top1"] > max((h["test_top1"] for h in r.history[:-1] if "stage" not in h),
-                                                default=-1.0):
-                        # a new best epoch (the first of equals, as the record's best_epoch): keep its weights;
-                        # written before the checkpoint, so a resume never lacks the best so far
-                        checkpoints.atomic_torch_save(self.weights(r, entry["epoch"]), self.best_weights_path(r.run_id))
-                if self.checkpoint_every and ((epoch + 1) % self.checkpoint_every == 0) and not last:
-                    spec = specs[r.run_id][0]
-                    checkpoints.save_run(self.checkpoint_path(spec), r, generator, self.fingerprint_of(spec))
+                specs[r.run_id][1].epoch_end(r, generator)
             if self.progress is not None:
                 alive = [r for r in all_runs if r.history and r.error is None]
                 if alive:
@@ -619,15 +605,17 @@ class GridRunner:
                      on_epoch_end=on_epoch_end, fast=self.fast)
         shared = cohort_cost([r.run_id for r in runs], scope)
         for r in runs:
-            spec, rec = specs[r.run_id]
-            self.curves.pop(r.run_id).close()
+            spec, recorder = specs[r.run_id]
+            recorder.close_curves()
             if r.error is not None:
-                self.fail(spec, rec, r.error, getattr(r, "error_at", None), r)
+                self.fail(spec, recorder, r.error, getattr(r, "error_at", None), r)
             else:
-                self.finish(spec, rec, r, shared)
+                self.finish(recorder, r, shared)
 
-    def finish(self, spec: RunSpec, rec: records.RunRecord, run: StudentRun, shared: dict[str, Any]) -> None:
-        """Record ``run`` complete; ``shared``: its cohort's cost fields (``cohort_cost``)."""
+    def finish(self, recorder: RunRecorder, run: StudentRun, shared: dict[str, Any]) -> None:
+        """Record ``run`` complete (its record: the one ``recorder`` started); ``shared``: its cohort's cost
+        fields (``cohort_cost``)."""
+        rec = recorder.record
         hist = [h for h in run.history if "stage" not in h]  # the metrics are the main stage's
         best = max(hist, key=lambda h: h["test_top1"])
         train_time = sum(h["time_s"] for h in hist)
@@ -642,22 +630,9 @@ class GridRunner:
             rec.cost, time_s=run.time_s, epoch_time_s=train_time / len(hist),
             images_per_s=len(hist) * self.student_data.num_train / train_time if train_time else None,
             **run_cost(run), **shared)
-        # final weights first, then the record that says "complete", then the checkpoints it supersedes
-        weights = records.record_path(self.results_dir, spec.run_id).with_suffix(".student.pt")
-        checkpoints.atomic_torch_save(self.weights(run, len(hist)), weights)
         if run.teacher_ece is not None:  # the teacher's test ECE (percent), from the cohort's one teacher pass
             rec.teacher_info = {**(rec.teacher_info or {}), "ece": run.teacher_ece}
-        rec.weights = weights.name
-        rec.weights_best = self.best_weights_path(spec.run_id).name
-        records.write_record(self.results_dir, rec)
-        checkpoints.remove(self.checkpoint_path(spec))
-
-    @staticmethod
-    def weights(run: StudentRun, epoch: int) -> dict[str, Any]:
-        return {"student": run.model.state_dict(), "method": run.method.state_dict(), "epoch": epoch}
-
-    def best_weights_path(self, run_id: str) -> Path:
-        return records.record_path(self.results_dir, run_id).with_suffix(".best.pt")
+        recorder.complete(run, len(hist))  # final weights, then the record, then the checkpoints it supersedes
 
     def bare_record(self, spec: RunSpec, config: dict | None = None, status: str = "failed",
                     teacher_info: dict | None = None, cost: records.Cost | None = None) -> records.RunRecord:
@@ -677,20 +652,23 @@ class GridRunner:
         rec = self.bare_record(spec, {"fingerprint": self.fingerprint_of(spec)}, status="not_applicable")
         rec.finished_at, rec.history = now(), []
         rec.error = records.RunError(type(error).__name__, message)
-        records.write_record(self.results_dir, rec)
+        self.recorder(spec, trains=False).write(rec)
         if self.progress is not None:
             self.progress.update(self.run_epochs(spec))
 
-    def fail(self, spec: RunSpec, rec: records.RunRecord | None, error: BaseException, at,
+    def fail(self, spec: RunSpec, recorder: RunRecorder | None, error: BaseException, at,
              run: StudentRun | None = None):
+        """Record ``spec``'s run failed: its record (``recorder``'s, or a bare one for a run that never
+        started) with the error."""
         self.failed.append(spec.run_id)
         message = records.error_line(error)
         self.log(f"{spec.run_id}: FAILED: {type(error).__name__}: {message}")
-        if rec is None:
-            rec = self.bare_record(spec)
+        if recorder is None:
+            recorder = self.recorder(spec, trains=False)
+        rec = recorder.record if recorder.record is not None else self.bare_record(spec)
         rec.status, rec.finished_at = "failed", now()
         rec.history = run.history if run is not None else []
         rec.error = records.RunError(type(error).__name__, message, epoch=(at[0] + 1) if at else None,
                                      step=at[1] if at else None,
                                      traceback="".join(traceback.format_exception(error))[-4000:])
-        records.write_record(self.results_dir, rec)
+        recorder.write(rec)

@@ -59,6 +59,7 @@ from .config import ConfigError, fingerprint, pick_device
 from .data import DataError, load_dataset
 from .locks import FileLock
 from .models import create_model, list_models
+from .recorder import RunCheckpoint, RunRecorder
 from .records import read_json, write_json
 from .train import Recipe, StudentRun, evaluate, freeze, seed_for, train_cohort
 
@@ -421,7 +422,9 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
                        checkpoint_every: int = 1) -> tuple[torch.nn.Module, dict]:
     desc = data.describe()
     meta_path = path.with_suffix(".json")
-    ckpt_path = teacher_checkpoint_path(path)
+    key = teacher_key(desc, arch, recipe, seed)
+    # a killed training resumes: same checkpoint format and checks as a student run's (recorder.py), no record
+    recorder = RunRecorder(RunCheckpoint(teacher_checkpoint_path(path), key, checkpoint_every, f"teacher {arch}", log))
     if path.exists() and meta_path.exists():
         try:
             model = create_model(arch, num_classes=data.num_classes)
@@ -432,7 +435,7 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
             info.setdefault("recipe", recipe.as_dict())
             info.setdefault("epochs", recipe.epochs)
             log(f"teacher {arch}: cached {path} (test top-1 {info['top1']:.2f})")
-            checkpoints.remove(ckpt_path)  # left by a kill between writing the teacher and removing it
+            recorder.remove_checkpoint()  # left by a kill between writing the teacher and removing it
             return freeze(model.to(device)), info
         except Exception as e:  # a truncated or stale cache entry is retrained, not trusted
             log(f"teacher {arch}: cache entry {path} unreadable ({type(e).__name__}); retraining")
@@ -441,17 +444,14 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
     model = create_model(arch, num_classes=data.num_classes).to(device)
     method = build_method("vanilla", BuildContext(None, None, data.num_classes, data.train_labels))  # type: ignore[arg-type]
     run = StudentRun(f"teacher:{arch}", model, method, recipe, seed)
-    key = teacher_key(desc, arch, recipe, seed)
     generator = torch.Generator().manual_seed(seed_for(seed, "data"))
-    # a killed training resumes: same checkpoint format and checks as a student run's (checkpoints.py)
-    data_state = checkpoints.resume_run(ckpt_path, run, key, f"teacher {arch}", log)
+    data_state = recorder.resume(run)
     if data_state is not None:
         generator.set_state(data_state)
 
     def on_epoch_end(epoch: int, runs: list[StudentRun]) -> None:
-        done = epoch + 1
-        if run.error is None and checkpoint_every and done % checkpoint_every == 0 and done < run.total_epochs:
-            checkpoints.save_run(ckpt_path, run, generator, key)
+        if run.error is None:
+            recorder.epoch_end(run, generator)
 
     train_cohort([run], data, device, data_generator=generator, on_epoch_end=on_epoch_end, fast=fast)
     if run.error is not None:
@@ -464,7 +464,7 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
     # the weights, then the .json that makes them a cache entry, then the checkpoint they supersede
     checkpoints.atomic_torch_save({k: v.cpu() for k, v in model.state_dict().items()}, path)
     write_json(meta_path, info)
-    checkpoints.remove(ckpt_path)
+    recorder.remove_checkpoint()
     checkpoints.remove_strays(path)  # a kill during an earlier attempt's write of the teacher file (we hold its lock)
     log(f"teacher {arch}: test top-1 {info['top1']:.2f} after {recipe.epochs} epochs ({run.time_s:.0f}s)")
     return freeze(model), info
