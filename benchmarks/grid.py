@@ -14,6 +14,9 @@ For every (pair, seed) the runner trains the methods still to do as one cohort
   ``teachers.py``) and the others wait and reuse it;
 * records are written atomically; an unreadable record or checkpoint is
   reported and not trusted (the run is redone from the last good state).
+
+A run's files (record, metrics, curves, weights, checkpoint) are written by its
+``RunRecorder`` (``recorder.py``), the one place that knows their order.
 """
 from __future__ import annotations
 

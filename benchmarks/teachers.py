@@ -6,8 +6,8 @@ Cache key = hash of (dataset description, architecture, teacher recipe, seed):
 grid is found by every other grid with the same dataset and recipe. One process
 trains a teacher (a lock, ``.pt.lock``, beside it; the others wait, then read the
 cache). While it trains it checkpoints every ``checkpoint_every``-th epoch to
-``<arch>__s<seed>__<key>.ckpt.pt`` (the students' format, ``checkpoints.save_run``:
-run state, data-stream RNG, the key, checked on resume), so a killed teacher
+``<arch>__s<seed>__<key>.ckpt.pt`` through a student run's recorder (``recorder.py``, without a
+record: the students' format, run state, data-stream RNG, the key, checked on resume), so a killed teacher
 resumes after its last checkpointed epoch, bitwise equal on the CPU to an
 uninterrupted one; the checkpoint is removed once the teacher file is written.
 
