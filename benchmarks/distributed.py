@@ -42,6 +42,7 @@ import inspect
 import os
 import sys
 import warnings
+from typing import Any, Mapping
 
 import torch
 import torch.distributed as dist
@@ -51,7 +52,7 @@ from torch.nn.parallel import DistributedDataParallel
 from methods import Batch, method_class, method_needs, method_stages, method_views
 
 from . import checkpoints, records
-from .config import ConfigError, method_overrides, parse_pair, student_recipe, teacher_recipe
+from .config import ConfigError, FrozenConfig, method_overrides, parse_pair, student_recipe, teacher_recipe, thaw
 from .data import for_students, load_dataset, with_validation
 from .folder_data import _Indexed
 from .models import create_model
@@ -254,7 +255,9 @@ def parser():
     return p
 
 
-def resolve_one(args) -> tuple[dict, RunSpec]:
+def resolve_one(args) -> tuple[FrozenConfig, RunSpec]:
+    """The CLI's one run: the resolved config (frozen), derived with ``distributed_approximate`` (why the
+    method is not exact under DDP, or None), and its RunSpec."""
     launch = [f for f in ("shard", "workers", "gpus", "executor") if getattr(args, f, None) not in (None, 1)]
     if launch:
         raise ConfigError(f"--{launch[0]} is the grid runner's; here torchrun starts the processes")
@@ -279,8 +282,7 @@ def resolve_one(args) -> tuple[dict, RunSpec]:
     why = approximation(cfg["resolved_methods"][spec.pair][spec.method])
     if why and not args.allow_approximate:
         raise ConfigError(f"{spec.method} is not exact under DDP ({why}); pass --allow-approximate to train it anyway")
-    cfg["distributed_approximate"] = why
-    return cfg, spec
+    return cfg.derive(distributed_approximate=why), spec
 
 
 def init_distributed(requested: str) -> tuple[torch.device, str]:
@@ -301,7 +303,7 @@ def init_distributed(requested: str) -> tuple[torch.device, str]:
     return device, backend
 
 
-def load_teacher(runner: GridRunner, cfg: dict, spec: RunSpec, data, device, log):
+def load_teacher(runner: GridRunner, cfg: Mapping[str, Any], spec: RunSpec, data, device, log):
     """Rank 0 loads the teacher (cache or checkpoint) and broadcasts its weights; others wait for them."""
     arch, info = spec.teacher, {}
     model = create_model(arch, num_classes=data.num_classes)
@@ -322,7 +324,7 @@ def load_teacher(runner: GridRunner, cfg: dict, spec: RunSpec, data, device, log
     return model, info
 
 
-def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.device, backend: str) -> int:
+def train(cfg: Mapping[str, Any], spec: RunSpec, runner: GridRunner, args, device: torch.device, backend: str) -> int:
     rank, world = dist.get_rank(), dist.get_world_size()
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if rank == 0 else (lambda msg: None)
     recipe = student_recipe(cfg, spec.student)
@@ -334,7 +336,7 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
     if done[0]:
         log(f"{spec.run_id}: already complete in {runner.results_dir}")
         return 0
-    data_opts = dict(cfg.get("data", {}))
+    data_opts = thaw(cfg.get("data", {}))
     if args.data_root:
         data_opts["data_root"] = args.data_root
     if rank == 0:  # first: it may download
@@ -445,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         check_batch_size(student_recipe(cfg, spec.student).batch_size, int(os.environ.get("WORLD_SIZE", 1)))
         runner = GridRunner(cfg, RunnerOptions.from_namespace(args))
         if args.dry_run:
-            print(f"{spec.run_id} -> {runner.results_dir} (approximate: {cfg['distributed_approximate']})")
+            print(f"{spec.run_id} -> {runner.results_dir} (approximate: {runner.cfg['distributed_approximate']})")
             return 0
         device, backend = init_distributed(args.device)
     except BAD_INPUT as e:
@@ -453,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        return train(cfg, spec, runner, args, device, backend)
+        return train(runner.cfg, spec, runner, args, device, backend)
     except BAD_INPUT as e:
         print(f"[rank {rank}] error: {e}", file=sys.stderr)
         return 2
