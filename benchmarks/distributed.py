@@ -324,7 +324,10 @@ def load_teacher(runner: GridRunner, cfg: Mapping[str, Any], spec: RunSpec, data
     return model, info
 
 
-def train(cfg: Mapping[str, Any], spec: RunSpec, runner: GridRunner, args, device: torch.device, backend: str) -> int:
+def train(cfg: Mapping[str, Any], spec: RunSpec, runner: GridRunner, options: RunnerOptions, device: torch.device,
+          backend: str) -> int:
+    """Train ``spec`` on this rank. ``cfg``: the runner's config; ``options``: the runner's (``runner.options``),
+    resolved from the command line once."""
     rank, world = dist.get_rank(), dist.get_world_size()
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if rank == 0 else (lambda msg: None)
     recipe = student_recipe(cfg, spec.student)
@@ -337,10 +340,10 @@ def train(cfg: Mapping[str, Any], spec: RunSpec, runner: GridRunner, args, devic
         log(f"{spec.run_id}: already complete in {runner.results_dir}")
         return 0
     data_opts = thaw(cfg.get("data", {}))
-    if args.data_root:
-        data_opts["data_root"] = args.data_root
+    if options.data_root:
+        data_opts["data_root"] = options.data_root
     if rank == 0:  # first: it may download
-        data = load_dataset(cfg["dataset"], **data_opts, download=args.download)
+        data = load_dataset(cfg["dataset"], **data_opts, download=options.download)
     dist.barrier()
     if rank != 0:
         data = load_dataset(cfg["dataset"], **data_opts, download=False)
@@ -377,7 +380,7 @@ def train(cfg: Mapping[str, Any], spec: RunSpec, runner: GridRunner, args, devic
         if rank == 0:
             h = run.history[-1]
             records.append_jsonl(records.metrics_path(runner.results_dir, spec.run_id), h)
-            if not args.quiet:
+            if not options.quiet:
                 log(f"epoch {h['epoch']}/{recipe.epochs}: loss {h['loss']:.4f}, test top-1 {h['test_top1']:.2f}, "
                     f"{h['images_per_s']:.0f} img/s")
         every = runner.checkpoint_every
@@ -397,7 +400,7 @@ def train(cfg: Mapping[str, Any], spec: RunSpec, runner: GridRunner, args, devic
         return 1
     if rank == 0:
         runner.finish(spec, rec, run, cohort_cost([spec.run_id], scope))
-        if not args.no_report:
+        if not options.no_report:
             runner.write_report()
     dist.barrier()
     checkpoints.remove(ckpt_path)
@@ -455,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        return train(runner.cfg, spec, runner, args, device, backend)
+        return train(runner.cfg, spec, runner, runner.options, device, backend)
     except BAD_INPUT as e:
         print(f"[rank {rank}] error: {e}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ from .curves import check_wandb
 from .config import (ConfigError, FrozenConfig, apply_set, check_config, check_student_fraction, check_val_fraction,
                      fingerprint, grid_name, list_presets, load_preset, method_overrides, parse_pair, parse_sweep,
                      protocol, student_recipe, teacher_recipe)
-from .scaleout import launch
+from .scaleout import LaunchOptions, launch
 from . import records
 from .data import DataError, dataset_loader, list_datasets
 from .grid import GridRunner, RunnerOptions, RunSpec, cohorts, expand, parse_shard, shard, spec_overrides
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             print_grid(runner.cfg, specs, runner.teacher_keys, together=not args.no_cohort)
             return 0
         if args.executor or args.workers > 1 or args.gpus:
-            return launch(runner.cfg, args, argv, specs)
+            return launch(runner.cfg, LaunchOptions.from_namespace(args), argv, specs)
         t0 = time.time()
         code = runner.run(specs)
         runner.log(f"done in {time.time() - t0:.0f}s")
