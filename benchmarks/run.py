@@ -22,10 +22,10 @@ from .curves import check_wandb
 from .config import (ConfigError, FrozenConfig, apply_set, check_config, check_student_fraction, check_val_fraction,
                      fingerprint, grid_name, list_presets, load_preset, method_overrides, parse_pair, parse_sweep,
                      protocol, student_recipe, teacher_recipe)
-from .scaleout import LaunchOptions, launch
 from . import records
 from .data import DataError, dataset_loader, list_datasets
 from .grid import GridRunner, RunnerOptions, RunSpec, cohorts, expand, parse_shard, shard, spec_overrides
+from .scaleout import LaunchOptions, launch
 from .models import UnknownModelError, create_model, list_models
 from .teachers import TeacherError
 
