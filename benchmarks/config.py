@@ -35,7 +35,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,6 +55,85 @@ RECIPE_KEYS = {f.name for f in dataclasses.fields(Recipe)}
 
 class ConfigError(ValueError):
     pass
+
+
+def _refuse(self, *args, **kwargs):
+    raise TypeError(f"the resolved config is frozen: {type(self).__name__} cannot be changed; derive a new one "
+                    f"(cfg.derive(key=value)) or take a mutable copy (thaw(cfg))")
+
+
+class FrozenList(list):
+    """A list of a frozen config: reads, compares, pickles and JSON-encodes as a list; any change is a TypeError."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+
+    def __copy__(self):
+        return list(self)
+
+    def __deepcopy__(self, memo):
+        return thaw(self)  # a deep copy is a plain, mutable one
+
+    def __reduce__(self):
+        return FrozenList, (list(self),)
+
+
+class FrozenConfig(dict):
+    """The resolved config, frozen once ``benchmarks.run.resolve`` has validated it: a read-only mapping whose
+    nested tables and lists are frozen too, so nothing below the CLI changes what was validated.
+
+    It is a ``dict`` (and its lists are lists), so reads, ``==`` with plain dicts, ``json.dumps`` (same
+    bytes as the plain config), ``fingerprint`` and ``protocol`` behave as before. Any change raises
+    TypeError; ``derive(key=value, ...)`` returns a new frozen config with those top-level keys replaced,
+    ``thaw(cfg)`` (and ``copy.deepcopy``) a plain, mutable copy.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, *args, **kwargs):
+        items = dict(*args, **kwargs)
+        dict.__init__(self, {k: frozen(v) for k, v in items.items()})
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    setdefault = update = pop = popitem = clear = _refuse
+
+    def derive(self, **changes: Any) -> "FrozenConfig":
+        """A new frozen config: this one with the top-level keys ``changes`` names set (added or replaced)."""
+        return FrozenConfig({**self, **changes})
+
+    def __copy__(self):
+        return dict(self)
+
+    def __deepcopy__(self, memo):
+        return thaw(self)  # a deep copy is a plain, mutable one
+
+    def __reduce__(self):
+        return FrozenConfig, (dict(self),)
+
+
+def frozen(value: Any) -> Any:
+    """``value`` with every dict a FrozenConfig and every list or tuple a FrozenList (other values as they are)."""
+    if isinstance(value, FrozenConfig):
+        return value
+    if isinstance(value, Mapping):
+        return FrozenConfig(value)
+    if isinstance(value, FrozenList):
+        return value
+    if isinstance(value, list):
+        return FrozenList(frozen(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A plain, mutable deep copy of a (frozen) config: dicts and lists all the way down."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [thaw(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(thaw(v) for v in value)
+    return copy.deepcopy(value)
 
 
 def pick_device(name: str) -> torch.device:
@@ -231,7 +310,7 @@ def _recipe(fields: dict[str, Any], section: str) -> Recipe:
             value = float(value)
         if not isinstance(value, want) or isinstance(value, bool):
             raise ConfigError(f"{section}.{key} must be {article(want.__name__)}, got {value!r}")
-        out[key] = value
+        out[key] = thaw(value)  # a recipe holds plain values (lr_decay_epochs: a list), never a frozen config's
     recipe = Recipe(**out)
     if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
         raise ConfigError(f"{section}: epochs and batch_size must be >= 1 and lr > 0")

@@ -42,6 +42,7 @@ import inspect
 import os
 import sys
 import warnings
+from typing import Any, Mapping
 
 import torch
 import torch.distributed as dist
@@ -51,7 +52,7 @@ from torch.nn.parallel import DistributedDataParallel
 from methods import Batch, method_class, method_needs, method_stages, method_views
 
 from . import checkpoints
-from .config import ConfigError, method_overrides, parse_pair, student_recipe, teacher_recipe
+from .config import ConfigError, FrozenConfig, method_overrides, parse_pair, student_recipe, teacher_recipe, thaw
 from .data import for_students, load_dataset, with_validation
 from .folder_data import _Indexed
 from .models import create_model
@@ -255,7 +256,9 @@ def parser():
     return p
 
 
-def resolve_one(args) -> tuple[dict, RunSpec]:
+def resolve_one(args) -> tuple[FrozenConfig, RunSpec]:
+    """The CLI's one run: the resolved config (frozen), derived with ``distributed_approximate`` (why the
+    method is not exact under DDP, or None), and its RunSpec."""
     launch = [f for f in ("shard", "workers", "gpus", "executor") if getattr(args, f, None) not in (None, 1)]
     if launch:
         raise ConfigError(f"--{launch[0]} is the grid runner's; here torchrun starts the processes")
@@ -280,8 +283,7 @@ def resolve_one(args) -> tuple[dict, RunSpec]:
     why = approximation(cfg["resolved_methods"][spec.pair][spec.method])
     if why and not args.allow_approximate:
         raise ConfigError(f"{spec.method} is not exact under DDP ({why}); pass --allow-approximate to train it anyway")
-    cfg["distributed_approximate"] = why
-    return cfg, spec
+    return cfg.derive(distributed_approximate=why), spec
 
 
 def init_distributed(requested: str) -> tuple[torch.device, str]:
@@ -302,7 +304,7 @@ def init_distributed(requested: str) -> tuple[torch.device, str]:
     return device, backend
 
 
-def load_teacher(runner: GridRunner, cfg: dict, spec: RunSpec, data, device, log):
+def load_teacher(runner: GridRunner, cfg: Mapping[str, Any], spec: RunSpec, data, device, log):
     """Rank 0 loads the teacher (cache or checkpoint) and broadcasts its weights; others wait for them."""
     arch, info = spec.teacher, {}
     model = create_model(arch, num_classes=data.num_classes)
@@ -323,7 +325,10 @@ def load_teacher(runner: GridRunner, cfg: dict, spec: RunSpec, data, device, log
     return model, info
 
 
-def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.device, backend: str) -> int:
+def train(cfg: Mapping[str, Any], spec: RunSpec, runner: GridRunner, options: RunnerOptions, device: torch.device,
+          backend: str) -> int:
+    """Train ``spec`` on this rank. ``cfg``: the runner's config; ``options``: the runner's (``runner.options``),
+    resolved from the command line once."""
     rank, world = dist.get_rank(), dist.get_world_size()
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if rank == 0 else (lambda msg: None)
     recipe = student_recipe(cfg, spec.student)
@@ -335,11 +340,11 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
     if done[0]:
         log(f"{spec.run_id}: already complete in {runner.results_dir}")
         return 0
-    data_opts = dict(cfg.get("data", {}))
-    if args.data_root:
-        data_opts["data_root"] = args.data_root
+    data_opts = thaw(cfg.get("data", {}))
+    if options.data_root:
+        data_opts["data_root"] = options.data_root
     if rank == 0:  # first: it may download
-        data = load_dataset(cfg["dataset"], **data_opts, download=args.download)
+        data = load_dataset(cfg["dataset"], **data_opts, download=options.download)
     dist.barrier()
     if rank != 0:
         data = load_dataset(cfg["dataset"], **data_opts, download=False)
@@ -376,7 +381,7 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
     def on_epoch_end(epoch, runs):
         if run.error is not None:
             return
-        if rank == 0 and not args.quiet:
+        if rank == 0 and not options.quiet:
             h = run.history[-1]
             log(f"epoch {h['epoch']}/{recipe.epochs}: loss {h['loss']:.4f}, test top-1 {h['test_top1']:.2f}, "
                 f"{h['images_per_s']:.0f} img/s")
@@ -393,7 +398,7 @@ def train(cfg: dict, spec: RunSpec, runner: GridRunner, args, device: torch.devi
         return 1
     if rank == 0:
         runner.finish(recorder, run, cohort_cost([spec.run_id], scope))
-        if not args.no_report:
+        if not options.no_report:
             runner.write_report()
     dist.barrier()  # no rank removes its checkpoint before the record says complete
     recorder.remove_checkpoint()
@@ -444,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         check_batch_size(student_recipe(cfg, spec.student).batch_size, int(os.environ.get("WORLD_SIZE", 1)))
         runner = GridRunner(cfg, RunnerOptions.from_namespace(args))
         if args.dry_run:
-            print(f"{spec.run_id} -> {runner.results_dir} (approximate: {cfg['distributed_approximate']})")
+            print(f"{spec.run_id} -> {runner.results_dir} (approximate: {runner.cfg['distributed_approximate']})")
             return 0
         device, backend = init_distributed(args.device)
     except BAD_INPUT as e:
@@ -452,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        return train(cfg, spec, runner, args, device, backend)
+        return train(runner.cfg, spec, runner, runner.options, device, backend)
     except BAD_INPUT as e:
         print(f"[rank {rank}] error: {e}", file=sys.stderr)
         return 2

@@ -31,7 +31,7 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -41,8 +41,8 @@ from reports import build_report
 
 from . import records
 from .costs import MB, peak_rss_mb, reset_peak_rss
-from .config import (ConfigError, data_split, fingerprint, grid_name, method_overrides, parse_pair, pick_device,
-                     protocol, student_recipe, teacher_recipe)
+from .config import (ConfigError, FrozenConfig, data_split, fingerprint, grid_name, method_overrides, parse_pair,
+                     pick_device, protocol, student_recipe, teacher_recipe, thaw)
 from .curves import CurveWriter, Curves, WandbProject, WandbWriter
 from .data import for_students, load_dataset, with_validation
 from .locks import FileLock
@@ -254,10 +254,12 @@ class GridRunner:
     """Validates everything that needs no training on construction (device, data, teacher checkpoints,
     the teachers' identities), writes nothing until ``run``."""
 
-    def __init__(self, cfg: dict[str, Any], options: RunnerOptions):
+    def __init__(self, cfg: Mapping[str, Any], options: RunnerOptions):
+        """``cfg``: the resolved config (``benchmarks.run.resolve``), never changed; the runner's own
+        ``self.cfg`` is derived from it with ``teachers`` and the grid's final name (``grid``)."""
         if not isinstance(options, RunnerOptions):
             raise TypeError("GridRunner takes RunnerOptions (RunnerOptions.from_namespace(args) in the CLI)")
-        self.cfg = cfg
+        self.cfg = cfg if isinstance(cfg, FrozenConfig) else FrozenConfig(cfg)
         self.options = options
         self.teacher_dir = Path(options.teacher_dir) if options.teacher_dir else Path(options.results) / "teachers"
         self.teacher_ckpts: dict[str, str] = dict(cfg.get("teacher_ckpts", {}))
@@ -268,7 +270,6 @@ class GridRunner:
         if self.checkpoint_every < 0:
             raise ConfigError("--checkpoint-every must be >= 0 (0: never)")
         self.failed: list[str] = []
-        self.curves: dict[str, Curves] = {}
         self.wandb: WandbProject | None = None
         self.stale_moved = 0
         self.progress = None
@@ -282,11 +283,11 @@ class GridRunner:
         self.teacher_keys = self.identify_teachers()
         self.check_builds()
         # imported weights are part of the protocol: another checkpoint is another grid, never a reuse
-        cfg["teachers"] = {a: k for a, k in self.teacher_keys.items() if k.startswith(IMPORTED)}
-        cfg["grid"] = grid_name(cfg)
-        self.results_dir = Path(options.results) / cfg["grid"]
+        teachers = {a: k for a, k in self.teacher_keys.items() if k.startswith(IMPORTED)}
+        self.cfg = self.cfg.derive(teachers=teachers, grid=grid_name({**self.cfg, "teachers": teachers}))
+        self.results_dir = Path(options.results) / self.cfg["grid"]
         if options.wandb:
-            self.wandb = WandbProject(options.wandb, cfg["grid"], self.results_dir, self.log)
+            self.wandb = WandbProject(options.wandb, self.cfg["grid"], self.results_dir, self.log)
 
     def identify_teachers(self) -> dict[str, str]:
         """Each teacher's identity before any work: an imported checkpoint's weight hash (read and fitted
@@ -382,7 +383,7 @@ class GridRunner:
 
     # --- the grid ---------------------------------------------------------------
     def load_data(self):
-        data_opts = dict(self.cfg.get("data", {}))
+        data_opts = thaw(self.cfg.get("data", {}))
         if self.options.data_root:
             data_opts["data_root"] = self.options.data_root
         data_opts["download"] = self.options.download

@@ -19,13 +19,13 @@ from methods import (HyperparameterError, UnknownMethodError, check_override_key
 from methods.hparams import resolve_hparams
 
 from .curves import check_wandb
-from .config import (ConfigError, apply_set, check_config, check_student_fraction, check_val_fraction, fingerprint,
-                     grid_name, list_presets, load_preset, method_overrides, parse_pair, parse_sweep, protocol,
-                     student_recipe, teacher_recipe)
+from .config import (ConfigError, FrozenConfig, apply_set, check_config, check_student_fraction, check_val_fraction,
+                     fingerprint, grid_name, list_presets, load_preset, method_overrides, parse_pair, parse_sweep,
+                     protocol, student_recipe, teacher_recipe)
 from . import records
 from .data import DataError, dataset_loader, list_datasets
 from .grid import GridRunner, RunnerOptions, RunSpec, cohorts, expand, parse_shard, shard, spec_overrides
-from .scaleout import launch
+from .scaleout import LaunchOptions, launch
 from .models import UnknownModelError, create_model, list_models
 from .teachers import TeacherError
 
@@ -106,8 +106,9 @@ def split_list(text: str | None) -> list[str] | None:
     return items
 
 
-def resolve(args: argparse.Namespace) -> dict[str, Any]:
-    """Preset + flags -> one validated config; raises one of BAD_INPUT with a clear message."""
+def resolve(args: argparse.Namespace) -> FrozenConfig:
+    """Preset + flags -> one validated config, frozen (``config.FrozenConfig``: what was validated is what runs;
+    ``derive`` makes a changed copy); raises one of BAD_INPUT with a clear message."""
     check_wandb(args.wandb)
     cfg = load_preset(args.preset)
     base_protocol = fingerprint(protocol(cfg))
@@ -174,7 +175,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     cfg["grid_base"] = {"stem": cfg["preset"] if cfg["dataset"] == base_dataset else f"{cfg['preset']}-{cfg['dataset']}",
                         "protocol": base_protocol, "explicit": args.grid}
     cfg["grid"] = grid_name(cfg)
-    return cfg
+    return FrozenConfig(cfg)
 
 
 def check_sweep(sweep: dict[str, list], methods: list[str]) -> dict[str, list]:
@@ -275,11 +276,12 @@ def main(argv: list[str] | None = None) -> int:
         specs = shard(expand(cfg), *parse_shard(args.shard))
         # checks everything that needs no training (device, data, teacher checkpoints) and writes nothing
         runner = GridRunner(cfg, RunnerOptions.from_namespace(args))
+        # the runner's config: the resolved one with the teachers' identities and the grid's final name
         if args.dry_run:
-            print_grid(cfg, specs, runner.teacher_keys, together=not args.no_cohort)
+            print_grid(runner.cfg, specs, runner.teacher_keys, together=not args.no_cohort)
             return 0
         if args.executor or args.workers > 1 or args.gpus:
-            return launch(cfg, args, argv, specs)
+            return launch(runner.cfg, LaunchOptions.from_namespace(args), argv, specs)
         t0 = time.time()
         code = runner.run(specs)
         runner.log(f"done in {time.time() - t0:.0f}s")

@@ -15,12 +15,13 @@ The report is written once, by the launcher, after the workers end.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from reports import build_report
 
@@ -49,29 +50,59 @@ def worker_argv(argv: list[str], index: int, count: int) -> list[str]:
     return out + ["--shard", f"{index}/{count}", "--no-report", "--quiet"]
 
 
-def launch(cfg: dict[str, Any], args: argparse.Namespace, argv: list[str], specs) -> int:
-    if args.shard:
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How a grid is spread (``--workers``, ``--gpus``, ``--executor`` and the Slurm flags), resolved from the
+    command line once (``from_namespace``); frozen: nothing below the CLI reads an ``argparse.Namespace``."""
+
+    results: str = "results"
+    shard: str | None = None
+    workers: int = 1
+    gpus: str | None = None
+    executor: str | None = None
+    shards: int | None = None
+    slurm_partition: str | None = None
+    slurm_time: int = 24 * 60
+    slurm_gpus: int = 1
+    slurm_cpus: int = 8
+    slurm_parallelism: int = 64
+    wait: bool = False
+    no_report: bool = False
+
+    @classmethod
+    def from_namespace(cls, args: Any) -> "LaunchOptions":
+        """The fields of the CLI's parsed arguments (``benchmarks.run.build_parser``) this type names."""
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+
+
+def launch(cfg: Mapping[str, Any], options: LaunchOptions, argv: list[str], specs) -> int:
+    """Run the grid's shards as local workers or submitted tasks. ``cfg``: the runner's config (its ``grid``
+    names the folder); ``options``: the launch flags; ``argv``: the command line, which the workers rerun."""
+    if not isinstance(options, LaunchOptions):
+        raise TypeError("launch takes LaunchOptions (LaunchOptions.from_namespace(args) in the CLI)")
+    if options.shard:
         raise ConfigError("--shard selects one machine's part; it cannot be combined with --workers, --gpus "
                           "or --executor, which make the shards themselves")
     cohorts = len(grid_cohorts(specs))
-    if args.executor:
-        count = args.shards or cohorts
-        return submit(cfg, args, argv, max(1, min(count, cohorts)))
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else []
-    count = len(gpus) if gpus else args.workers
+    if options.executor:
+        count = options.shards or cohorts
+        return submit(cfg, options, argv, max(1, min(count, cohorts)))
+    gpus = [g.strip() for g in options.gpus.split(",") if g.strip()] if options.gpus else []
+    count = len(gpus) if gpus else options.workers
     if count < 1:
         raise ConfigError("--workers must be >= 1")
-    return run_local_workers(cfg, args, argv, count, gpus)
+    return run_local_workers(cfg, options, argv, count, gpus)
 
 
-def _report(cfg: dict[str, Any], args: argparse.Namespace) -> None:
-    if args.no_report:
+def _report(cfg: Mapping[str, Any], options: LaunchOptions) -> None:
+    if options.no_report:
         return
-    path = build_report(Path(args.results) / cfg["grid"])
+    path = build_report(Path(options.results) / cfg["grid"])
     print(f"report: {path}", file=sys.stderr)
 
 
-def run_local_workers(cfg, args, argv: list[str], count: int, gpus: list[str]) -> int:
+def run_local_workers(cfg: Mapping[str, Any], options: LaunchOptions, argv: list[str], count: int,
+                      gpus: list[str]) -> int:
     threads = max(1, (os.cpu_count() or 1) // count)
     procs = []
     for i in range(count):
@@ -84,7 +115,7 @@ def run_local_workers(cfg, args, argv: list[str], count: int, gpus: list[str]) -
         print(f"worker {i}/{count}{' on GPU ' + gpus[i] if gpus else ''}: {' '.join(cmd[2:])}", file=sys.stderr)
         procs.append(subprocess.Popen(cmd, env=env))
     codes = [p.wait() for p in procs]
-    _report(cfg, args)
+    _report(cfg, options)
     if any(c == 2 for c in codes):
         return 2
     return 1 if any(codes) else 0
@@ -108,30 +139,30 @@ class ShardTask:
         return submitit.helpers.DelayedSubmission(ShardTask(self.argv, self.count, self.cwd), index)
 
 
-def submit(cfg, args, argv: list[str], count: int) -> int:
+def submit(cfg: Mapping[str, Any], options: LaunchOptions, argv: list[str], count: int) -> int:
     try:
         import submitit
     except ImportError:
         raise ConfigError("--executor needs submitit: pip install 'kdbench[slurm]' (or pip install submitit)") \
             from None
-    folder = Path(args.results) / cfg["grid"] / "jobs"
-    if args.executor == "slurm":
+    folder = Path(options.results) / cfg["grid"] / "jobs"
+    if options.executor == "slurm":
         executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-        params = {"timeout_min": args.slurm_time, "gpus_per_node": args.slurm_gpus,
-                  "cpus_per_task": args.slurm_cpus, "slurm_array_parallelism": args.slurm_parallelism,
+        params = {"timeout_min": options.slurm_time, "gpus_per_node": options.slurm_gpus,
+                  "cpus_per_task": options.slurm_cpus, "slurm_array_parallelism": options.slurm_parallelism,
                   "name": f"kdbench-{cfg['grid']}"}
-        if args.slurm_partition:
-            params["slurm_partition"] = args.slurm_partition
+        if options.slurm_partition:
+            params["slurm_partition"] = options.slurm_partition
         executor.update_parameters(**params)
     else:
         executor = submitit.LocalExecutor(folder=str(folder))
-        executor.update_parameters(timeout_min=args.slurm_time)
+        executor.update_parameters(timeout_min=options.slurm_time)
     task = ShardTask(argv, count, os.getcwd())
     jobs = executor.map_array(task, list(range(count)))
-    print(f"submitted {len(jobs)} task(s) ({args.executor}): {', '.join(j.job_id for j in jobs)}; "
+    print(f"submitted {len(jobs)} task(s) ({options.executor}): {', '.join(j.job_id for j in jobs)}; "
           f"logs in {folder}", file=sys.stderr)
-    if not args.wait:
-        print(f"when they finish: python -m reports {Path(args.results) / cfg['grid']}", file=sys.stderr)
+    if not options.wait:
+        print(f"when they finish: python -m reports {Path(options.results) / cfg['grid']}", file=sys.stderr)
         return 0
     codes = []
     for job in jobs:
@@ -141,5 +172,5 @@ def submit(cfg, args, argv: list[str], count: int) -> int:
             print(f"task {job.job_id} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                   file=sys.stderr)
             codes.append(1)
-    _report(cfg, args)
+    _report(cfg, options)
     return 1 if any(codes) else 0

@@ -71,16 +71,14 @@ def test_fast_path_flags_reach_the_harness(tmp_path):
     assert rec["input_layouts"]["harness_weights"] == "channels_last"
     assert "harness fast paths: device cpu, amp fp32, channels_last yes, teacher_inference_mode no" in \
         (out / "speed.md").read_text()
-    args = speed.build_parser().parse_args(TINY + ["--channels-last", "on"])
-    speed.resolve(args)
-    assert speed.harness_kwargs(speed.FastPaths(args.amp, args.channels_last, args.teacher_inference_mode,
-                                                args.compile).resolve(torch.device("cpu")))["fast"]["channels_last"]
+    options = speed.resolve(speed.build_parser().parse_args(TINY + ["--channels-last", "on"]))
+    assert speed.harness_kwargs(speed.FastPaths(options.amp, options.channels_last, options.teacher_inference_mode,
+                                                options.compile).resolve(torch.device("cpu")))["fast"]["channels_last"]
 
 
 def test_memory_probe_reports_an_increase():
-    args = speed.build_parser().parse_args(TINY)
-    speed.resolve(args)
-    res = speed.memory_probe(args, "solo:kd")
+    options = speed.resolve(speed.build_parser().parse_args(TINY))
+    res = speed.memory_probe(options, "solo:kd")
     assert res["increase_mb"] >= 0 and res["peak_mb"] >= res["base_mb"] > 0
 
 
@@ -90,10 +88,9 @@ def test_cohort_bound_by_hand():
     The cohort saves 2 batch draws and 1 teacher pass: 2 * 0.1 + 2 = 2.2 s of 7 s, so the bound is
     7 / 4.8 = 1.458333...; per step the teacher takes 200 ms and a batch 10 ms.
     """
-    args = speed.build_parser().parse_args(["--methods", "vanilla,kd,fitnet", "--steps", "10"])
-    speed.resolve(args)
+    options = speed.resolve(speed.build_parser().parse_args(["--methods", "vanilla,kd,fitnet", "--steps", "10"]))
     raw = {"solo": {"vanilla": [1.0], "kd": [3.0], "fitnet": [3.0]}, "shared": [{"data": 0.1, "teacher": 2.0}]}
-    got = speed.cohort_bound(args, raw)
+    got = speed.cohort_bound(options, raw)
     assert got["teacher_users"] == 2
     assert abs(got["cohort_over_solo_bound"] - 7 / 4.8) < 1e-12
     assert abs(got["saved_share_of_solo"] - 2.2 / 7) < 1e-12

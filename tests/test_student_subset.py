@@ -57,7 +57,7 @@ def test_subset_is_part_of_the_protocol_and_keeps_the_teachers(tmp_path):
     # 0.1 of [133, 136, 133, 137, 136, 136, 136, 134, 131, 135] rounds to 13 or 14 (13.5: round half even)
     assert runners["0.05"].student_data.num_train == 70 and runners["0.1"].student_data.num_train == 136
     # students do: three grids, three fingerprints for the same run id
-    assert len({c["grid"] for c in cfgs.values()}) == 3
+    assert len({r.cfg["grid"] for r in runners.values()}) == 3
     prints = {f: runners[f].fingerprint_of(expand(cfgs[f])[0]) for f in cfgs}
     assert len(set(prints.values())) == 3
 

@@ -59,7 +59,7 @@ def test_val_fraction_zero_is_todays_grid(tmp_path, capsys):
     cfg_a, cfg_b = resolve(parse(tmp_path, *base)), resolve(parse(tmp_path, *base, "--val-fraction", "0"))
     ra = GridRunner(cfg_a, RunnerOptions.from_namespace(parse(tmp_path, *base)))
     rb = GridRunner(cfg_b, RunnerOptions.from_namespace(parse(tmp_path, *base, "--val-fraction", "0")))
-    assert cfg_a["grid"] == cfg_b["grid"]
+    assert ra.cfg["grid"] == rb.cfg["grid"]
     assert ra.teacher_keys == rb.teacher_keys and ra.data.describe() == rb.data.describe()
     specs_a, specs_b = expand(cfg_a), expand(cfg_b)
     assert [s.run_id for s in specs_a] == [s.run_id for s in specs_b] == \
@@ -69,7 +69,7 @@ def test_val_fraction_zero_is_todays_grid(tmp_path, capsys):
     args_c = parse(tmp_path, *base, "--val-fraction", "0.1")
     cfg_c = resolve(args_c)
     rc = GridRunner(cfg_c, RunnerOptions.from_namespace(args_c))
-    assert cfg_c["grid"] != cfg_a["grid"] and rc.teacher_keys != ra.teacher_keys
+    assert rc.cfg["grid"] != ra.cfg["grid"] and rc.teacher_keys != ra.teacher_keys
     assert ra.fingerprint_of(specs_a[0]) != rc.fingerprint_of(expand(cfg_c)[0])
 
 

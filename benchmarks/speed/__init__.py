@@ -66,7 +66,8 @@ The package: ``setup`` (data, ``StepLimited``, ``Setup``), ``plain`` (the plain
 loop and its Dataset), ``harness`` (``train_cohort`` solo/cohort and the shared
 part), ``repeats`` (the interleaved schedule), ``breakdown`` (``--breakdown``),
 ``memory`` (peak memory, the probe subprocess), ``render`` (summaries and the
-table), ``cli`` (flags and the run; ``__main__`` calls it).
+table), ``options`` (``SpeedOptions``: the flags resolved once, frozen; what all
+of them read), ``cli`` (flags, their resolution and the run; ``__main__`` calls it).
 """
 from __future__ import annotations
 
@@ -76,6 +77,7 @@ from .breakdown import SHARED_PARTS, breakdown, breakdown_compare, render_breakd
 from .cli import DEFAULT_METHODS, DEFAULT_PAIR, FULL, QUICK, build_parser, main, resolve
 from .harness import harness_kwargs, time_harness, time_shared
 from .memory import measure_cpu_memory, memory_probe
+from .options import SpeedOptions
 from .plain import PlainDataset, plain_needs, time_plain
 from .render import TARGETS, best_of, cohort_bound, render, summarise
 from .setup import SYNTHETIC_TEST, SYNTHETIC_TRAIN, Setup, StepLimited, load_data, resized, synthetic_data
@@ -84,4 +86,4 @@ __all__ = ["PARTS", "StepTimer", "FastPaths", "SHARED_PARTS", "breakdown", "brea
            "DEFAULT_METHODS", "DEFAULT_PAIR", "FULL", "QUICK", "build_parser", "main", "resolve", "harness_kwargs",
            "time_harness", "time_shared", "measure_cpu_memory", "memory_probe", "PlainDataset", "plain_needs",
            "time_plain", "TARGETS", "best_of", "cohort_bound", "render", "summarise", "SYNTHETIC_TEST",
-           "SYNTHETIC_TRAIN", "Setup", "StepLimited", "load_data", "resized", "synthetic_data"]
+           "SYNTHETIC_TRAIN", "Setup", "StepLimited", "load_data", "resized", "synthetic_data", "SpeedOptions"]

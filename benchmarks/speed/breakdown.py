@@ -17,8 +17,8 @@ SHARED_PARTS = ("data", "teacher fwd")  # what a cohort does once per batch for 
 def breakdown(setup: Setup, warmup: int, steps: int) -> list[dict[str, Any]]:
     """ms per step of each part: plain and solo of every method, then the cohort (one measurement each)."""
     rows = []
-    for kind, names in [(k, [m]) for m in setup.args.method_list for k in ("plain", "solo")] + \
-                       [("cohort", setup.args.method_list)]:
+    for kind, names in [(k, [m]) for m in setup.options.method_list for k in ("plain", "solo")] + \
+                       [("cohort", setup.options.method_list)]:
         timer = StepTimer(setup.device)
         if kind == "plain":
             total = time_plain(setup, names[0], warmup, steps, timer)["seconds"]

@@ -3,6 +3,7 @@ sets every measurement side by side and writes ``<out>/speed.md`` and ``<out>/sp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ from .breakdown import breakdown, breakdown_compare, render_breakdown
 from .memory import memory_probe, peak_memory
 from .render import TARGETS, best_of, cpu_model, render, summarise
 from .repeats import measure, warm_up
+from .options import SpeedOptions
 from .setup import SYNTHETIC_TRAIN, Setup, layout, load_data, log
 
 DESCRIPTION = "Training-step speed: ``python -m benchmarks.speed [--quick]``."
@@ -71,33 +73,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve(args) -> list[str]:
-    """Fill defaults (full or --quick); return the list of reductions --quick made."""
+def resolve(args: argparse.Namespace) -> SpeedOptions:
+    """The parsed flags, resolved once into a frozen ``SpeedOptions``: defaults filled (full or --quick; its
+    ``reductions`` say what --quick reduced), the pair split, the methods listed, the sizes checked. ``workers``
+    stays None when not given (its default depends on the device, ``_main`` fills it). ``args`` is not changed."""
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(SpeedOptions) if hasattr(args, f.name)}
     base = QUICK if args.quick else FULL
     reductions = []
     for key in ("steps", "warmup", "repeats"):
-        if getattr(args, key) is None:
-            setattr(args, key, base[key])
+        if flags[key] is None:
+            flags[key] = base[key]
             if args.quick and base[key] != FULL[key]:
                 reductions.append(f"{key} {FULL[key]} -> {base[key]}")
-    if args.image_size is None and (args.dataset == "synthetic" or args.quick and args.dataset.startswith("cifar")):
-        args.image_size = base["image_size"]
+    size = flags["image_size"]
+    if size is None and (args.dataset == "synthetic" or args.quick and args.dataset.startswith("cifar")):
+        size = flags["image_size"] = base["image_size"]
         if args.quick and base["image_size"] != FULL["image_size"]:
             reductions.append(f"images {FULL['image_size']}x{FULL['image_size']} -> "
-                              f"{args.image_size}x{args.image_size} (crop padding 4 -> "
-                              f"{max(1, round(4 * args.image_size / 32))}; every network, the pair included, "
+                              f"{size}x{size} (crop padding 4 -> "
+                              f"{max(1, round(4 * size / 32))}; every network, the pair included, "
                               f"unchanged)")
-    if args.num_train is None and args.dataset == "synthetic":
-        args.num_train = SYNTHETIC_TRAIN
+    if flags["num_train"] is None and args.dataset == "synthetic":
+        flags["num_train"] = SYNTHETIC_TRAIN
     if args.pair.count(":") != 1:
         raise ConfigError(f"--pair must be teacher:student, got {args.pair!r}")
-    args.teacher, args.student = (s.strip() for s in args.pair.split(":"))
-    args.method_list = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not args.method_list:
+    flags["teacher"], flags["student"] = (s.strip() for s in args.pair.split(":"))
+    flags["method_list"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if not flags["method_list"]:
         raise ConfigError("--methods is empty")
-    if min(args.steps, args.repeats, args.batch_size) < 1 or args.warmup < 0:
+    if min(flags["steps"], flags["repeats"], flags["batch_size"]) < 1 or flags["warmup"] < 0:
         raise ConfigError("--steps, --repeats and --batch-size must be >= 1, --warmup >= 0")
-    return reductions
+    return SpeedOptions(**flags, reductions=tuple(reductions))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,38 +116,39 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    reductions = resolve(args)
-    for m in args.method_list:
+    options = resolve(build_parser().parse_args(argv))
+    for m in options.method_list:
         validate_method(m)
-    for name in (args.teacher, args.student):
+    for name in (options.teacher, options.student):
         create_model(name)  # raises UnknownModelError listing the known models
-    device = pick_device(args.device)
-    if args.workers is None:
+    device = pick_device(options.device)
+    if options.workers is None:
         # CUDA: RepDistiller's 8. CPU: workers share the cores with the training threads; on 2 cores the
         # plain loop is fastest with none (measured: 0 beats 1 and 2 workers for every method tried)
-        args.workers = 8 if device.type == "cuda" else (0 if (os.cpu_count() or 1) <= 2 else 2)
-    if args.memory_probe:
-        print(json.dumps(memory_probe(args, args.memory_probe)))
+        options = options.derive(workers=8 if device.type == "cuda" else (0 if (os.cpu_count() or 1) <= 2 else 2))
+    if options.memory_probe:
+        print(json.dumps(memory_probe(options, options.memory_probe)))
         return 0
     t_start = time.perf_counter()
-    data = load_data(args)
-    if (args.warmup + args.steps) * args.batch_size > data.num_train:
-        raise ConfigError(f"{args.warmup + args.steps} steps of {args.batch_size} need more than the "
-                         f"{data.num_train} training images")
+    data = load_data(options)
+    if (options.warmup + options.steps) * options.batch_size > data.num_train:
+        raise ConfigError(f"{options.warmup + options.steps} steps of {options.batch_size} need more than "
+                          f"the {data.num_train} training images")
     c, h, w = data.input_shape
-    args.data_desc = f"{args.dataset} {h}x{w} uint8 ({data.num_train} train images, {data.num_classes} classes, " \
-                     f"crop pad {data.pad}, flip {'yes' if data.flip else 'no'})"
+    options = options.derive(data_desc=f"{options.dataset} {h}x{w} uint8 ({data.num_train} train images, "
+                                        f"{data.num_classes} classes, crop pad {data.pad}, "
+                                        f"flip {'yes' if data.flip else 'no'})")
     env = {**grid_environment(device), "cpu_model": cpu_model()}
-    setup = Setup(args, data, device)
+    setup = Setup(options, data, device)
     fast = {"device": str(device), **setup.fast}  # what the harness ran with (the plain loop: always fp32 eager)
-    x = next(data.epoch_batches(args.batch_size, torch.Generator().manual_seed(0), device))[0]
+    x = next(data.epoch_batches(options.batch_size, torch.Generator().manual_seed(0), device))[0]
     cl = bool(fast.get("channels_last"))
     layouts = {"harness": "channels_last (fast path)" if cl else f"{layout(x)} (as its on-device crop leaves them)",
                "harness_weights": "channels_last" if cl else "NCHW",
                "plain": "contiguous NCHW (ToTensor + default collate)", "plain_weights": "NCHW"}
-    log(f"speed: {args.teacher} -> {args.student}, {args.data_desc}, methods {', '.join(args.method_list)}, "
-        f"{args.repeats} x ({args.warmup} + {args.steps} steps of {args.batch_size}) on {device}")
+    log(f"speed: {options.teacher} -> {options.student}, {options.data_desc}, methods "
+        f"{', '.join(options.method_list)}, {options.repeats} x ({options.warmup} + {options.steps} steps of "
+        f"{options.batch_size}) on {device}")
 
     phases = {"setup": time.perf_counter() - t_start}
     t_phase = time.perf_counter()
@@ -151,30 +158,30 @@ def _main(argv: list[str]) -> int:
     raw = measure(setup)
     phases["measurements"] = time.perf_counter() - t_phase
     t_phase = time.perf_counter()
-    memory = peak_memory(args, argv, device, raw["cuda_peak_mb"])
+    memory = peak_memory(options, argv, device, raw["cuda_peak_mb"])
     phases["memory"] = time.perf_counter() - t_phase
-    summary = summarise(args, raw)
-    best = summarise(args, best_of(raw))
+    summary = summarise(options, raw)
+    best = summarise(options, best_of(raw))
     parts = None
-    if args.breakdown:
+    if options.breakdown:
         t_phase = time.perf_counter()
         log("breakdown: one more measurement of each configuration, its parts timed")
-        parts = breakdown(setup, args.warmup, args.steps)
+        parts = breakdown(setup, options.warmup, options.steps)
         phases["breakdown"] = time.perf_counter() - t_phase
     wall_s = time.perf_counter() - t_start
-    text = render(args, summary, memory, env, reductions, fast, layouts, wall_s)
+    text = render(options, summary, memory, env, list(options.reductions), fast, layouts, wall_s)
     if parts is not None:
         text += "\n" + render_breakdown(parts)
     print(text, end="")
-    out = Path(args.out)
+    out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "speed.md").write_text(text)
     record: dict[str, Any] = {
-        "config": {k: getattr(args, k) for k in ("methods", "pair", "teacher", "student", "dataset", "image_size",
+        "config": {k: getattr(options, k) for k in ("methods", "pair", "teacher", "student", "dataset", "image_size",
                                                   "num_train", "batch_size", "steps", "warmup", "repeats",
                                                   "workers", "seed", "quick")},
         "data": data.describe(),
-        "quick_reductions": reductions,
+        "quick_reductions": list(options.reductions),
         "fast_paths": fast,
         "input_layouts": layouts,
         "throughput_definition": "images/s = (training images stepped, per student) x (number of students) "

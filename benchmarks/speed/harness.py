@@ -46,7 +46,7 @@ def time_harness(setup: Setup, method_names: list[str], warmup: int, steps: int,
     sync(device)
     t0 = time.perf_counter()
     train_cohort(runs, StepLimited(setup.data, warmup + steps), device, teacher=setup.teacher,
-                 data_generator=torch.Generator().manual_seed(seed_for(setup.args.seed, "data")),
+                 data_generator=torch.Generator().manual_seed(seed_for(setup.options.seed, "data")),
                  on_step=on_step, step_timer=timer, **harness_kwargs(setup.fast))
     failed = {r.run_id: f"{type(r.error).__name__}: {r.error}" for r in runs if r.error is not None}
     if failed:
@@ -71,9 +71,9 @@ def time_shared(setup: Setup, warmup: int, steps: int) -> dict[str, Any]:
     teacher = setup.teacher
     if fast["channels_last"]:
         teacher.to(memory_format=torch.channels_last)
-    preact = any(method_needs(m, "needs_preact") for m in setup.args.method_list)  # as train_cohort decides it
-    batches = setup.data.epoch_batches(setup.args.batch_size,
-                                       torch.Generator().manual_seed(seed_for(setup.args.seed, "data")), device)
+    preact = any(method_needs(m, "needs_preact") for m in setup.options.method_list)  # as train_cohort decides it
+    batches = setup.data.epoch_batches(setup.options.batch_size,
+                                       torch.Generator().manual_seed(seed_for(setup.options.seed, "data")), device)
     data_s = teacher_s = 0.0
     for i in range(warmup + steps):
         sync(device)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..grid import pick_device
 from .harness import time_harness
+from .options import SpeedOptions
 from .setup import Setup, load_data, log
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: where ``python -m benchmarks.speed`` runs
@@ -27,12 +28,12 @@ def _read_status(key: str) -> int | None:
     return None
 
 
-def memory_probe(args, config: str) -> dict[str, Any]:
+def memory_probe(options: SpeedOptions, config: str) -> dict[str, Any]:
     """In this (fresh) process: RSS increase of one configuration ("solo:METHOD" or "cohort")."""
-    device = pick_device(args.device)
-    setup = Setup(args, load_data(args), device)
-    names = args.method_list if config == "cohort" else [config.split(":", 1)[1]]
-    steps = max(2, min(3, args.warmup + args.steps))
+    device = pick_device(options.device)
+    setup = Setup(options, load_data(options), device)
+    names = options.method_list if config == "cohort" else [config.split(":", 1)[1]]
+    steps = max(2, min(3, options.warmup + options.steps))
     # one step at batch 2 first: the process's one-off growth (code pages, thread pools, allocator arenas)
     # lands in the baseline, not in the configuration's increase
     time_harness(setup, names, 0, 1, batch_size=2)
@@ -51,11 +52,11 @@ def memory_probe(args, config: str) -> dict[str, Any]:
             "peak_mb": peak / 1024, "steps": steps, "vmhwm_reset": reset}
 
 
-def measure_cpu_memory(args, argv: list[str]) -> dict[str, Any]:
+def measure_cpu_memory(options: SpeedOptions, argv: list[str]) -> dict[str, Any]:
     """One subprocess per configuration (each solo run, the cohort), two at a time (timing is not measured)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    configs = [f"solo:{m}" for m in args.method_list] + ["cohort"]
+    configs = [f"solo:{m}" for m in options.method_list] + ["cohort"]
     pending = list(configs)
     running: list[tuple[str, subprocess.Popen]] = []
     out: dict[str, Any] = {}
@@ -76,19 +77,20 @@ def measure_cpu_memory(args, argv: list[str]) -> dict[str, Any]:
     return {c: out[c] for c in configs}
 
 
-def peak_memory(args, argv: list[str], device, cuda_peak_mb: dict[str, Any]) -> dict[str, Any]:
+def peak_memory(options: SpeedOptions, argv: list[str], device,
+                cuda_peak_mb: dict[str, Any]) -> dict[str, Any]:
     """The report's memory entry: the CUDA peaks the timed runs recorded (``cuda_peak_mb``: ``{"solo":
     {method: MB}, "cohort": MB}``), or on the CPU one probe subprocess per configuration (not with
     ``--no-memory``)."""
     if device.type == "cuda":
         return {"kind": "cuda", "solo": cuda_peak_mb["solo"], "cohort": cuda_peak_mb["cohort"],
                 "note": "torch.cuda.max_memory_allocated (MB) during the run, data and teacher included."}
-    if args.no_memory:
+    if options.no_memory:
         return {"kind": "none", "solo": {}, "cohort": None, "note": "not measured (--no-memory)."}
-    probes = measure_cpu_memory(args, argv)
+    probes = measure_cpu_memory(options, argv)
     ok = all(v is not None for v in probes.values())
     return {"kind": "cpu-rss" if ok else "none",
-            "solo": {m: probes[f"solo:{m}"]["increase_mb"] for m in args.method_list} if ok else {},
+            "solo": {m: probes[f"solo:{m}"]["increase_mb"] for m in options.method_list} if ok else {},
             "cohort": probes["cohort"]["increase_mb"] if ok else None, "probes": probes,
             "note": ("peak RSS increase (MB) of a subprocess per configuration over its RSS with the data "
                      "and the teacher loaded and one batch-2 step done (Linux VmHWM reset via "

@@ -90,26 +90,26 @@ def time_plain(setup: Setup, method_name: str, warmup: int, steps: int,
     "data" is the loader's batch and its copy to the device (negatives and contrast indices included),
     "student fwd" includes the forward on the negatives.
     """
-    device, args = setup.device, setup.args
+    device, options = setup.device, setup.options
     model, method = setup.build(method_name)
     teacher = setup.plain_teacher
     needs = plain_needs(setup, method)
     dataset = PlainDataset(setup.data, needs["negatives"], needs["contrast_k"])
-    workers = args.workers
+    workers = options.workers
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.batch_size, shuffle=True, num_workers=workers,
-        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed_for(args.seed, "plain")),
+        dataset, batch_size=options.batch_size, shuffle=True, num_workers=workers,
+        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed_for(options.seed, "plain")),
         worker_init_fn=_seed_numpy if workers else None)
     params = list(model.parameters()) + [p for p in method.parameters() if p.requires_grad]
     r = setup.recipe
     optimizer = torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
-    generator = torch.Generator().manual_seed(seed_for(args.seed, method_name, "method"))
+    generator = torch.Generator().manual_seed(seed_for(options.seed, method_name, "method"))
     weights = {"ce": method.ce_weight(), **method.loss_weights()}
     preact = method.needs_preact
     model.train()
     method.train()
     if workers == 0:
-        np.random.seed(seed_for(args.seed, "plain-numpy"))
+        np.random.seed(seed_for(options.seed, "plain-numpy"))
     stamps: list[float] = []
     loss_sum = 0.0
     sync(device)

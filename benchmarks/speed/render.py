@@ -11,6 +11,8 @@ from tabulate import tabulate
 
 from methods import method_needs
 
+from .options import SpeedOptions
+
 TARGETS = {"cohort_over_solo": 2.0, "solo_over_plain": 1.0}
 
 
@@ -28,10 +30,10 @@ def fmt(v: float | None, digits: int = 1) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
-def summarise(args, raw: dict[str, Any]) -> dict[str, Any]:
+def summarise(options: SpeedOptions, raw: dict[str, Any]) -> dict[str, Any]:
     """Medians over the repeats of the throughputs and of the per-repeat ratios."""
-    B, S = args.batch_size, args.steps
-    methods = args.method_list
+    B, S = options.batch_size, options.steps
+    methods = options.method_list
     M = len(methods)
     rows = {}
     for m in methods:
@@ -52,11 +54,11 @@ def summarise(args, raw: dict[str, Any]) -> dict[str, Any]:
         "cohort_over_plain": statistics.median([c / p for c, p in zip(cohort, plain_all)]),
     }
     if raw.get("shared"):
-        overall.update(cohort_bound(args, raw))
+        overall.update(cohort_bound(options, raw))
     return {"methods": rows, "overall": overall}
 
 
-def cohort_bound(args, raw: dict[str, Any]) -> dict[str, Any]:
+def cohort_bound(options: SpeedOptions, raw: dict[str, Any]) -> dict[str, Any]:
     """What sharing alone can give: the solo runs' total time minus the work a cohort does once instead of
     once per run (M - 1 batch draws, U - 1 teacher forwards, U = the methods that use the teacher), per
     repeat, with the shared parts timed in the same repeat; medians over the repeats.
@@ -64,9 +66,9 @@ def cohort_bound(args, raw: dict[str, Any]) -> dict[str, Any]:
     ``cohort_over_solo_bound`` = solo time / (solo time - saved): the cohort/solo ratio if the cohort's
     students ran exactly as fast as solo ones. It is what limits the cohort's gain, whatever the loop does.
     """
-    methods = args.method_list
+    methods = options.method_list
     users = sum(method_needs(m, "needs_teacher") for m in methods)
-    S = args.steps
+    S = options.steps
     bounds, saved_share, teacher_ms, data_ms = [], [], [], []
     for r, shared in enumerate(raw["shared"]):
         solo = sum(raw["solo"][m][r] for m in methods)
@@ -89,7 +91,7 @@ def best_of(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def render(args, summary, memory, env, reductions, fast, layouts, wall_s) -> str:
+def render(options: SpeedOptions, summary, memory, env, reductions, fast, layouts, wall_s) -> str:
     mem_kind = memory["kind"]
     mem_label = {"cuda": "peak CUDA MB", "cpu-rss": "peak RSS +MB", "none": "peak mem"}[mem_kind]
     solo_mem = memory.get("solo", {})
@@ -98,10 +100,11 @@ def render(args, summary, memory, env, reductions, fast, layouts, wall_s) -> str
     lines = [
         "# kdbench training-step speed",
         "",
-        f"pair {args.teacher} -> {args.student}; data {args.data_desc}; batch {args.batch_size}; "
-        f"{args.steps} timed steps after {args.warmup} warm-up, median of {args.repeats} interleaved repeats; "
+        f"pair {options.teacher} -> {options.student}; data {options.data_desc}; batch {options.batch_size}; "
+        f"{options.steps} timed steps after {options.warmup} warm-up, median of {options.repeats} interleaved "
+        f"repeats; "
         f"device {device_desc}; torch {env['torch']}, python {env['python']}; plain loop: DataLoader "
-        f"num_workers={args.workers}.",
+        f"num_workers={options.workers}.",
         "",
         "harness fast paths: " + ", ".join(f"{k} {'yes' if v is True else 'no' if v is False else v}"
                                         for k, v in fast.items()) + ".",

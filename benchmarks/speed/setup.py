@@ -13,6 +13,7 @@ from ..data import CIFAR100_MEAN, CIFAR100_STD, DataError, InMemoryData, load_da
 from ..grid import RunSpec, build_student, probe
 from ..models import create_model
 from ..train import FastPaths, Recipe, StudentRun, freeze, seed_for
+from .options import SpeedOptions
 
 SYNTHETIC_TRAIN = 50_000  # CIFAR-100's training-set size: CRD's memory banks and samplers scale with it
 SYNTHETIC_TEST = 256
@@ -54,17 +55,19 @@ def resized(data: InMemoryData, size: int) -> InMemoryData:
                         pad=max(1, round(data.pad * size / data.input_shape[1])), flip=data.flip)
 
 
-def load_data(args) -> InMemoryData:
-    if args.dataset == "synthetic":
-        return synthetic_data(args.num_train, args.image_size, seed=args.seed)
-    data = load_dataset(args.dataset, data_root=args.data_root)
+def load_data(options: SpeedOptions) -> InMemoryData:
+    if options.dataset == "synthetic":
+        return synthetic_data(options.num_train, options.image_size, seed=options.seed)
+    data = load_dataset(options.dataset, data_root=options.data_root)
     if not isinstance(data, InMemoryData):
-        raise DataError(f"{args.dataset}: only in-memory datasets (synthetic, digits, cifar10, cifar100) are supported")
-    if args.num_train is not None and args.num_train < data.num_train:
-        data = InMemoryData(data.name, data.train_images[:args.num_train], data.train_labels[:args.num_train],
+        raise DataError(f"{options.dataset}: only in-memory datasets (synthetic, digits, cifar10, cifar100) are "
+                        f"supported")
+    if options.num_train is not None and options.num_train < data.num_train:
+        n = options.num_train
+        data = InMemoryData(data.name, data.train_images[:n], data.train_labels[:n],
                             data.test_images, data.test_labels, data.num_classes, data.mean, data.std,
                             data.pad, data.flip)
-    return resized(data, args.image_size) if args.image_size else data
+    return resized(data, options.image_size) if options.image_size else data
 
 
 class StepLimited:
@@ -98,31 +101,32 @@ def layout(x: torch.Tensor) -> str:
 # --- building runs -----------------------------------------------------------------
 
 class Setup:
-    """What every measurement shares: data, frozen teacher, student name, recipe, device."""
+    """What every measurement shares: data, frozen teacher, student name, recipe, device, and the resolved
+    options (``SpeedOptions``) every measurement reads."""
 
-    def __init__(self, args, data: InMemoryData, device: torch.device):
-        self.args = args
+    def __init__(self, options: SpeedOptions, data: InMemoryData, device: torch.device):
+        self.options = options
         self.data = data
         self.device = device
-        self.teacher_name, self.student_name = args.teacher, args.student
-        torch.manual_seed(seed_for(args.seed, "teacher", self.teacher_name))
+        self.teacher_name, self.student_name = options.teacher, options.student
+        torch.manual_seed(seed_for(options.seed, "teacher", self.teacher_name))
         self.teacher = freeze(create_model(self.teacher_name, num_classes=data.num_classes).to(device))
         self.teacher_probe = probe(self.teacher, data.input_shape, device, True)
         # train_cohort converts the teacher to channels_last in place when that fast path is on: the plain
         # loop keeps its own NCHW copy
         self.plain_teacher = copy.deepcopy(self.teacher)
-        self.recipe = Recipe(epochs=1, batch_size=args.batch_size, lr_decay_epochs=[])
-        self.fast = FastPaths(args.amp, args.channels_last, args.teacher_inference_mode,
-                              args.compile).resolve(device)
+        self.recipe = Recipe(epochs=1, batch_size=options.batch_size, lr_decay_epochs=[])
+        self.fast = FastPaths(options.amp, options.channels_last, options.teacher_inference_mode,
+                              options.compile).resolve(device)
 
     def build(self, method_name: str):
         """(student, method) exactly as the grid builds them (``grid.build_student``)."""
-        spec = RunSpec(method_name, self.teacher_name, self.student_name, self.args.seed)
+        spec = RunSpec(method_name, self.teacher_name, self.student_name, self.options.seed)
         return build_student(spec, {}, self.data, self.teacher, self.device, teacher_probe=self.teacher_probe)
 
     def runs(self, method_names: list[str], recipe: Recipe | None = None) -> list[StudentRun]:
         out = []
         for m in method_names:
             model, method = self.build(m)
-            out.append(StudentRun(f"{m}-speed", model, method, recipe or self.recipe, self.args.seed))
+            out.append(StudentRun(f"{m}-speed", model, method, recipe or self.recipe, self.options.seed))
         return out
