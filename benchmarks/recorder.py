@@ -147,7 +147,8 @@ class RunRecorder:
         rec = self.record
         checkpoints.atomic_torch_save(run_weights(run, epochs), self.weights_path)
         rec.weights = self.weights_path.name
-        rec.weights_best = self.best_weights_path.name
+        # a run that kept no best-epoch weights (DDP) names none: the record never points at a missing file
+        rec.weights_best = self.best_weights_path.name if self.keep_best else None
         records.write_record(self.results_dir, rec)
         self.remove_checkpoint()
 

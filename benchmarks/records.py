@@ -43,7 +43,8 @@ the runner and the report through the same type; its JSON (``RunRecord.to_json``
                                                           # and its process peak RSS (shared by them)
                # records written before these fields have "peak_mem_mb" (the process's peak) instead
       "started_at": ISO time, "finished_at": ISO time | null,
-      "weights": "<run_id>.student.pt", "weights_best": "<run_id>.best.pt"   # once complete
+      "weights": "<run_id>.student.pt", "weights_best": "<run_id>.best.pt"   # once complete (no weights_best:
+                                                                           # a DDP run keeps no best epoch)
     }
 
 A run that never trained (it failed to build, or cannot run its pair: status ``not_applicable``, whose
@@ -356,7 +357,9 @@ class RunRecord:
                "history": self.history, "error": error, "cost": self.cost.to_json(),
                "started_at": self.started_at, "finished_at": self.finished_at}
         if self.weights is not None:
-            out.update(weights=self.weights, weights_best=self.weights_best)
+            out["weights"] = self.weights
+            if self.weights_best is not None:  # absent where no best-epoch weights were kept (a DDP run)
+                out["weights_best"] = self.weights_best
         return out
 
     def dumps(self) -> str:

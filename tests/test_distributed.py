@@ -209,6 +209,8 @@ def test_cli_under_torchrun_writes_the_grid_record(ddp_out, tmp_path, one_thread
     assert rec["status"] == "complete" and rec["config"]["distributed"]["world_size"] == 2
     assert rec["config"]["fast_paths"]["channels_last"] and rec["config"]["fast_paths"]["amp"] == "fp32"
     assert len(rec["history"]) == 1 and (runs[0].parent / rec["weights"]).exists()
+    # DDP keeps no best-epoch weights, so its record names none (it once named a file never written)
+    assert "weights_best" not in rec and not list(runs[0].parent.glob("*.best.pt"))
     assert len(records.metrics_path(runs[0].parent.parent, rec["run_id"]).read_text().splitlines()) == 1
     # the grid runner, one process, same flags: same grid folder and fingerprint (so it counts the DDP
     # record as done) and the same epoch loss up to float32 rounding over 22 steps
