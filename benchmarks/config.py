@@ -113,7 +113,7 @@ class FrozenConfig(dict):
 
 
 def frozen(value: Any) -> Any:
-    """``value`` with every dict a FrozenConfig and every list or tuple a FrozenList (other values as they are)."""
+    """``value`` with every mapping a FrozenConfig and every list a FrozenList (other values as they are)."""
     if isinstance(value, FrozenConfig):
         return value
     if isinstance(value, Mapping):

@@ -53,11 +53,12 @@ from methods import Batch, method_class, method_needs, method_stages, method_vie
 
 from . import checkpoints
 from .config import ConfigError, FrozenConfig, method_overrides, parse_pair, student_recipe, teacher_recipe, thaw
-from .data import for_students, load_dataset, with_validation
+from .data import load_dataset
 from .folder_data import _Indexed
 from .models import create_model
 from .recorder import RunCheckpoint, RunRecorder
-from .grid import GridRunner, RunnerOptions, RunSpec, build_student, cohort_cost, environment, start_host_memory
+from .grid import (GridRunner, RunnerOptions, RunSpec, build_student, cohort_cost, environment, split_data,
+                   start_host_memory)
 from .run import BAD_INPUT, build_parser, print_listing, resolve
 from .teachers import TeacherError, get_teacher, teacher_available, teacher_path
 from .train import StudentRun, compute_terms, freeze, seed_for, train_cohort
@@ -348,8 +349,7 @@ def train(cfg: Mapping[str, Any], spec: RunSpec, runner: GridRunner, options: Ru
     dist.barrier()
     if rank != 0:
         data = load_dataset(cfg["dataset"], **data_opts, download=False)
-    data = with_validation(data, cfg.get("val_fraction", 0))  # the grid runner's split, recomputed identically
-    student_data = for_students(data, cfg.get("student_fraction", 1))  # and its students' subset
+    data, student_data = split_data(data, cfg)  # the grid runner's split and subset, recomputed identically
     needs_teacher = method_needs(spec.method, "needs_teacher")
     teacher, teacher_info = load_teacher(runner, cfg, spec, data, device, log) if needs_teacher else (None, {})
     model, method = build_student(spec, method_overrides(cfg, spec.pair), student_data, teacher, device)
@@ -368,7 +368,8 @@ def train(cfg: Mapping[str, Any], spec: RunSpec, runner: GridRunner, options: Ru
     if data_state is not None:
         data_generator.set_state(data_state)
     if rank == 0:
-        runner.data, runner.student_data, runner.env = data, student_data, {**environment(device), "world_size": world, "backend": backend}
+        runner.data, runner.student_data = data, student_data
+        runner.env = {**environment(device), "world_size": world, "backend": backend}
         runner.write_grid()
         rec = runner.new_record(spec, teacher_info, method, model)
         rec.config.update(cohort=False)

@@ -195,6 +195,14 @@ def probe(model: torch.nn.Module, input_shape, device, preact: bool):
     return out
 
 
+def split_data(data, cfg: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The grid's data from the dataset as loaded: the teachers' (the validation split held out, for teachers
+    and students alike) and the students' (their subset of it, ``student_fraction``); recomputed identically
+    on resume and on every DDP rank."""
+    teachers = with_validation(data, cfg.get("val_fraction", 0))
+    return teachers, for_students(teachers, cfg.get("student_fraction", 1))
+
+
 def build_student(spec: RunSpec, overrides: dict[str, dict[str, Any]], data, teacher, device,
                   teacher_probe=None) -> tuple[torch.nn.Module, Any]:
     """The student model and its method for one run: what the grid, the DDP entry point, the speed
@@ -273,8 +281,7 @@ class GridRunner:
         self.wandb: WandbProject | None = None
         self.stale_moved = 0
         self.progress = None
-        self.data = self.load_data()  # the teachers'; the students train on student_data (their subset of it)
-        self.student_data = for_students(self.data, cfg.get("student_fraction", 1))
+        self.data, self.student_data = split_data(self.load_data(), self.cfg)
         for m in cfg["methods"]:
             missing = [v for v in method_views(m) if v not in getattr(self.data, "views", ())]
             if missing:
@@ -383,12 +390,12 @@ class GridRunner:
 
     # --- the grid ---------------------------------------------------------------
     def load_data(self):
+        """The dataset as loaded, before ``split_data``."""
         data_opts = thaw(self.cfg.get("data", {}))
         if self.options.data_root:
             data_opts["data_root"] = self.options.data_root
         data_opts["download"] = self.options.download
-        # the validation split is held out here, for teachers and students alike (recomputed identically on resume)
-        return with_validation(load_dataset(self.cfg["dataset"], **data_opts), self.cfg.get("val_fraction", 0))
+        return load_dataset(self.cfg["dataset"], **data_opts)
 
     def run(self, specs: list[RunSpec]) -> int:
         self.check_writable()

@@ -17,7 +17,7 @@ at any instant leaves consistent:
   supersedes;
 * ``write``: a record that ends the run otherwise (failed, not applicable).
 
-Without a results folder a recorder records nothing and only checkpoints (a teacher, a DDP rank other
+Without a results folder a recorder records nothing and only checkpoints (a DDP rank other
 than 0).
 """
 from __future__ import annotations
@@ -66,7 +66,7 @@ def run_weights(run: Any, epoch: int) -> dict[str, Any]:
 
 class RunRecorder:
     """One run's files under ``results_dir`` (``runs/<run_id>.*``) and its ``checkpoint``; either may be
-    None (no record: a teacher, a DDP rank other than 0; no checkpoint: a run that never trained).
+    None (no record: a DDP rank other than 0; no checkpoint: a run that never trained).
     ``keep_best``: keep the best epoch's weights (``<run_id>.best.pt``)."""
 
     def __init__(self, checkpoint: RunCheckpoint | None, results_dir: Path | None = None,

@@ -6,8 +6,8 @@ Cache key = hash of (dataset description, architecture, teacher recipe, seed):
 grid is found by every other grid with the same dataset and recipe. One process
 trains a teacher (a lock, ``.pt.lock``, beside it; the others wait, then read the
 cache). While it trains it checkpoints every ``checkpoint_every``-th epoch to
-``<arch>__s<seed>__<key>.ckpt.pt`` through a student run's recorder (``recorder.py``, without a
-record: the students' format, run state, data-stream RNG, the key, checked on resume), so a killed teacher
+``<arch>__s<seed>__<key>.ckpt.pt`` through a student run's checkpoint (``recorder.RunCheckpoint``: the
+students' format, run state, data-stream RNG, the key, checked on resume), so a killed teacher
 resumes after its last checkpointed epoch, bitwise equal on the CPU to an
 uninterrupted one; the checkpoint is removed once the teacher file is written.
 
@@ -59,7 +59,7 @@ from .config import ConfigError, fingerprint, pick_device
 from .data import DataError, load_dataset
 from .locks import FileLock
 from .models import create_model, list_models
-from .recorder import RunCheckpoint, RunRecorder
+from .recorder import RunCheckpoint
 from .records import read_json, write_json
 from .train import Recipe, StudentRun, evaluate, freeze, seed_for, train_cohort
 
@@ -424,7 +424,7 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
     meta_path = path.with_suffix(".json")
     key = teacher_key(desc, arch, recipe, seed)
     # a killed training resumes: same checkpoint format and checks as a student run's (recorder.py), no record
-    recorder = RunRecorder(RunCheckpoint(teacher_checkpoint_path(path), key, checkpoint_every, f"teacher {arch}", log))
+    checkpoint = RunCheckpoint(teacher_checkpoint_path(path), key, checkpoint_every, f"teacher {arch}", log)
     if path.exists() and meta_path.exists():
         try:
             model = create_model(arch, num_classes=data.num_classes)
@@ -435,7 +435,7 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
             info.setdefault("recipe", recipe.as_dict())
             info.setdefault("epochs", recipe.epochs)
             log(f"teacher {arch}: cached {path} (test top-1 {info['top1']:.2f})")
-            recorder.remove_checkpoint()  # left by a kill between writing the teacher and removing it
+            checkpoint.remove()  # left by a kill between writing the teacher and removing it
             return freeze(model.to(device)), info
         except Exception as e:  # a truncated or stale cache entry is retrained, not trusted
             log(f"teacher {arch}: cache entry {path} unreadable ({type(e).__name__}); retraining")
@@ -445,13 +445,13 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
     method = build_method("vanilla", BuildContext(None, None, data.num_classes, data.train_labels))  # type: ignore[arg-type]
     run = StudentRun(f"teacher:{arch}", model, method, recipe, seed)
     generator = torch.Generator().manual_seed(seed_for(seed, "data"))
-    data_state = recorder.resume(run)
+    data_state = checkpoint.resume(run)
     if data_state is not None:
         generator.set_state(data_state)
 
     def on_epoch_end(epoch: int, runs: list[StudentRun]) -> None:
         if run.error is None:
-            recorder.epoch_end(run, generator)
+            checkpoint.save_if_due(run, generator)
 
     train_cohort([run], data, device, data_generator=generator, on_epoch_end=on_epoch_end, fast=fast)
     if run.error is not None:
@@ -464,7 +464,7 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
     # the weights, then the .json that makes them a cache entry, then the checkpoint they supersede
     checkpoints.atomic_torch_save({k: v.cpu() for k, v in model.state_dict().items()}, path)
     write_json(meta_path, info)
-    recorder.remove_checkpoint()
+    checkpoint.remove()
     checkpoints.remove_strays(path)  # a kill during an earlier attempt's write of the teacher file (we hold its lock)
     log(f"teacher {arch}: test top-1 {info['top1']:.2f} after {recipe.epochs} epochs ({run.time_s:.0f}s)")
     return freeze(model), info
