@@ -263,9 +263,6 @@ def resolve_one(args) -> tuple[FrozenConfig, RunSpec]:
     launch = [f for f in ("shard", "workers", "gpus", "executor") if getattr(args, f, None) not in (None, 1)]
     if launch:
         raise ConfigError(f"--{launch[0]} is the grid runner's; here torchrun starts the processes")
-    if getattr(args, "wandb", None):
-        raise ConfigError("--wandb is the grid runner's (python -m benchmarks.run); benchmarks.distributed writes "
-                          "no curves")
     cfg = resolve(args)
     if cfg["sweep"]:
         raise ConfigError("benchmarks.distributed trains one run: sweeps are the grid runner's "
@@ -359,11 +356,11 @@ def train(cfg: Mapping[str, Any], spec: RunSpec, runner: GridRunner, options: Ru
     run = DistributedRun(spec.run_id, model, method, recipe, spec.seed, device)
     data_generator = torch.Generator().manual_seed(seed_for(spec.seed, "data"))
     # every rank keeps its own checkpoint: the model and optimizer are equal across ranks, but each rank's
-    # method RNG (and an approximate method's memory) is its own; rank 0 also keeps the run's record and
-    # metrics (no best-epoch weights, no curves)
+    # method RNG (and an approximate method's memory) is its own; rank 0 also keeps the run's record,
+    # metrics, curves and best-epoch weights (it alone evaluates; its model equals every rank's)
     checkpoint = AllRanksCheckpoint(rank_checkpoint(runner, spec, rank), runner.fingerprint_of(spec),
                                     runner.checkpoint_every, spec.run_id, world)
-    recorder = runner.recorder(spec, checkpoint, keep_best=False) if rank == 0 else RunRecorder(checkpoint)
+    recorder = runner.recorder(spec, checkpoint) if rank == 0 else RunRecorder(checkpoint)
     data_state = recorder.resume(run)
     if data_state is not None:
         data_generator.set_state(data_state)
@@ -375,7 +372,7 @@ def train(cfg: Mapping[str, Any], spec: RunSpec, runner: GridRunner, options: Ru
         rec.config.update(cohort=False)
         rec.config["distributed"] = {"world_size": world, "backend": backend, "rank_batch_size":
                                      recipe.batch_size // world, "approximate": cfg["distributed_approximate"]}
-        recorder.start(run, rec)
+        runner.start_recording(spec, run, recorder, rec)
         log(f"{spec.run_id}: {world} x {device.type} ({backend}), global batch {recipe.batch_size} "
             f"-> {runner.results_dir}" + (f"; resuming after epoch {run.epochs_done}" if recorder.resumed else ""))
 
@@ -391,6 +388,7 @@ def train(cfg: Mapping[str, Any], spec: RunSpec, runner: GridRunner, options: Ru
     scope = start_host_memory(device)
     train_cohort([run], ShardedData(student_data, rank, world), device, teacher=teacher, fast=runner.fast,
                  data_generator=data_generator, on_epoch_end=on_epoch_end)
+    recorder.close_curves()
     if run.error is not None:
         if rank == 0:  # logs it and records it
             runner.fail(spec, recorder, run.error, getattr(run, "error_at", None), run)

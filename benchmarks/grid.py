@@ -491,14 +491,13 @@ class GridRunner:
     def checkpoint_path(self, spec: RunSpec) -> Path:
         return records.record_path(self.results_dir, spec.run_id).with_suffix(".ckpt.pt")
 
-    def recorder(self, spec: RunSpec, checkpoint: RunCheckpoint | None = None, keep_best: bool = True,
-                 trains: bool = True) -> RunRecorder:
+    def recorder(self, spec: RunSpec, checkpoint: RunCheckpoint | None = None, trains: bool = True) -> RunRecorder:
         """The recorder of ``spec``'s files in this grid; its checkpoint is ``checkpoint`` or, for a run that
         ``trains``, the grid's (``checkpoint_path``, every ``checkpoint_every`` epochs)."""
         if checkpoint is None and trains:
             checkpoint = RunCheckpoint(self.checkpoint_path(spec), self.fingerprint_of(spec), self.checkpoint_every,
                                        spec.run_id, self.log)
-        return RunRecorder(checkpoint, self.results_dir, spec.run_id, keep_best)
+        return RunRecorder(checkpoint, self.results_dir, spec.run_id)
 
     def is_done(self, spec: RunSpec) -> bool:
         path = records.record_path(self.results_dir, spec.run_id)
@@ -558,13 +557,7 @@ class GridRunner:
                 continue
             recorder = self.recorder(spec)
             data_state = recorder.resume(run)
-            rec = self.new_record(spec, teacher_info, run.method, run.model)
-            old = self.readable_record(spec)
-            if data_state is not None and old is not None and old.started_at is not None:
-                rec.started_at = old.started_at
-            recorder.start(run, rec, self.open_curves(spec, rec),
-                           {"method": spec.method, "pair": spec.pair, "seed": spec.seed,
-                            "train": rec.config["train"], **rec.config["method"]})
+            self.start_recording(spec, run, recorder, self.new_record(spec, teacher_info, run.method, run.model))
             if data_state is not None:
                 data_states[run.epochs_done] = data_state
             groups.setdefault(run.epochs_done, []).append((spec, run, recorder))
@@ -576,6 +569,16 @@ class GridRunner:
             if start in data_states:
                 generator.set_state(data_states[start])
             self.train_group(members, teacher, generator)
+
+    def start_recording(self, spec: RunSpec, run: StudentRun, recorder: RunRecorder, rec: records.RunRecord) -> None:
+        """``recorder`` (resumed or not) starts ``run``'s files with ``rec`` and its curves; a resumed run keeps
+        its record's start time (hence its W&B run)."""
+        old = self.readable_record(spec)
+        if recorder.resumed and old is not None and old.started_at is not None:
+            rec.started_at = old.started_at
+        recorder.start(run, rec, self.open_curves(spec, rec),
+                       {"method": spec.method, "pair": spec.pair, "seed": spec.seed,
+                        "train": rec.config["train"], **rec.config["method"]})
 
     def open_curves(self, spec: RunSpec, rec: records.RunRecord) -> Curves:
         """The run's TensorBoard writer and, with ``--wandb``, its W&B one: a resumed run keeps its start time,

@@ -66,15 +66,14 @@ def run_weights(run: Any, epoch: int) -> dict[str, Any]:
 
 class RunRecorder:
     """One run's files under ``results_dir`` (``runs/<run_id>.*``) and its ``checkpoint``; either may be
-    None (no record: a DDP rank other than 0; no checkpoint: a run that never trained).
-    ``keep_best``: keep the best epoch's weights (``<run_id>.best.pt``)."""
+    None (no record: a DDP rank other than 0; no checkpoint: a run that never trained). A run with a record
+    keeps its best epoch's weights (``<run_id>.best.pt``)."""
 
     def __init__(self, checkpoint: RunCheckpoint | None, results_dir: Path | None = None,
-                 run_id: str | None = None, keep_best: bool = True):
+                 run_id: str | None = None):
         self.checkpoint = checkpoint
         self.results_dir = None if results_dir is None else Path(results_dir)
         self.run_id = run_id
-        self.keep_best = keep_best
         self.record: records.RunRecord | None = None  # the record ``start`` wrote, which the end completes
         self.curves: Curves | None = None
         self.resumed = False
@@ -117,7 +116,7 @@ class RunRecorder:
         self.curves = curves
         if curves is not None:  # so do the curves
             curves.start(hparams or {}, [h for h in run.history if "stage" not in h])
-        if self.keep_best and not self.resumed:  # starting over: an earlier attempt's best epoch is not this run's
+        if not self.resumed:  # starting over: an earlier attempt's best epoch is not this run's
             self.best_weights_path.unlink(missing_ok=True)
 
     def epoch_end(self, run: Any, data_generator: torch.Generator) -> None:
@@ -128,7 +127,7 @@ class RunRecorder:
             if "stage" not in entry:  # a pre-training stage's epochs are logged, never "best", not curves
                 if self.curves is not None:
                     self.curves.epoch(entry)
-                if self.keep_best and entry["test_top1"] > max(
+                if entry["test_top1"] > max(
                         (h["test_top1"] for h in run.history[:-1] if "stage" not in h), default=-1.0):
                     # a new best epoch (the first of equals, as the record's best_epoch): keep its weights;
                     # written before the checkpoint, so a resume never lacks the best so far
@@ -147,8 +146,7 @@ class RunRecorder:
         rec = self.record
         checkpoints.atomic_torch_save(run_weights(run, epochs), self.weights_path)
         rec.weights = self.weights_path.name
-        # a run that kept no best-epoch weights (DDP) names none: the record never points at a missing file
-        rec.weights_best = self.best_weights_path.name if self.keep_best else None
+        rec.weights_best = self.best_weights_path.name
         records.write_record(self.results_dir, rec)
         self.remove_checkpoint()
 

@@ -1,10 +1,10 @@
 """Fault injection for the durability tests; production code carries no hook.
 
-    python tests/kill_hook.py N MODULE [ARGS...]
+    python tests/kill_hook.py N[:SUFFIX] MODULE [ARGS...]
 
 runs ``python -m MODULE ARGS...`` in this process after patching
 ``benchmarks.checkpoints.atomic_torch_save`` so that the process's N-th
-checkpoint write dies by SIGKILL halfway: the temp file is left half-written
+write (of files named ``*SUFFIX`` only, when given) dies by SIGKILL halfway: the temp file is left half-written
 beside the current checkpoint (and its ``.prev``), untouched, as a real kill in
 the middle of the write would leave them. Works under torchrun too (each rank
 counts its own writes).
@@ -19,8 +19,9 @@ import tempfile
 from pathlib import Path
 
 
-def kill_in_checkpoint_write(n: int) -> None:
-    """Make the ``n``-th ``atomic_torch_save`` of this process die in the middle of its write."""
+def kill_in_checkpoint_write(n: int, suffix: str = "") -> None:
+    """Make the ``n``-th ``atomic_torch_save`` of this process (to a file named ``*suffix``) die in the middle
+    of its write."""
     import torch
 
     from benchmarks import checkpoints
@@ -30,8 +31,8 @@ def kill_in_checkpoint_write(n: int) -> None:
 
     def dying_save(obj, path, keep_previous: bool = False):
         nonlocal writes
-        writes += 1
-        if writes != n:
+        writes += Path(path).name.endswith(suffix)
+        if writes != n or not Path(path).name.endswith(suffix):
             return real(obj, path, keep_previous)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +48,8 @@ def kill_in_checkpoint_write(n: int) -> None:
 
 
 if __name__ == "__main__":
-    kill_in_checkpoint_write(int(sys.argv[1]))
+    count, _, name_suffix = sys.argv[1].partition(":")
+    kill_in_checkpoint_write(int(count), name_suffix)
     module = sys.argv[2]
     sys.argv = [module, *sys.argv[3:]]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

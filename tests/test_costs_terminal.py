@@ -274,27 +274,39 @@ def test_wandb_offline_logs_what_tensorboard_logs(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
     (tmp_path / "wb").mkdir()
-    from test_resume import event_steps
 
     assert main(["--results", str(tmp_path), "--grid", "g", "--quiet", "--no-report", "--methods", "vanilla,kd",
                  "--wandb", "kdbench-test", *TINY]) == 0
-    logs = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(logs) == 2  # one W&B run per kdbench run
+    seen = offline_wandb_runs(tmp_path / "wb")
+    assert set(seen) == {RID["vanilla"], RID["kd"]}  # one W&B run per kdbench run
+    check_wandb_run_matches_record(seen[RID["kd"]], tmp_path / "g")
+
+
+def offline_wandb_runs(wandb_dir: Path) -> dict[str, tuple]:
+    """The offline W&B runs under ``wandb_dir``: {run name: (run, config, {step: logged values})}."""
     seen = {}
-    for log in logs:
+    for log in sorted((wandb_dir / "wandb").glob("offline-run-*/run-*.wandb")):
         run = next(r.run for r in wandb_records(log) if r.WhichOneof("record_type") == "run")
         config = {i.key: json.loads(i.value_json) for i in run.config.update}
         history = {int(r.history.step.num): {i.key or "/".join(i.nested_key): json.loads(i.value_json)
                                              for i in r.history.item}
                    for r in wandb_records(log) if r.WhichOneof("record_type") == "history"}
+        assert run.display_name not in seen
         seen[run.display_name] = (run, config, history)
-    assert set(seen) == {RID["vanilla"], RID["kd"]}
-    run, config, history = seen[RID["kd"]]
+    return seen
+
+
+def check_wandb_run_matches_record(seen_run: tuple, grid_dir: Path) -> None:
+    """The kd run's W&B run (2 epochs, grid "g") holds its record's config and, per epoch, exactly the
+    TensorBoard tags and values."""
+    from test_resume import event_steps
+
+    run, config, history = seen_run
     assert run.run_group == "g" and run.project == "kdbench-test"
     assert config["kd.T"] == 4.0 and config["method"] == "kd" and config["pair"] == PAIR and config["seed"] == 0
-    rec = record(tmp_path / "g", "kd")
+    rec = record(grid_dir, "kd")
     assert config["train.lr"] == rec["config"]["train"]["lr"]
-    tb = event_steps(tmp_path / "g", RID["kd"])
+    tb = event_steps(grid_dir, RID["kd"])
     assert sorted(history) == [1, 2]
     for epoch, logged in history.items():
         mine = {k: v for k, v in logged.items() if not k.startswith("_")}
@@ -446,9 +458,21 @@ def test_off_a_terminal_progress_comes_at_a_modest_rate(capsys, tmp_path):
     assert any(line == f"run {RID['kd']}: start at epoch 1" for line in err.splitlines())
 
 
-def test_distributed_refuses_wandb_in_one_line(tmp_path, capsys):
-    assert distributed.main(["--results", str(tmp_path / "r"), "--method", "kd", "--pair", PAIR, "--seed", "0",
-                             "--wandb", "proj"]) == 2
-    assert capsys.readouterr().err == ("error: --wandb is the grid runner's (python -m benchmarks.run); "
-                                       "benchmarks.distributed writes no curves\n")
-    assert not (tmp_path / "r").exists()
+def test_distributed_logs_curves_wandb_and_best_weights_as_the_grid_runner(tmp_path, monkeypatch):
+    """benchmarks.distributed (a world of one here) keeps what a grid run keeps: TensorBoard curves, the W&B
+    run with --wandb (offline), the best epoch's weights named by the record."""
+    import wandb  # noqa: F401  (the test extra installs it)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_DIR", raising=False)  # so the W&B files go to the grid's folder (README)
+    torch.manual_seed(0)
+    torch.save(create_model("resnet8", num_classes=10).state_dict(), tmp_path / "teacher.pt")
+    assert distributed.main(["--results", str(tmp_path), "--grid", "g", "--quiet", "--no-report", "--method", "kd",
+                             "--pair", PAIR, "--seed", "0", "--epochs", "2",
+                             "--teacher-ckpt", f"resnet8={tmp_path / 'teacher.pt'}", "--wandb", "kdbench-test"]) == 0
+    seen = offline_wandb_runs(tmp_path / "g")
+    assert list(seen) == [RID["kd"]]
+    check_wandb_run_matches_record(seen[RID["kd"]], tmp_path / "g")
+    rec = record(tmp_path / "g", "kd")
+    best_epoch = max(range(2), key=lambda i: (rec["history"][i]["test_top1"], -i)) + 1  # the first of equals
+    best = torch.load(tmp_path / "g" / "runs" / rec["weights_best"], weights_only=False)
+    assert rec["config"]["distributed"]["world_size"] == 1 and best["epoch"] == best_epoch

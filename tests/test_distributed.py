@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import records  # noqa: E402
 from benchmarks.config import ConfigError  # noqa: E402
+from benchmarks.curves import curves_dir  # noqa: E402
 from benchmarks.data import InMemoryData, load_dataset  # noqa: E402
 from benchmarks.distributed import DistributedRun, ShardedData, approximation, main, sync_batchnorm  # noqa: E402
 from benchmarks.grid import RunSpec, build_student  # noqa: E402
@@ -209,8 +210,12 @@ def test_cli_under_torchrun_writes_the_grid_record(ddp_out, tmp_path, one_thread
     assert rec["status"] == "complete" and rec["config"]["distributed"]["world_size"] == 2
     assert rec["config"]["fast_paths"]["channels_last"] and rec["config"]["fast_paths"]["amp"] == "fp32"
     assert len(rec["history"]) == 1 and (runs[0].parent / rec["weights"]).exists()
-    # DDP keeps no best-epoch weights, so its record names none (it once named a file never written)
-    assert "weights_best" not in rec and not list(runs[0].parent.glob("*.best.pt"))
+    # rank 0 keeps the best epoch's weights (of one epoch: the final ones) and the run's TensorBoard curves
+    best = torch.load(runs[0].parent / rec["weights_best"], weights_only=False)
+    final = torch.load(runs[0].parent / rec["weights"], weights_only=False)
+    assert best["epoch"] == final["epoch"] == 1 and best["student"].keys() == final["student"].keys()
+    assert all(torch.equal(best["student"][k], v) for k, v in final["student"].items())
+    assert list(curves_dir(runs[0].parent.parent, rec["run_id"]).glob("events.out.tfevents.*"))
     assert len(records.metrics_path(runs[0].parent.parent, rec["run_id"]).read_text().splitlines()) == 1
     # the grid runner, one process, same flags: same grid folder and fingerprint (so it counts the DDP
     # record as done) and the same epoch loss up to float32 rounding over 22 steps
@@ -287,8 +292,9 @@ def test_ddp_run_killed_in_a_checkpoint_write_resumes_bitwise(ddp_out, tmp_path)
              "--teacher-ckpt", f"resnet8={ddp_out / 'teacher.pt'}", "--quiet", "--no-report"]
     ref = _torchrun_raw("-m", "benchmarks.distributed", *flags, "--results", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr[-3000:]
-    # each rank dies (SIGKILL) in the middle of its 2nd checkpoint write, after epoch 2 (tests/kill_hook.py)
-    killed = _torchrun_raw(str(ROOT / "tests" / "kill_hook.py"), "2", "benchmarks.distributed", *flags,
+    # each rank dies (SIGKILL) in the middle of its 2nd checkpoint write, after epoch 2 (tests/kill_hook.py;
+    # rank 0's best-epoch weights are not counted)
+    killed = _torchrun_raw(str(ROOT / "tests" / "kill_hook.py"), "2:.ckpt.pt", "benchmarks.distributed", *flags,
                            "--results", str(tmp_path / "killed"))
     assert killed.returncode != 0
     runs = next((tmp_path / "killed").glob("*/runs"))
@@ -306,3 +312,4 @@ def test_ddp_run_killed_in_a_checkpoint_write_resumes_bitwise(ddp_out, tmp_path)
     rb = records.read_json(next(runs.glob("*s0.json")))
     strip = lambda h: [{k: v for k, v in e.items() if "time" not in k and k != "images_per_s"} for e in h]  # noqa
     assert strip(ra["history"]) == strip(rb["history"]) and len(rb["history"]) == 4
+    assert (runs / rb["weights_best"]).exists()  # rank 0's best-epoch weights survive the kill and the resume

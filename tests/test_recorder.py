@@ -228,13 +228,3 @@ def test_without_a_results_folder_only_the_checkpoint_is_kept(tmp_path):
     assert rec.resume(again) is not None and again.epochs_done == 2
     rec.remove_checkpoint()
     assert list(tmp_path.iterdir()) == []
-
-
-def test_keep_best_false_writes_and_removes_no_best_weights(tmp_path):
-    """DDP's rank 0: record and metrics, no best-epoch file (and a stale one is left alone)."""
-    rec, run = recorder(tmp_path, every=0, keep_best=False), FakeRun(2)
-    rec.start(run, record())
-    rec.best_weights_path.write_bytes(b"stale")
-    train(rec, run, torch.Generator(), [10.0, 20.0])
-    assert rec.best_weights_path.read_bytes() == b"stale"
-    assert [h["epoch"] for h in metrics_lines(tmp_path)] == [1, 2]
