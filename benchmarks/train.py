@@ -21,7 +21,8 @@ import itertools
 import math
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -65,7 +66,8 @@ class Recipe:
 class FastPaths:
     """Speed settings, each recorded in the run record. ``auto``: on for CUDA, off on the CPU.
 
-    amp: autocast dtype for teacher and student forward passes ("bf16", "fp32"/"off").
+    amp: autocast dtype for teacher and student forward passes ("bf16", "fp32"/"off"); the loss terms are
+        always computed in float32 on upcast outputs (``losses_in_float32``), as the references compute them.
     channels_last: NHWC memory format for models and batches.
     teacher_inference_mode: run the teacher under ``torch.inference_mode`` (outputs are then
         cloned once so methods may save them for backward) instead of ``no_grad``.
@@ -102,18 +104,41 @@ def _autocast(device: torch.device, fast: dict[str, Any]):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast.get("amp") == "bf16")
 
 
+def map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``obj`` (a ModelOutput, ViewOutput, dict, list or tuple of them, nested) with ``fn`` applied to every
+    tensor in it; modules (a ModelOutput's classifier) and other values are kept as they are."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(map_tensors(v, fn) for v in obj)
+    if isinstance(obj, dict):
+        return {k: map_tensors(v, fn) for k, v in obj.items()}
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return replace(obj, **{f.name: map_tensors(getattr(obj, f.name), fn) for f in fields(obj)})
+    return obj
+
+
 def _detach_clone(out):
     """A normal (non-inference) copy of a teacher's ModelOutput."""
-    from dataclasses import fields, replace
+    return map_tensors(out, torch.Tensor.clone)
 
-    def copy(v):
-        if isinstance(v, torch.Tensor):
-            return v.clone()
-        if isinstance(v, list):
-            return [copy(t) for t in v]
-        return v
 
-    return replace(out, **{f.name: copy(getattr(out, f.name)) for f in fields(out)})
+def _upcast(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.is_floating_point() and t.dtype in (torch.bfloat16, torch.float16) else t
+
+
+@contextmanager
+def losses_in_float32(device_type: str, batch: Batch):
+    """Where the loss terms are computed: autocast off, and the step's outputs that ``batch`` carries (views,
+    extra samples) upcast to float32; ``upcast`` (yielded) does the same to the outputs passed directly.
+    The forwards run under the fast paths' autocast (bf16 on CUDA), but every reference computes its loss in
+    float32, and bf16 arithmetic there changes the number: a bf16 matmul cancels in rkd's
+    |a|^2 + |b|^2 - 2ab (its distance term several times too large for close embeddings), crd's
+    exp(score / 0.07) turns bf16 rounding into percent errors. Without autocast (fp32) nothing changes."""
+    batch.views = map_tensors(batch.views, _upcast)
+    batch.extras = map_tensors(batch.extras, _upcast)
+    with torch.autocast(device_type, enabled=False):
+        yield lambda out: map_tensors(out, _upcast)
 
 
 def teacher_outputs(teacher: nn.Module, x: torch.Tensor, device: torch.device, fast: dict[str, Any],
@@ -167,13 +192,15 @@ def compute_terms(model, method: Distiller, x, y, teacher_out, batch: Batch, ext
             x_view, teacher_view = view_inputs[name]
             view = model.forward_kd(x_view, preact=method.needs_preact)
             batch.views[name] = ViewOutput(view if method.needs_features else view.logits_only(), teacher_view)
-    terms = {"ce": F.cross_entropy(student_out.logits, y)}
-    with section(timer, "losses"):
-        if method.needs_features:
-            terms.update(method.losses(student_out, teacher_out, batch))
-        else:  # a method gets what it declared: logits only
-            terms.update(method.losses(student_out.logits_only(),
-                                       teacher_out.logits_only() if teacher_out is not None else None, batch))
+    with losses_in_float32(x.device.type, batch) as upcast:
+        student_out, teacher_out = upcast(student_out), upcast(teacher_out)
+        terms = {"ce": F.cross_entropy(student_out.logits, y)}
+        with section(timer, "losses"):
+            if method.needs_features:
+                terms.update(method.losses(student_out, teacher_out, batch))
+            else:  # a method gets what it declared: logits only
+                terms.update(method.losses(student_out.logits_only(),
+                                           teacher_out.logits_only() if teacher_out is not None else None, batch))
     return student_out.logits, terms
 
 
@@ -391,8 +418,8 @@ class StudentRun:
             if not method.needs_features:
                 out = out.logits_only()
                 teacher_out = teacher_out.logits_only() if teacher_out is not None else None
-            with section(timer, "losses"):
-                terms = method.stage_losses(stage.name, out, teacher_out, batch)
+            with losses_in_float32(x.device.type, batch) as upcast, section(timer, "losses"):
+                terms = method.stage_losses(stage.name, upcast(out), upcast(teacher_out), batch)
         total = sum(terms.values())
         if not bool(torch.isfinite(total)):
             raise DivergenceError(self.run_id, epoch, step, {k: float(v.detach()) for k, v in terms.items()})
