@@ -42,8 +42,12 @@ every CAT-KD config).
 Deviations:
   * The student's classifier keeps its bias (used by its logits, not by its
     CAM) and the model's own initialisation; CAT-KD's ``*_test`` students have a
-    bias-free ``conv_test`` initialised like their convs (Kaiming normal, fan
-    out). The student is the harness's model; a method does not change it.
+    bias-free ``conv_test``, initialised like their other convs (normal, std
+    sqrt(2 / fan_out)) in ResNet, ResNet50, WRN and MobileNetV2, but left at
+    PyTorch's default conv init in VGG (``VGG_test`` creates ``conv_test`` after
+    its ``_initialize_weights()`` call) and in ShuffleV1 / ShuffleV2 (their
+    ``*_test`` classes have no init loop). The student is the harness's model; a
+    method does not change it.
   * The teacher CAM is cast to the student CAM's dtype before the MSE (mixed
     precision only; no effect in float32).
 

@@ -51,7 +51,13 @@ Which stages: all stage outputs, ``preact_features[1:]`` (clovaai:
 mdistiller: ``preact_feats[1:]``). Different numbers of stages: clovaai's
 settings always have equal counts and it ``zip``s the lists; mdistiller keeps
 the last min(n_s, n_t) of each (``_align_list``); ``stage_align="last"``
-(default) does that, ``"first"`` pairs the shallowest. Different spatial sizes
+(default) does that, ``"first"`` pairs the shallowest. Each paired stage here
+takes the margin of its own teacher stage's BN; mdistiller does not align its
+margin list (one per teacher BN, read as ``self.margins[i]`` for the i-th
+aligned pair), so with more teacher than student stages it would apply the
+shallowest teacher BNs' margins to the deepest teacher maps (a channel-count
+mismatch in practice; no cifar100 pair of kdbench has unequal counts).
+Different spatial sizes
 (cross-architecture pairs): mdistiller average-pools the teacher's map to the
 student's size (``F.adaptive_avg_pool2d(feature_teacher[i], s.shape[-2:])``)
 before the loss; so does this method (clovaai never meets the case).

@@ -78,12 +78,21 @@ The official script's other per-pair weights (resnet32x4 -> ShuffleV2 8.0, resne
 0.6, resnet110 -> resnet32 1.0) are data in ``benchmarks/presets/cifar100.toml``
 (``[method_by_pair."T:S".reviewkd]``), not defaults here.
 
-Deviations: the unequal-stage pairing rule and the (H, W) resizing above; the fused map is
-resized to the student level's own size where the official code resizes to its configured
-``shapes[k]``, which equals that size in every official configuration; ``warmup`` is a float
-(as the official's, mdistiller's is an int). The official training recipe (batch 128, lr 0.1, or
-0.02 for ShuffleNet / MobileNet students, Nesterov SGD) is not this method's: kdbench trains every
-method with the preset's recipe (mdistiller's reviewkd.yaml uses that same RepDistiller recipe).
+Teacher mode: the teacher runs in eval mode (BN on running statistics), frozen and shared by the
+cohort, as in mdistiller (whose ``Distiller.train`` puts the teacher in eval mode). The official
+``train.py`` never calls ``teacher.eval()`` (``util/misc.py`` ``load_teacher_weight`` only loads the
+weights and sets ``requires_grad = False``; ``test()`` switches only the student), so there the
+teacher's BatchNorms normalise each training batch by its own statistics (and update their running
+statistics, which nothing reads): its target maps t_k are those of a train-mode teacher. This is a
+deviation from the official script, not from mdistiller.
+
+Deviations: the teacher's eval mode (above); the unequal-stage pairing rule and the (H, W)
+resizing above; the fused map is resized to the student level's own size where the official code
+resizes to its configured ``shapes[k]``, which equals that size in every official configuration;
+``warmup`` is a float (as the official's, mdistiller's is an int). The official training recipe
+(batch 128, lr 0.1, or 0.02 for ShuffleNet / MobileNet students, Nesterov SGD) is not this
+method's: kdbench trains every method with the preset's recipe (mdistiller's reviewkd.yaml uses
+that same RepDistiller recipe).
 """
 from __future__ import annotations
 

@@ -107,7 +107,9 @@ def ref_ofd_clovaai(s_pre, t_pre, convs, bn_params, margins):
 
 
 def ref_ofd_mdistiller(s_pre, t_pre, convs, bn_params, margins):
-    """mdistiller ``OFD.ofd_loss`` / ``feat_loss``: three masked terms, ``.mean(dim=0).sum()``."""
+    """mdistiller ``OFD.ofd_loss`` / ``feat_loss``: three masked terms, ``.mean(dim=0).sum()``. ``margins``
+    are passed per paired stage (as ours); mdistiller's own list is one per teacher BN, not aligned, which
+    differs only when the teacher has more stages (methods/ofd.py)."""
     n = min(len(s_pre), len(t_pre))
     s_pre, t_pre = s_pre[-n:], t_pre[-n:]
     total = 0
