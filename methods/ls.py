@@ -13,8 +13,10 @@ the raw teacher softmax: each base method calls ``soft_logits`` exactly where it
 ``normalize``.
 
 Hyperparameters, as their ``tools/train.py`` sets them with ``--logit-stand --base-temp 2 --kd-weight 9``
-(the README's command for every CIFAR-100 pair; their logs name per-pair values, e.g. ``kd,vgg13,vgg8,3,9``,
-that a preset can set):
+(also the argparse defaults; the README shows the command for resnet32x4 -> resnet8x4 only. Their
+``logs/`` files name other values for other pairs, e.g. ``kd,vgg13,vgg8,3,9``, ``kd,resnet110,resnet20,4,12``,
+``dkd,vgg13,vgg8,2,15,2.0`` (whose last field reads as a DKD beta of 2.0, where the pair's config has 6.0;
+the logs do not record their configuration); a preset can set them):
   base_temp = 2.0   the base method's temperature
   kd_weight = 9.0   the base method's distillation weight
 A base method declares what each value replaces in ``modifier_rules["ls"]``, following their
