@@ -37,6 +37,10 @@ are its ImageNet setting): T = 3.0, nkd_gamma = 3.5. The paper's gamma is named
 the student head's ``CrossEntropyLoss(loss_weight=1.0)``
 (``configs/_base_/models/resnet18_cifar.py``), which ClassificationDistiller adds
 unchanged to ``loss_nkd`` (weight 1: the target term has no weight of its own).
+That config distils ResNet34 -> ResNet18, not one of the cifar100 preset's pairs, under mmcls's
+recipe (``configs/resnet/resnet18_8xb16_cifar100.py`` and its bases: 200 epochs, 8 x 16 images
+per step, SGD from lr 0.1); kdbench trains nkd with the preset's recipe like every other method,
+so T and nkd_gamma are that setting's values, not tuned for the preset's pairs or recipe.
 
 Deviations: none in the loss. Labels are class indices (cls_KD also accepts
 one-hot / mixed labels and takes their argmax).
