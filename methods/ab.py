@@ -25,6 +25,14 @@ Teacher maps are detached. The two models must have the same number of stages (R
 cannot map the student's size to the teacher's (student map smaller than the teacher's, not by 2x),
 the teacher map is average-pooled to the student's (fitnet's fallback; RepDistiller's ConvReg raises).
 
+Deviation (wrn students only, from the model, not this method): RepDistiller's ``wrn.forward(preact=True)``
+re-applies ``block2.layer[0].bn1``, ``block3.layer[0].bn1`` and the head's ``bn1`` to the stage outputs after
+the forward, so in train mode those three BNs update their running statistics twice per step (effective
+momentum 0.19 instead of 0.1; in the init stage the first two, the head's ``bn1`` being in eval mode there;
+in the main stage all three, RepDistiller's loop keeps ``preact=True`` for abound). kdbench's wrn computes
+each pre-activation once (``benchmarks/models/wrn.py`` ``forward_kd``): the same values and gradients, the
+reference's running statistics differ, and with them the student's test-time (eval-mode) outputs.
+
 Defaults (RepDistiller): gamma (CE weight) = 1, init_epochs = 30 (``--init_epochs``), margin = 1.0
 (``ABLoss(margin=1.0)``); ``run_cifar_distill.sh``'s ``-b 1`` weighs a term that is 0 in the main stage.
 """
