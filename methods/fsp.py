@@ -11,6 +11,7 @@ Two stages, as RepDistiller runs it (``train_student.py --distill fsp``, ``helpe
        fsp(g) = [ mean over the H*W positions of bot_i (outer) top_i ]  for consecutive maps
                 (bot, top) = (g[i], g[i+1]) of features[0..L] (RepDistiller's ``feat[:-1]``), the larger
                 map adaptive-average-pooled to the smaller one's height: a (B, C_i, C_{i+1}) matrix each
+                (RepDistiller's ``compute_fsp`` builds the transpose, (B, C_{i+1}, C_i): the loss is the same)
        loss = sum over i of mean((fsp_i(student) - fsp_i(teacher))^2)      (no cross-entropy)
 
 2. main stage, the recipe's epochs: cross-entropy only (RepDistiller's ``loss_kd = 0`` for fsp, and
@@ -34,7 +35,8 @@ from .base import BuildContext, Distiller, PairNotSupported, Range, Stage, regis
 
 
 def fsp_matrices(maps: list[torch.Tensor]) -> list[torch.Tensor]:
-    """RepDistiller's ``FSP.compute_fsp``: one (B, C_i, C_{i+1}) Gram matrix per consecutive pair of maps."""
+    """RepDistiller's ``FSP.compute_fsp`` transposed: one (B, C_i, C_{i+1}) Gram matrix per consecutive pair
+    of maps (the reference's is (B, C_{i+1}, C_i); the squared-difference mean does not change)."""
     out = []
     for bot, top in zip(maps[:-1], maps[1:]):
         if bot.shape[2] > top.shape[2]:
