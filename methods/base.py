@@ -10,6 +10,8 @@ and logs both. Cross-entropy on the labels is the term ``"ce"``, computed by the
 harness so a composed method (``crd+kd``) has exactly one. ``self.progress``
 (``Progress``: fractional epoch and total) is current whenever the harness calls
 ``prepare``, ``losses`` or ``loss_weights``, so a weight can follow a schedule.
+``losses`` and ``stage_losses`` run with autocast off and receive float32 outputs (cast up when the
+forwards ran under bf16 autocast), so a method computes its formula in float32, as the references do.
 
 The training loop never looks at a method's name: everything it does for a
 method follows from these declarations.
