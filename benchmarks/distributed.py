@@ -30,6 +30,10 @@ so DDP averages every trainable gradient. BatchNorm uses the global batch:
   and ``coupling`` says how: rkd's relations, crd's memory banks, in-batch
   negatives) sees only its rank's slice and needs ``--allow-approximate``.
 
+A second view (MLKD's strong one) is drawn for the whole global batch on every rank, from the
+generator a single process uses, and cut to the rank's slice: each sample gets the same view as in
+one process.
+
 Image folders: each rank decodes only its slice of every global batch (same
 samples per global batch as the shuffled order; augmentation draws differ from
 a single-process run). Teacher: rank 0 loads it from the grid runner's cache
@@ -49,7 +53,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from methods import Batch, method_class, method_needs, method_stages, method_views
+from methods import Batch, method_class, method_needs, method_stages
 
 from . import checkpoints
 from .config import ConfigError, FrozenConfig, method_overrides, parse_pair, student_recipe, teacher_recipe, thaw
@@ -155,6 +159,7 @@ class ShardedData:
 
     def __init__(self, data, rank: int, world: int):
         self.data, self.rank, self.world = data, rank, world
+        self._global_index: torch.Tensor | None = None  # the global batch the rank's last slice was cut from
 
     def __getattr__(self, name):  # everything else (fetch, test_batches, num_train, ...) is the dataset's
         if name == "data":
@@ -172,7 +177,18 @@ class ShardedData:
         for x, y, index in self.data.epoch_batches(batch_size, generator, device):
             if y.numel() >= self.world:
                 s = self._slice(y.numel())
+                self._global_index = index
                 yield x[s], y[s], index[s]
+
+    def view(self, name: str, index: torch.Tensor, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        """View ``name`` (MLKD's strong one) of the rank's slice ``index``: drawn for the whole global batch and
+        cut, so each sample gets the augmentation a single process gives it (drawn for the slice alone, the
+        ranks' k-th samples would share their random operations)."""
+        whole = self._global_index
+        s = slice(0, 0) if whole is None else self._slice(whole.numel())
+        if whole is None or not torch.equal(whole[s], index):
+            raise RuntimeError("ShardedData.view: views are drawn for the slice of the last global batch only")
+        return self.data.view(name, whole, generator, device)[s]
 
     def _folder_batches(self, batch_size, generator, device):
         order = torch.randperm(self.data.num_train, generator=generator)
@@ -275,9 +291,6 @@ def resolve_one(args) -> tuple[FrozenConfig, RunSpec]:
     if method_stages(spec.method, cfg["resolved_methods"][spec.pair][spec.method]):
         raise ConfigError(f"{spec.method} trains in stages (a pre-training stage first), which benchmarks.distributed "
                           f"does not run yet; train it with python -m benchmarks.run")
-    if method_views(spec.method):
-        raise ConfigError(f"{spec.method} trains on a second view ({', '.join(method_views(spec.method))}), which "
-                          f"benchmarks.distributed does not draw yet; train it with python -m benchmarks.run")
     why = approximation(cfg["resolved_methods"][spec.pair][spec.method])
     if why and not args.allow_approximate:
         raise ConfigError(f"{spec.method} is not exact under DDP ({why}); pass --allow-approximate to train it anyway")

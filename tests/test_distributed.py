@@ -106,6 +106,8 @@ def worker(out: Path) -> None:
         torch.save(results, out / "steps.pt")
     # the command line, in the same processes (one torchrun start is most of this test's time)
     code = main(["--method", "kd", *cli_flags(out), "--results", str(out / "ddp")])
+    # a method trained on a second view (its loss couples the batch: approximate under DDP)
+    code = code or main(["--method", "mlkd", "--allow-approximate", *cli_flags(out), "--results", str(out / "ddp")])
     dist.destroy_process_group()
     sys.exit(code)
 
@@ -225,6 +227,35 @@ def test_cli_under_torchrun_writes_the_grid_record(ddp_out, tmp_path, one_thread
     assert single["config"]["fingerprint"] == rec["config"]["fingerprint"]
     assert next(tmp_path.glob("*/runs")).parent.name == runs[0].parent.parent.name
     assert close(single["history"][0]["loss"], rec["history"][0]["loss"], 1e-3)
+
+
+def test_ddp_trains_a_second_view_cut_from_the_global_batch(ddp_out):
+    rec = records.read_json(next((ddp_out / "ddp").glob("*/runs/mlkd__resnet8-resnet8__s0.json")))
+    assert rec["status"] == "complete" and rec["config"]["distributed"]["world_size"] == 2
+    assert rec["config"]["distributed"]["approximate"]  # MLKD's batch- and class-level terms
+    assert rec["cost"]["views"] == ["strong"] and rec["cost"]["teacher_forwards_per_step"] == 2
+
+
+def test_a_ranks_view_is_its_slice_of_the_global_batchs_view():
+    """Each rank's strong view equals the single process's view of the global batch, cut to the rank's slice
+    (uneven last batch included); drawn for the slice alone, the two ranks' first samples would share their
+    random operations."""
+    data = small_digits()
+    single = list(data.epoch_batches(32, torch.Generator().manual_seed(5), CPU))
+    for rank in range(2):
+        sharded = ShardedData(data, rank, 2)
+        for step, (x, y, index) in enumerate(sharded.epoch_batches(32, torch.Generator().manual_seed(5), CPU)):
+            whole = single[step][2]
+            cut = slice(whole.numel() * rank // 2, whole.numel() * (rank + 1) // 2)
+            assert torch.equal(index, whole[cut])
+            got = sharded.view("strong", index, torch.Generator().manual_seed(step), CPU)
+            expected = data.view("strong", whole, torch.Generator().manual_seed(step), CPU)[cut]
+            assert torch.equal(got, expected), (rank, step)
+        assert step == len(single) - 1
+    alone = data.view("strong", single[0][2][16:], torch.Generator().manual_seed(0), CPU)
+    assert not torch.equal(alone, data.view("strong", single[0][2], torch.Generator().manual_seed(0), CPU)[16:])
+    with pytest.raises(RuntimeError, match="slice of the last global batch"):
+        ShardedData(data, 0, 2).view("strong", single[0][2][:16], torch.Generator(), CPU)
 
 
 def test_approximate_methods_need_the_flag(capsys):
