@@ -30,6 +30,9 @@ so DDP averages every trainable gradient. BatchNorm uses the global batch:
   and ``coupling`` says how: rkd's relations, crd's memory banks, in-batch
   negatives) sees only its rank's slice and needs ``--allow-approximate``.
 
+A pre-training stage (ab, ft, fsp) runs the student's forward outside DDP, on the stage's modules; its
+gradients are all-reduced and weighted as DDP's, so the stage is exact too.
+
 A second view (MLKD's strong one) is drawn for the whole global batch on every rank, from the
 generator a single process uses, and cut to the rank's slice: each sample gets the same view as in
 one process.
@@ -53,7 +56,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from methods import Batch, method_class, method_needs, method_stages
+from methods import Batch, method_class, method_needs
 
 from . import checkpoints
 from .config import ConfigError, FrozenConfig, method_overrides, parse_pair, student_recipe, teacher_recipe, thaw
@@ -223,7 +226,9 @@ class DistributedRun(StudentRun):
             self.generator.manual_seed(seed_for(seed, method.name, "method", "rank", self.rank, self.world))
         # BN buffers are equal on every rank (global statistics): synced at init, never broadcast per step;
         # device_ids=None: the inputs are on the device already and DDP passes them (dataclasses) untouched
-        self.ddp = DistributedDataParallel(StudentWithMethod(model, method), **{_NO_BUFFER_SYNC: False})
+        # a method with a pre-training stage has modules its main loss may leave unused (ab's connectors)
+        self.ddp = DistributedDataParallel(StudentWithMethod(model, method), find_unused_parameters=bool(self.stages),
+                                           **{_NO_BUFFER_SYNC: False})
         self.last_loss = None
 
     def forward_terms(self, x, y, teacher_out, batch, extra_x, view_inputs=None):
@@ -240,6 +245,20 @@ class DistributedRun(StudentRun):
     def backward(self, total, n):
         scale = self.world * n / self._global_n  # DDP averages over ranks; uneven slices weigh by size
         (total if scale == 1.0 else total * scale).backward()
+
+    def stage_backward(self, total, n, optimizer):
+        """A pre-training stage's forward is the student's own (not DDP's; DDP's hooks wait for its forward), so
+        its gradients are averaged over the ranks here, in one all-reduce, weighted as ``backward`` weighs them."""
+        self.backward(total, n)
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads and self.world > 1:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            flat /= self.world
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                offset += g.numel()
 
     def end_epoch(self, epoch, data, device, shared_time, teacher_test=None):
         """Sum the epoch's training statistics over ranks; rank 0 evaluates and keeps the history."""
@@ -288,9 +307,6 @@ def resolve_one(args) -> tuple[FrozenConfig, RunSpec]:
                           f"(got methods {cfg['methods']}, pairs {cfg['pairs']}, seeds {cfg['seeds']})")
     teacher, student = parse_pair(cfg["pairs"][0])
     spec = RunSpec(cfg["methods"][0], teacher, student, cfg["seeds"][0])
-    if method_stages(spec.method, cfg["resolved_methods"][spec.pair][spec.method]):
-        raise ConfigError(f"{spec.method} trains in stages (a pre-training stage first), which benchmarks.distributed "
-                          f"does not run yet; train it with python -m benchmarks.run")
     why = approximation(cfg["resolved_methods"][spec.pair][spec.method])
     if why and not args.allow_approximate:
         raise ConfigError(f"{spec.method} is not exact under DDP ({why}); pass --allow-approximate to train it anyway")

@@ -421,16 +421,22 @@ class StudentRun:
             with losses_in_float32(x.device.type, batch) as upcast, section(timer, "losses"):
                 terms = method.stage_losses(stage.name, upcast(out), upcast(teacher_out), batch)
         total = sum(terms.values())
-        if not bool(torch.isfinite(total)):
+        n = y.numel()
+        checked = self.global_total(total, n)
+        if not bool(torch.isfinite(checked)):
             raise DivergenceError(self.run_id, epoch, step, {k: float(v.detach()) for k, v in terms.items()})
         optimizer = self.stage_optimizers[stage.name]
         optimizer.zero_grad(set_to_none=True)
         with section(timer, "backward"):
-            total.backward()
+            self.stage_backward(total, n, optimizer)
         with section(timer, "optimizer"):
             optimizer.step()
         self._tally(terms, terms, out.logits, y, t0)  # a stage's terms are unweighted (summed)
-        return total.detach()
+        return checked.detach()
+
+    def stage_backward(self, total: torch.Tensor, n: int, optimizer: torch.optim.Optimizer) -> None:
+        """The gradients of a pre-training stage's ``total`` for ``optimizer``'s parameters."""
+        total.backward()
 
     def end_epoch(self, epoch: int, data, device, shared_time: float,
                   teacher_test: TeacherTest | None = None) -> dict[str, Any]:

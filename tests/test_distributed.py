@@ -30,6 +30,7 @@ from benchmarks.train import Recipe, StudentRun, freeze, seed_for, train_cohort 
 
 CPU = torch.device("cpu")
 METHODS = ["vanilla", "kd", "fitnet", "at"]  # fitnet: a method module with its own BN and parameters
+STAGED = ["ab", "ft", "fsp"]  # a pre-training stage first (its own optimizer, outside DDP's forward)
 DTYPES = [torch.float32, torch.float64]
 # 99 samples, global batch 32: three full batches and a last one of 3, split 1 + 2 (uneven slices)
 RECIPE = Recipe(epochs=1, batch_size=32, lr=0.05, lr_decay_epochs=[1])
@@ -102,6 +103,15 @@ def worker(out: Path) -> None:
                 if run.error is not None:
                     raise run.error
                 results[dtype, m] = {"steps": steps, "final": state(run), "history": run.history}
+    with default_dtype(torch.float64):  # methods with a pre-training stage: its epoch, then a main one
+        data, teacher = small_digits(torch.float64), make_teacher()
+        for m in STAGED:
+            run = staged_run(m, data, teacher, distributed=True)
+            train_cohort([run], ShardedData(data, dist.get_rank(), dist.get_world_size()), CPU, teacher=teacher,
+                         data_generator=torch.Generator().manual_seed(seed_for(0, "data")))
+            if run.error is not None:
+                raise run.error
+            results["staged", m] = {"final": state(run), "history": run.history}
     if dist.get_rank() == 0:
         torch.save(results, out / "steps.pt")
     # the command line, in the same processes (one torchrun start is most of this test's time)
@@ -110,6 +120,14 @@ def worker(out: Path) -> None:
     code = code or main(["--method", "mlkd", "--allow-approximate", *cli_flags(out), "--results", str(out / "ddp")])
     dist.destroy_process_group()
     sys.exit(code)
+
+
+def staged_run(m: str, data, teacher, distributed: bool) -> StudentRun:
+    """``m`` with a one-epoch pre-training stage, then RECIPE's epoch."""
+    model, method = build_student(RunSpec(m, "resnet8", "resnet8", 0), {m: {"init_epochs": 1}}, data, teacher, CPU)
+    if not distributed:
+        return StudentRun(m, model, method, RECIPE, 0)
+    return DistributedRun(m, sync_batchnorm(model, CPU), sync_batchnorm(method, CPU), RECIPE, 0, CPU)
 
 
 def cli_flags(out: Path) -> list[str]:
@@ -201,6 +219,29 @@ def test_ddp_equals_single_process(ddp_out, one_thread):
                 h, hr = got["history"][0], ref["history"][0]
                 assert close(h["loss"], hr["loss"], 1e-9), (what, h, hr)
                 assert (h["train_top1"], h["test_top1"]) == (hr["train_top1"], hr["test_top1"]), (what, h, hr)
+
+
+def test_ddp_trains_pre_training_stages_as_one_process(ddp_out, one_thread):
+    """ab, ft, fsp: a stage epoch (the stage's modules, their own optimizer, gradients averaged over the ranks)
+    and a main epoch end with one process's parameters, BN statistics and epoch log (float64: rounding only)."""
+    ddp = torch.load(ddp_out / "steps.pt", weights_only=False)
+    with default_dtype(torch.float64):
+        data, teacher = small_digits(torch.float64), make_teacher()
+        for m in STAGED:
+            ref = staged_run(m, data, teacher, distributed=False)
+            train_cohort([ref], data, CPU, teacher=teacher,
+                         data_generator=torch.Generator().manual_seed(seed_for(0, "data")))
+            got = ddp["staged", m]
+            assert [h.get("stage") for h in ref.history] == [h.get("stage") for h in got["history"]] == \
+                [ref.stages[0].name, None], m
+            changed = [k for k, v in state(ref).items() if v.is_floating_point() and
+                       not torch.equal(v, state(staged_run(m, data, teacher, distributed=False))[k])]
+            assert changed and (m != "ft" or any(k.startswith("method.paraphraser") for k in changed)), m
+            for k, v in state(ref).items():
+                torch.testing.assert_close(got["final"][k], v, rtol=1e-9, atol=1e-12, msg=f"{m} {k}")
+            for h, hr in zip(got["history"], ref.history):
+                assert close(h["loss"], hr["loss"], 1e-9), (m, h, hr)
+                assert (h["train_top1"], h["test_top1"]) == (hr["train_top1"], hr["test_top1"]), (m, h, hr)
 
 
 def test_cli_under_torchrun_writes_the_grid_record(ddp_out, tmp_path, one_thread):
