@@ -10,9 +10,10 @@ the student on a batch and returns the weighted total, to ``backward()``, and th
 (``"ce"`` and the method's); the total is computed by the harness's own code (``compute_terms``,
 ``weigh_terms``), so it equals ``StudentRun.step``'s for the same inputs, bit for bit.
 
-What it does not do: methods that train on other views of each batch (mlkd) or have pre-training stages
-(ab, ft, fsp) need the harness's loop; they are refused with a one-line error naming ``python -m
-benchmarks.run``.
+A method that trains on other views of each batch (mlkd: a strongly augmented one) gets them from your
+loop: ``loss(x, y, views={"strong": x_strong})``, the same samples augmented as that view.
+What it does not do: methods with pre-training stages (ab, ft, fsp) need the harness's loop; they are
+refused with a one-line error naming ``python -m benchmarks.run``.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from kdcore import Batch, BuildContext, KDModel, ModelOutput, Progress
-from methods import Distiller, build_method, method_needs, method_stages, method_views, validate_method
+from methods import Distiller, build_method, method_needs, method_stages, validate_method
 
 from .grid import probe
 from .models import create_model
@@ -32,7 +33,7 @@ __all__ = ["Distillation", "LogitsModel", "NeedsHarness"]
 
 
 class NeedsHarness(ValueError):
-    """The method needs the harness's training loop (other views of each batch, pre-training stages)."""
+    """The method needs the harness's training loop (pre-training stages)."""
 
 
 class LogitsModel(KDModel):
@@ -119,11 +120,7 @@ class Distillation:
                  input_shape: tuple[int, ...] = (3, 32, 32),
                  overrides: dict[str, dict[str, Any]] | None = None,
                  fetch: Callable[[torch.Tensor], torch.Tensor] | None = None, seed: int = 0):
-        views = method_views(method)  # also checks the name: UnknownMethodError lists the known ones
-        if views:
-            raise NeedsHarness(f"{method} trains on other views of each batch ({', '.join(views)}), which "
-                               f"Distillation does not draw: train it with python -m benchmarks.run --methods {method}")
-        stages = method_stages(method, validate_method(method, overrides))
+        stages = method_stages(method, validate_method(method, overrides))  # UnknownMethodError names the known
         if stages:
             raise NeedsHarness(f"{method} trains in stages (first {stages[0].name} for {stages[0].epochs} epochs), "
                                f"which Distillation does not run: train it with python -m benchmarks.run "
@@ -169,11 +166,15 @@ class Distillation:
         return {"ce": self.method.ce_weight(), **self.method.loss_weights()}
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None, *,
-             epoch: float | None = None, epochs: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             views: dict[str, torch.Tensor] | None = None, epoch: float | None = None,
+             epochs: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The weighted total loss on batch ``(x, y)`` and the unweighted terms, ``{"ce": ..., "kd": ...}``
         (detached; ``total`` is the sum of ``weights()[k] * terms[k]`` over the nonzero weights).
 
         index: each sample's index into ``train_labels``, for the methods that read it (crd).
+        views: ``{name: images}`` for each view the method trains on (``self.method.views``; mlkd: ``"strong"``),
+            the samples of ``x`` augmented as that view (kdbench's own: ``benchmarks.augment.VIEWS``); the
+            teacher runs on each, as on ``x``.
         epoch, epochs: where training stands, ``epoch`` fractional (``e + i / len(loader)``), for methods
             whose weights follow it (dkd's warm-up, ctkd's temperature schedule); pass both or neither
             (then the last ones given stay, at first ``Progress(0.0, 1)``).
@@ -191,13 +192,13 @@ class Distillation:
             batch.method = method.name  # type: ignore[attr-defined]
         else:
             batch = Batch(x, y, index, progress=method.progress)
-        teacher_out = None
-        if method.needs_teacher:
-            self._teacher.eval()  # type: ignore[union-attr]
-            with torch.no_grad():
-                teacher_out = self._teacher.forward_kd(x, preact=method.needs_preact)  # type: ignore[union-attr]
-            if not method.needs_features:
-                teacher_out = teacher_out.logits_only()
+        missing = [name for name in method.views if name not in (views or {})]
+        if missing:
+            raise ValueError(f"{method.name} also trains on the view(s) {', '.join(missing)} of each batch: pass "
+                             f"loss(x, y, views={{{missing[0]!r}: images}}), the samples of x augmented as that view "
+                             f"(kdbench's: benchmarks.augment.VIEWS)")
+        teacher_out = self._teacher_out(x)
+        view_inputs = {name: (views[name], self._teacher_out(views[name])) for name in method.views}  # type: ignore[index]
         batch.extras = method.prepare(batch, self.generator)
         extra_x = None
         if batch.extras.get("extra_index") is not None:
@@ -205,6 +206,17 @@ class Distillation:
                 raise ValueError(f"{method.name} runs the student on extra training samples drawn by dataset "
                                  f"index: pass fetch=<function index -> augmented images> to Distillation")
             extra_x = self.fetch(batch.extras["extra_index"])
-        _, terms = compute_terms(self._student, method, x, y, teacher_out, batch, extra_x)
+        _, terms = compute_terms(self._student, method, x, y, teacher_out, batch, extra_x, view_inputs)
         total, _ = weigh_terms(method, terms)
         return total, {k: v.detach() for k, v in terms.items()}
+
+    def _teacher_out(self, x: torch.Tensor) -> ModelOutput | None:
+        """The frozen teacher's output on ``x`` as the method reads it (eval mode, no_grad; logits only for a
+        logits-only method), or None for a method without a teacher."""
+        method = self.method
+        if not method.needs_teacher:
+            return None
+        self._teacher.eval()  # type: ignore[union-attr]
+        with torch.no_grad():
+            out = self._teacher.forward_kd(x, preact=method.needs_preact)  # type: ignore[union-attr]
+        return out if method.needs_features else out.logits_only()

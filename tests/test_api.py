@@ -19,7 +19,7 @@ from torch import nn
 import benchmarks.api as api
 from benchmarks.api import Distillation, LogitsModel, NeedsHarness
 from benchmarks.data import InMemoryData
-from benchmarks.train import Recipe, StudentRun
+from benchmarks.train import FastPaths, Recipe, StudentRun, draw_views
 from kdcore import KDModel, ModelOutput
 from methods import UnknownMethodError, list_methods, method_needs, method_views, modified_methods
 
@@ -74,7 +74,7 @@ def _data(n: int = 64, num_classes: int = 10) -> InMemoryData:
     return InMemoryData("fake", x, y, x[:8], y[:8], num_classes, (0.5,) * 3, (0.25,) * 3)
 
 
-@pytest.mark.parametrize("name", ["kd", "crd+kd", "dkd", "kd+ls"])
+@pytest.mark.parametrize("name", ["kd", "crd+kd", "dkd", "kd+ls", "mlkd", "mlkd+ls"])
 def test_the_total_is_studentrun_steps_bit_for_bit(name):
     """Three steps in epoch 2 of 4 (dkd's warm-up weight is 3/20 there, not its first epoch's 1/20): the
     harness's StudentRun on copies of the same student and method, and Distillation with the same seed
@@ -95,8 +95,12 @@ def test_the_total_is_studentrun_steps_bit_for_bit(name):
             t_out = distill.teacher.forward_kd(x, preact=run.method.needs_preact)
         if not run.method.needs_features:
             t_out = t_out.logits_only()
-        expected = run.step(x, y, index, t_out, data, CPU, epoch, step)
-        total, terms = distill.loss(x, y, index, epoch=epoch + step / steps_per_epoch, epochs=recipe.epochs)
+        # mlkd's strong view, as train_cohort draws it, and the teacher on it
+        drawn = draw_views([run], index, data, CPU, epoch, step, distill.teacher, FastPaths().resolve(CPU),
+                           run.method.needs_preact, not run.method.needs_features).get(run.seed, {})
+        expected = run.step(x, y, index, t_out, data, CPU, epoch, step, drawn)
+        total, terms = distill.loss(x, y, index, views={k: v[0] for k, v in drawn.items()},
+                                    epoch=epoch + step / steps_per_epoch, epochs=recipe.epochs)
         assert torch.equal(total.detach(), expected), (name, step, float(total.detach()), float(expected))
         weights = distill.weights()
         assert set(terms) <= set(weights) and "ce" in terms
@@ -197,9 +201,13 @@ def _one_line(excinfo) -> str:
 
 
 def test_methods_that_need_the_harness_are_refused():
-    with pytest.raises(NeedsHarness) as e:
-        Distillation("mlkd", "resnet8", "resnet8", num_classes=10)
-    assert "python -m benchmarks.run --methods mlkd" in _one_line(e) and "views" in str(e.value)
+    mlkd = Distillation("mlkd", "resnet8", "resnet8", num_classes=10)
+    x, y = torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError) as e:  # its view comes from the user's loop
+        mlkd.loss(x, y)
+    assert _one_line(e) == ("mlkd also trains on the view(s) strong of each batch: pass loss(x, y, "
+                            "views={'strong': images}), the samples of x augmented as that view (kdbench's: "
+                            "benchmarks.augment.VIEWS)")
     for name in ("ab", "ft", "fsp"):
         with pytest.raises(NeedsHarness) as e:
             Distillation(name, "resnet8", "resnet8", num_classes=10)
