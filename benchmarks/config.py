@@ -364,3 +364,9 @@ def grid_name(cfg: dict[str, Any]) -> str:
         return base["explicit"]
     changed = fingerprint(protocol(cfg)) != base["protocol"]
     return f"{base['stem']}-{fingerprint(protocol(cfg), 8)}" if changed else base["stem"]
+
+
+def flags_for(options_type: type, args: Any) -> dict[str, Any]:
+    """The parsed command-line flags (an argparse Namespace) that the dataclass ``options_type`` names as fields:
+    how each CLI builds its typed options (RunnerOptions, LaunchOptions, SpeedOptions)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(options_type) if hasattr(args, f.name)}

@@ -41,8 +41,8 @@ from reports import build_report
 
 from . import records
 from .costs import MB, peak_rss_mb, reset_peak_rss
-from .config import (ConfigError, FrozenConfig, data_split, fingerprint, grid_name, method_overrides, parse_pair,
-                     pick_device, protocol, student_recipe, teacher_recipe, thaw)
+from .config import (ConfigError, FrozenConfig, data_split, fingerprint, flags_for, grid_name, method_overrides,
+                     parse_pair, pick_device, protocol, student_recipe, teacher_recipe, thaw)
 from .curves import CurveWriter, Curves, WandbProject, WandbWriter
 from .data import for_students, load_dataset, with_validation
 from .locks import FileLock
@@ -255,7 +255,7 @@ class RunnerOptions:
     @classmethod
     def from_namespace(cls, args: Any) -> "RunnerOptions":
         """The fields of the CLI's parsed arguments (``benchmarks.run.build_parser``) this type names."""
-        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+        return cls(**flags_for(cls, args))
 
 
 class GridRunner:

@@ -15,7 +15,6 @@ The report is written once, by the launcher, after the workers end.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from typing import Any, Mapping
 
 from reports import build_report
 
-from .config import ConfigError
+from .config import ConfigError, flags_for
 from .grid import cohorts as grid_cohorts
 
 # flags that configure the launch itself; a worker gets the rest of the command line
@@ -72,7 +71,7 @@ class LaunchOptions:
     @classmethod
     def from_namespace(cls, args: Any) -> "LaunchOptions":
         """The fields of the CLI's parsed arguments (``benchmarks.run.build_parser``) this type names."""
-        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+        return cls(**flags_for(cls, args))
 
 
 def launch(cfg: Mapping[str, Any], options: LaunchOptions, argv: list[str], specs) -> int:

@@ -150,7 +150,8 @@ def test_launch_and_speed_options_are_frozen_and_leave_the_namespace_alone(tmp_p
 
 
 # functions that may take or read the command line's Namespace: the CLI's own
-CLI_FUNCTIONS = {"main", "_main", "resolve", "build_parser", "parser", "from_namespace", "resolve_one"}
+CLI_FUNCTIONS = {"main", "_main", "resolve", "build_parser", "parser", "from_namespace", "resolve_one",
+                 "flags_for"}
 
 
 def _namespace_readers(path: Path) -> list[str]:

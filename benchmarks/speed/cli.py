@@ -3,7 +3,6 @@ sets every measurement side by side and writes ``<out>/speed.md`` and ``<out>/sp
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -15,7 +14,7 @@ import torch
 
 from methods import HyperparameterError, UnknownMethodError, validate_method
 
-from ..config import ConfigError
+from ..config import ConfigError, flags_for
 from ..data import DataError
 from ..grid import environment as grid_environment, pick_device
 from ..models import UnknownModelError, create_model
@@ -77,7 +76,7 @@ def resolve(args: argparse.Namespace) -> SpeedOptions:
     """The parsed flags, resolved once into a frozen ``SpeedOptions``: defaults filled (full or --quick; its
     ``reductions`` say what --quick reduced), the pair split, the methods listed, the sizes checked. ``workers``
     stays None when not given (its default depends on the device, ``_main`` fills it). ``args`` is not changed."""
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(SpeedOptions) if hasattr(args, f.name)}
+    flags = flags_for(SpeedOptions, args)
     base = QUICK if args.quick else FULL
     reductions = []
     for key in ("steps", "warmup", "repeats"):
