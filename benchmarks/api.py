@@ -11,9 +11,10 @@ the student on a batch and returns the weighted total, to ``backward()``, and th
 ``weigh_terms``), so it equals ``StudentRun.step``'s for the same inputs, bit for bit.
 
 A method that trains on other views of each batch (mlkd: a strongly augmented one) gets them from your
-loop: ``loss(x, y, views={"strong": x_strong})``, the same samples augmented as that view.
-What it does not do: methods with pre-training stages (ab, ft, fsp) need the harness's loop; they are
-refused with a one-line error naming ``python -m benchmarks.run``.
+loop: ``loss(x, y, views={"strong": x_strong})``, the same samples augmented as that view. A method with
+pre-training stages (ab, ft, fsp) names them in ``stages``; your loop trains each first, for its epochs,
+with its own optimizer over ``stage_parameters(name)`` on ``stage_loss(x, y, stage=name)``, as the harness
+does (``StudentRun.stage_step``: the same code, the same total).
 """
 from __future__ import annotations
 
@@ -23,17 +24,13 @@ import torch
 from torch import nn
 
 from kdcore import Batch, BuildContext, KDModel, ModelOutput, Progress
-from methods import Distiller, build_method, method_needs, method_stages, validate_method
+from methods import Distiller, Stage, build_method, method_needs, validate_method
 
 from .grid import probe
 from .models import create_model
-from .train import compute_terms, freeze, seed_for, weigh_terms
+from .train import compute_stage_terms, compute_terms, freeze, seed_for, unique_trainable, weigh_terms
 
-__all__ = ["Distillation", "LogitsModel", "NeedsHarness"]
-
-
-class NeedsHarness(ValueError):
-    """The method needs the harness's training loop (pre-training stages)."""
+__all__ = ["Distillation", "LogitsModel"]
 
 
 class LogitsModel(KDModel):
@@ -120,11 +117,7 @@ class Distillation:
                  input_shape: tuple[int, ...] = (3, 32, 32),
                  overrides: dict[str, dict[str, Any]] | None = None,
                  fetch: Callable[[torch.Tensor], torch.Tensor] | None = None, seed: int = 0):
-        stages = method_stages(method, validate_method(method, overrides))  # UnknownMethodError names the known
-        if stages:
-            raise NeedsHarness(f"{method} trains in stages (first {stages[0].name} for {stages[0].epochs} epochs), "
-                               f"which Distillation does not run: train it with python -m benchmarks.run "
-                               f"--methods {method}")
+        validate_method(method, overrides)  # UnknownMethodError names the known ones
         logits_only = not (method_needs(method, "needs_features") or method_needs(method, "needs_preact"))
         uses_teacher = method_needs(method, "needs_teacher")
         if teacher is None and uses_teacher:
@@ -161,6 +154,47 @@ class Distillation:
         """The method's own trainable parameters (empty for kd): train them with the student's."""
         return self.method.trainable_parameters()
 
+    @property
+    def stages(self) -> list[Stage]:
+        """The pre-training stages to train before the main loss, in order (ab, ft, fsp: ``init``; none for
+        most methods): each its ``epochs``, with an SGD of its ``lr`` (None: your main lr) and your main
+        momentum and weight decay over ``stage_parameters(name)``, on ``stage_loss``."""
+        return self.method.stages()
+
+    def stage_parameters(self, stage: str) -> list[nn.Parameter]:
+        """What pre-training stage ``stage`` trains: the student's modules and the method's that it names."""
+        return unique_trainable(self.method.stage_modules(self._check_stage(stage), self._student))
+
+    def stage_loss(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None, *,
+                   stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Pre-training stage ``stage``'s loss on batch ``(x, y)``: the sum of its terms (no cross-entropy),
+        and the terms (detached). It puts the student and the method in eval mode and the stage's modules in
+        train mode (RepDistiller's ``init``), as the harness does for a stage's epochs: call
+        ``student.train()`` when the main training starts."""
+        method = self.method
+        self._student.eval()
+        method.eval()
+        for module in method.stage_modules(self._check_stage(stage), self._student):
+            module.train()
+        method.set_progress(Progress(0.0, method.progress.epochs))
+        batch = self._batch(x, y, index)
+        _, terms = compute_stage_terms(self._student, method, stage, x, self._teacher_out(x), batch)
+        return sum(terms.values()), {k: v.detach() for k, v in terms.items()}
+
+    def _check_stage(self, stage: str) -> str:
+        names = [st.name for st in self.stages]
+        if stage not in names:
+            raise ValueError(f"{self.method.name} has no stage {stage!r}; its stages: {names or 'none'}")
+        return stage
+
+    def _batch(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None) -> Batch:
+        """The batch the method reads; without ``index``, one that names what is missing when it is read."""
+        if index is None:
+            batch: Batch = _NoIndex(x, y, None, progress=self.method.progress)  # type: ignore[arg-type]
+            batch.method = self.method.name  # type: ignore[attr-defined]
+            return batch
+        return Batch(x, y, index, progress=self.method.progress)
+
     def weights(self) -> dict[str, float]:
         """The weight of each term at the current progress: ``{"ce": ..., "kd": ...}``."""
         return {"ce": self.method.ce_weight(), **self.method.loss_weights()}
@@ -187,11 +221,7 @@ class Distillation:
         if epoch is not None:
             method.set_progress(Progress(float(epoch), int(epochs)))  # type: ignore[arg-type]
         method.train(self._student.training)
-        if index is None:
-            batch: Batch = _NoIndex(x, y, None, progress=method.progress)  # type: ignore[arg-type]
-            batch.method = method.name  # type: ignore[attr-defined]
-        else:
-            batch = Batch(x, y, index, progress=method.progress)
+        batch = self._batch(x, y, index)
         missing = [name for name in method.views if name not in (views or {})]
         if missing:
             raise ValueError(f"{method.name} also trains on the view(s) {', '.join(missing)} of each batch: pass "

@@ -37,7 +37,8 @@ from .steptimer import StepTimer, section
 
 __all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "eval_metrics", "val_top1",
            "TeacherTest", "StepTimer", "seed_for", "freeze",
-           "draw_views", "view_generator", "compute_terms", "weigh_terms"]
+           "draw_views", "view_generator", "compute_terms", "compute_stage_terms", "weigh_terms",
+           "unique_trainable"]
 
 
 @dataclass
@@ -204,6 +205,20 @@ def compute_terms(model, method: Distiller, x, y, teacher_out, batch: Batch, ext
     return student_out.logits, terms
 
 
+def compute_stage_terms(model, method: Distiller, stage: str, x, teacher_out, batch: Batch,
+                        timer: StepTimer | None = None):
+    """The student's forward pass and the named terms of pre-training stage ``stage`` (their sum is the
+    stage's loss, no cross-entropy); the modes are the caller's (the stage's modules in train mode)."""
+    with section(timer, "student fwd"):
+        out = model.forward_kd(x, preact=method.needs_preact)
+    if not method.needs_features:
+        out = out.logits_only()
+        teacher_out = teacher_out.logits_only() if teacher_out is not None else None
+    with losses_in_float32(x.device.type, batch) as upcast, section(timer, "losses"):
+        terms = method.stage_losses(stage, upcast(out), upcast(teacher_out), batch)
+    return out.logits, terms
+
+
 def weigh_terms(method: Distiller, terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """A step's total loss and its weighted terms: each term times its weight (``"ce"``: ``ce_weight()``,
     the others: ``loss_weights()``, read now, so a scheduled weight follows ``progress``), terms of weight 0
@@ -236,7 +251,7 @@ class StudentRun:
         self.stages: list[Stage] = list(method.stages())
         self.stage_epochs = sum(st.epochs for st in self.stages)
         self.stage_optimizers = {
-            st.name: torch.optim.SGD(_unique_trainable(method.stage_modules(st.name, model)),
+            st.name: torch.optim.SGD(unique_trainable(method.stage_modules(st.name, model)),
                                      lr=st.lr if st.lr is not None else recipe.lr, momentum=recipe.momentum,
                                      weight_decay=recipe.weight_decay, foreach=True)
             for st in self.stages}
@@ -413,13 +428,7 @@ class StudentRun:
         batch = Batch(x, y, index, progress=method.progress)
         timer = self.step_timer
         with _autocast(device, self.fast):
-            with section(timer, "student fwd"):
-                out = self.model.forward_kd(x, preact=method.needs_preact)
-            if not method.needs_features:
-                out = out.logits_only()
-                teacher_out = teacher_out.logits_only() if teacher_out is not None else None
-            with losses_in_float32(x.device.type, batch) as upcast, section(timer, "losses"):
-                terms = method.stage_losses(stage.name, upcast(out), upcast(teacher_out), batch)
+            logits, terms = compute_stage_terms(self.model, method, stage.name, x, teacher_out, batch, timer)
         total = sum(terms.values())
         n = y.numel()
         checked = self.global_total(total, n)
@@ -431,7 +440,7 @@ class StudentRun:
             self.stage_backward(total, n, optimizer)
         with section(timer, "optimizer"):
             optimizer.step()
-        self._tally(terms, terms, out.logits, y, t0)  # a stage's terms are unweighted (summed)
+        self._tally(terms, terms, logits, y, t0)  # a stage's terms are unweighted (summed)
         return checked.detach()
 
     def stage_backward(self, total: torch.Tensor, n: int, optimizer: torch.optim.Optimizer) -> None:
@@ -504,7 +513,7 @@ def draw_views(runs: list["StudentRun"], index, data, device, epoch: int, step: 
     return out
 
 
-def _unique_trainable(modules: list[nn.Module]) -> list[nn.Parameter]:
+def unique_trainable(modules: list[nn.Module]) -> list[nn.Parameter]:
     """The parameters of ``modules`` that require grad, each once, in module order."""
     seen, out = set(), []
     for module in modules:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import benchmarks.api as api
-from benchmarks.api import Distillation, LogitsModel, NeedsHarness
+from benchmarks.api import Distillation, LogitsModel
 from benchmarks.data import InMemoryData
 from benchmarks.train import FastPaths, Recipe, StudentRun, draw_views
 from kdcore import KDModel, ModelOutput
@@ -200,7 +200,47 @@ def _one_line(excinfo) -> str:
     return text
 
 
-def test_methods_that_need_the_harness_are_refused():
+@pytest.mark.parametrize("name", ["ab", "ft", "fsp"])
+def test_a_pre_training_stage_is_studentrun_stage_steps_bit_for_bit(name):
+    """Two steps of the method's stage, then two main steps: Distillation (stage_loss over stage_parameters with
+    the stage's SGD, then loss) and StudentRun on copies give equal totals at every step and equal states."""
+    data = _data()
+    recipe = Recipe(epochs=2, batch_size=8)
+    torch.manual_seed(0)
+    distill = Distillation(name, "resnet8", "resnet8", num_classes=10, overrides={name: {"init_epochs": 1}})
+    run = StudentRun(name, copy.deepcopy(distill.student), copy.deepcopy(distill.method), recipe, seed=0)
+    [stage] = distill.stages
+    assert (stage.name, stage.epochs) == ("init", 1) and run.stage_epochs == 1
+    lr = stage.lr if stage.lr is not None else recipe.lr
+    stage_sgd = torch.optim.SGD(distill.stage_parameters("init"), lr=lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay, foreach=True)
+    main_sgd = torch.optim.SGD(list(distill.student.parameters()) + distill.parameters(), lr=recipe.lr,
+                               momentum=recipe.momentum, weight_decay=recipe.weight_decay, foreach=True)
+    batches = list(zip(range(2), data.epoch_batches(recipe.batch_size, torch.Generator().manual_seed(1), CPU)))
+    for epoch, optimizer in ((0, stage_sgd), (1, main_sgd)):  # stream epoch 0 is the stage's
+        run.begin_epoch(epoch)
+        if epoch == 1:
+            distill.student.train()  # the main training starts
+        for step, (x, y, index) in batches:
+            with torch.no_grad():
+                t_out = distill.teacher.forward_kd(x, preact=run.method.needs_preact)
+            expected = run.step(x, y, index, t_out, data, CPU, epoch, step)
+            if epoch == 0:
+                total, terms = distill.stage_loss(x, y, index, stage="init")
+                assert not distill.student.training and "ce" not in terms
+            else:
+                total, terms = distill.loss(x, y, index, epoch=step / 8, epochs=recipe.epochs)
+            assert torch.equal(total.detach(), expected), (name, epoch, step)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+    for (k, a), b in zip(run.model.state_dict().items(), distill.student.state_dict().values()):
+        assert torch.equal(a, b), k
+    for (k, a), b in zip(run.method.state_dict().items(), distill.method.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_a_missing_view_or_stage_is_named_in_one_line():
     mlkd = Distillation("mlkd", "resnet8", "resnet8", num_classes=10)
     x, y = torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long)
     with pytest.raises(ValueError) as e:  # its view comes from the user's loop
@@ -208,10 +248,12 @@ def test_methods_that_need_the_harness_are_refused():
     assert _one_line(e) == ("mlkd also trains on the view(s) strong of each batch: pass loss(x, y, "
                             "views={'strong': images}), the samples of x augmented as that view (kdbench's: "
                             "benchmarks.augment.VIEWS)")
-    for name in ("ab", "ft", "fsp"):
-        with pytest.raises(NeedsHarness) as e:
-            Distillation(name, "resnet8", "resnet8", num_classes=10)
-        assert "stages" in _one_line(e) and f"python -m benchmarks.run --methods {name}" in str(e.value)
+    with pytest.raises(ValueError) as e:
+        Distillation("ft", "resnet8", "resnet8", num_classes=10).stage_loss(x, y, stage="warmup")
+    assert _one_line(e) == "ft has no stage 'warmup'; its stages: ['init']"
+    with pytest.raises(ValueError) as e:
+        mlkd.stage_parameters("init")
+    assert _one_line(e) == "mlkd has no stage 'init'; its stages: none"
     with pytest.raises(UnknownMethodError, match="unknown method 'hinton'"):
         Distillation("hinton", "resnet8", "resnet8", num_classes=10)
 
