@@ -33,6 +33,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -314,6 +315,18 @@ def _recipe(fields: dict[str, Any], section: str) -> Recipe:
     recipe = Recipe(**out)
     if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
         raise ConfigError(f"{section}: epochs and batch_size must be >= 1 and lr > 0")
+    # checked here, before any teacher trains: SGD would refuse them (or train on NaN) only once training starts
+    bounds = {"lr": "a finite number > 0", "momentum": "a finite number >= 0",
+              "weight_decay": "a finite number >= 0", "lr_decay_rate": "a finite number > 0"}
+    for key, wanted in bounds.items():
+        value = getattr(recipe, key)
+        if not math.isfinite(value) or value < 0 or (value == 0 and "> 0" in wanted):
+            raise ConfigError(f"{section}.{key} must be {wanted}, got {value!r}")
+    if recipe.eval_batch_size < 1:
+        raise ConfigError(f"{section}.eval_batch_size must be >= 1, got {recipe.eval_batch_size!r}")
+    if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in recipe.lr_decay_epochs):
+        raise ConfigError(f"{section}.lr_decay_epochs must be a list of epochs >= 1 (the lr decays after each), "
+                          f"e.g. [150, 180, 210], got {recipe.lr_decay_epochs!r}")
     return recipe
 
 

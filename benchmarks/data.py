@@ -29,6 +29,7 @@ defaults keep the record layout and teacher cache keys they always had).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 import pickle
 from pathlib import Path
@@ -277,6 +278,8 @@ def load_digits(image_size: int = 8, test_fraction: float = 0.25, augment: str |
     check_options("digits", augment, normalize)
     if image_size < 8:
         raise DataError(f"digits: image_size must be >= 8, got {image_size}")
+    if not 0 < test_fraction < 1:
+        raise DataError(f"digits: data.test_fraction must be in (0, 1) (default 0.25), got {test_fraction}")
     d = sk_digits()
     x = torch.from_numpy(np.round(d.images * (255.0 / 16.0)).astype(np.uint8))[:, None].repeat(1, 3, 1, 1)
     if image_size != 8:
@@ -486,6 +489,30 @@ def dataset_loader(name: str):
         return DATASETS[name]
     except KeyError:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}") from None
+
+
+# what the runner passes every loader, whatever its dataset (a loader that reads no files ignores them)
+RUNNER_OPTIONS = ("data_root", "download")
+
+
+def check_data_options(name: str, options: dict) -> None:
+    """One clear error for a ``[data]`` key the dataset's loader does not take (``--set data.image_size=16`` on
+    CIFAR would otherwise be ignored without a word) or a number option of the wrong type, before any file is
+    read; the values' ranges are the loader's to check. The runner calls it on the options a user gave for
+    this dataset (``benchmarks.run.resolve``)."""
+    params = {k: p for k, p in inspect.signature(dataset_loader(name)).parameters.items()
+              if p.kind is not p.VAR_KEYWORD and k not in RUNNER_OPTIONS}
+    for key, value in options.items():
+        if key in RUNNER_OPTIONS:
+            continue
+        if key not in params:
+            raise DataError(f"{name} has no data option {key!r}; its options: {', '.join(params)} "
+                            f"(--set data.KEY=VALUE)")
+        default = params[key].default
+        if type(default) in (int, float) and (isinstance(value, bool) or not isinstance(value, type(default))
+                                              and not (type(default) is float and isinstance(value, int))):
+            raise DataError(f"{name}: data.{key} must be {'an int' if type(default) is int else 'a number'} "
+                            f"(default {default!r}), got {value!r}")
 
 
 def load_dataset(name: str, **options) -> InMemoryData:

@@ -60,6 +60,39 @@ BAD_INPUT += [
      "error: teacher checkpoint {tmp}/junk.pth is unreadable"),
 ]
 
+ONE = ["--methods", "kd", "--pairs", "resnet8:resnet8", "--seeds", "0", "--epochs", "1"]
+BAD_INPUT += [(ONE + argv, message) for argv, message in [
+    # recipe values SGD refuses (or trains on as NaN) only once the teacher's training has started
+    (["--set", "train.lr=nan"], "error: train.lr must be a finite number > 0, got nan"),
+    (["--set", "teacher_train.lr=inf"], "error: teacher_train.lr must be a finite number > 0, got inf"),
+    (["--set", "train.momentum=-1"], "error: train.momentum must be a finite number >= 0, got -1.0"),
+    (["--set", "train.weight_decay=-1"], "error: train.weight_decay must be a finite number >= 0, got -1.0"),
+    (["--set", "train.lr_decay_rate=0"], "error: train.lr_decay_rate must be a finite number > 0, got 0.0"),
+    (["--set", "train.eval_batch_size=0"], "error: train.eval_batch_size must be >= 1, got 0"),
+    (["--set", 'train.lr_decay_epochs=["a"]'],
+     "error: train.lr_decay_epochs must be a list of epochs >= 1 (the lr decays after each), e.g. [150, 180, 210], "
+     "got ['a']"),
+    # a [data] key the loader does not take was ignored without a word (and changed the grid's folder)
+    (["--set", "data.foo=1"],
+     "error: digits has no data option 'foo'; its options: image_size, test_fraction, augment, normalize "
+     "(--set data.KEY=VALUE)"),
+    (["--dataset", "cifar100", "--data-root", "/nonexistent/data", "--set", "data.image_size=16"],
+     "error: cifar100 has no data option 'image_size'; its options: augment, normalize (--set data.KEY=VALUE)"),
+    (["--set", "data.image_size=abc"], "error: digits: data.image_size must be an int (default 8), got 'abc'"),
+    (["--set", "data.test_fraction=1"], "error: digits: data.test_fraction must be in (0, 1) (default 0.25), got 1"),
+    # "> 0" lets inf through: the run failed on its first step, after the teacher's training
+    (["--set", "kd.T=inf"], "error: kd.T must be a finite number, got inf"),
+    (["--sweep", "kd.T=1,inf"], "error: kd.T must be a finite number, got inf"),
+    # flags that ran one CPU process without a word, or wrote outside --results, or raised
+    (["--workers", "0"], "error: --workers must be >= 1 (one local worker process per shard), got 0"),
+    (["--shards", "0", "--executor", "local"], "error: --shards must be >= 1 (array tasks), got 0"),
+    (["--gpus", "x"], "error: bad --gpus 'x': expected comma-separated GPU ids, e.g. 0,1,2,3"),
+    (["--grid", "../elsewhere"], "error: bad --grid '../elsewhere': a folder name under --results, without '/', "
+                                 "e.g. --grid tiny"),
+    (["--teacher-dir", "{tmp}/junk.pth"], "error: --teacher-dir {tmp}/junk.pth is a file, not a folder; choose a "
+                                          "folder (default: <results>/teachers)"),
+]]
+
 
 @pytest.mark.parametrize("argv,message", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
 def test_bad_input_is_one_clear_line_and_exit_2(capsys, tmp_path, argv, message):
@@ -83,6 +116,34 @@ def test_no_cuda_is_a_clear_error(capsys, tmp_path):
         pytest.skip("this machine has CUDA")
     code, _, err = run_cli(capsys, "--results", str(tmp_path), "--device", "cuda", *TINY)
     assert code == 2 and "CUDA is not available on this machine; use --device cpu" in err
+
+
+def test_gpus_without_cuda_is_a_clear_error(capsys, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = run_cli(capsys, "--results", str(tmp_path), "--gpus", "0", *TINY)
+    assert code == 2 and err == ("error: --gpus 0: CUDA is not available on this machine; use --workers N for CPU "
+                                 "worker processes\n")
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+def test_slurm_without_slurm_is_a_clear_error(capsys, tmp_path):
+    import shutil
+
+    if shutil.which("srun"):
+        pytest.skip("this machine has Slurm")
+    code, _, err = run_cli(capsys, "--results", str(tmp_path), "--executor", "slurm", *TINY)
+    assert code == 2 and err == ("error: --executor slurm: no Slurm on this machine (srun not found); submit from a "
+                                 "Slurm login node, or use --workers N here\n")
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_flag_is_one_line_not_the_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--amp", "fp16"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == ("error: argument --amp: invalid choice: 'fp16' (choose from 'auto', 'bf16', "
+                                       "'fp32'); see python -m benchmarks.run --help\n")
 
 
 def test_unwritable_results_dir(capsys, tmp_path):
