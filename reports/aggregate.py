@@ -332,8 +332,15 @@ def load_results(results_dir: Path | str) -> Results:
     raw = _read_grid(results_dir)
     records = list(iter_records(results_dir)) if results_dir.is_dir() else []
     if raw is None and not records:
-        raise NoResultsError(f"{results_dir}: no grid.json and no run records under runs/")
+        grids = sorted(p.parent.name for p in results_dir.glob("*/grid.json")) if results_dir.is_dir() else []
+        hint = (f"; it holds the grids {', '.join(grids)}: pass one, e.g. python -m reports {results_dir / grids[0]}"
+                if grids else "")
+        raise NoResultsError(f"{results_dir}: no grid.json and no run records under runs/{hint}")
     grid = _infer_grid(results_dir, records, raw)
+    if not grid.expected_ids():  # grid.json unreadable and no record readable: nothing names a run
+        raise NoResultsError(f"{results_dir}: grid.json is unreadable or incomplete and none of the "
+                             f"{len(records)} files under runs/ is a readable run record; rerun the grid's "
+                             f"python -m benchmarks.run command to redo them")
 
     by_id: dict[str, RunRecord | UnreadableRecord] = {}
     for rec in records:

@@ -146,6 +146,27 @@ def test_bad_flag_is_one_line_not_the_usage(capsys):
                                        "'fp32'); see python -m benchmarks.run --help\n")
 
 
+def test_report_of_a_damaged_or_wrong_folder_is_one_line(capsys, tmp_path):
+    from reports.__main__ import main as report_main
+
+    code, _, err = run_cli(capsys, "--results", str(tmp_path), "--grid", "g", "--methods", "kd", "--seeds", "0", *TINY)
+    assert code == 0, err
+    # the results root instead of a grid folder: name the grids it holds
+    assert report_main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path}: no grid.json and no run records under runs/; it holds "
+                                       f"the grids g: pass one, e.g. python -m reports {tmp_path / 'g'}\n")
+    # grid.json and every record damaged: one line, exit 2, no traceback, nothing rewritten
+    (tmp_path / "g" / "grid.json").write_text('{"na')
+    for path in (tmp_path / "g" / "runs").glob("*.json"):
+        path.write_text('{"run_id": "kd')
+    before = tree(tmp_path)
+    assert report_main([str(tmp_path / "g")]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'g'}: grid.json is unreadable or incomplete and none of "
+                                       f"the 1 files under runs/ is a readable run record; rerun the grid's python -m "
+                                       f"benchmarks.run command to redo them\n")
+    assert tree(tmp_path) == before
+
+
 def test_unwritable_results_dir(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
