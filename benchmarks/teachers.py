@@ -56,7 +56,7 @@ from methods import BuildContext, build_method
 
 from . import checkpoints
 from .config import ConfigError, fingerprint, pick_device
-from .data import DataError, load_dataset
+from .data import DataError, dataset_loader, load_dataset
 from .locks import FileLock
 from .models import create_model, list_models
 from .recorder import RunCheckpoint
@@ -595,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher_dir = Path(args.teacher_dir) if args.teacher_dir else Path(args.results) / "teachers"
 
     try:
+        dataset_loader(args.dataset)  # a misspelt dataset is named as such, not "no imported teacher" / "no checkpoints"
         if args.cmd == "forget":
             print(f"removed {forget_teacher(args.arch, args.dataset, teacher_dir)}")
             return 0

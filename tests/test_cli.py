@@ -167,6 +167,17 @@ def test_report_of_a_damaged_or_wrong_folder_is_one_line(capsys, tmp_path):
     assert tree(tmp_path) == before
 
 
+@pytest.mark.parametrize("argv", [["import", "{tmp}"], ["forget", "resnet8"]])
+def test_teachers_cli_names_a_misspelt_dataset(capsys, tmp_path, argv):
+    from benchmarks.teachers import main as teachers_main
+
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert teachers_main([*argv, "--dataset", "cifar1000", "--results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("error: unknown dataset 'cifar1000'; known datasets: digits, cifar10, cifar100, "
+                                       "imagefolder, MNIST, FashionMNIST\n")
+    assert not any(tmp_path.iterdir())
+
+
 def test_unwritable_results_dir(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
