@@ -15,7 +15,7 @@ A preset is a table with these keys (all checked; an unknown key is an error)::
     [method.<name>]  hyperparameter overrides of a method (checked against its defaults)
     [method_by_pair."<teacher>:<student>".<name>]  overrides for one pair only, on top of
                      [method.<name>] (mdistiller's DKD beta, TTM's gamma per pair); a pair not in
-                     ``pairs`` is an error
+                     ``pairs`` is unused (``--pairs`` may add it); a malformed pair name is an error
     val_fraction = 0.1                       # hold out 10% of the training set, stratified (default 0: none)
     student_fraction = 0.2                   # students train on a seeded 20% of it; teachers on all (default 1)
     [sweep]          "kd.T" = [1.0, 2.0, 4.0]: one run per value (several keys: their product)
@@ -159,6 +159,9 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     if not (path.suffix == ".toml" and path.exists()):
         path = PRESET_DIR / f"{name_or_path}.toml"
     if not path.exists():
+        if name_or_path.endswith(".toml") or "/" in name_or_path:
+            raise ConfigError(f"preset file {name_or_path} not found; check the path, or name a preset: "
+                              f"{', '.join(list_presets())}")
         raise ConfigError(f"unknown preset {name_or_path!r}; known presets: {', '.join(list_presets())} "
                           f"(or a path to a .toml file)")
     try:
@@ -179,6 +182,31 @@ def check_config(cfg: dict[str, Any]) -> None:
     for key in ("dataset", "methods", "pairs", "seeds"):
         if key not in cfg:
             raise ConfigError(f"preset {cfg.get('preset')!r} lacks {key!r}")
+    # the shapes every later step relies on: a string where a list belongs would be read letter by letter
+    if not isinstance(cfg["dataset"], str):
+        raise ConfigError(f'dataset must be a name, e.g. dataset = "digits", got {cfg["dataset"]!r}')
+    for key, example in (("methods", '["vanilla", "kd"]'), ("pairs", '["resnet20:resnet8"]'), ("seeds", "[0, 1, 2]")):
+        if not isinstance(cfg[key], list) or not cfg[key]:
+            raise ConfigError(f"{key} must be a non-empty list, e.g. {key} = {example}, got {cfg[key]!r}")
+    for key in ("methods", "pairs"):
+        if not all(isinstance(v, str) for v in cfg[key]):
+            raise ConfigError(f"{key} must be a list of names, got {cfg[key]!r}")
+    teacher_seed = cfg.get("teacher_seed", 0)
+    if not isinstance(teacher_seed, int) or isinstance(teacher_seed, bool) or teacher_seed < 0:
+        raise ConfigError(f"teacher_seed must be a non-negative integer, got {teacher_seed!r}")
+    for section in ("data", "train", "teacher_train", "method"):
+        if not isinstance(cfg.get(section, {}), dict):
+            how = "[method.<name>] tables, e.g. [method.kd] T = 2.0" if section == "method" else \
+                f"a table ([{section}] in a preset, --set {section}.KEY=VALUE)"
+            raise ConfigError(f"{section} must be {how}, got {cfg[section]!r}")
+    for name, values in cfg.get("method", {}).items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"method.{name} must be a table of hyperparameters, e.g. [method.{name}], got {values!r}")
+    for section in ("train", "teacher_train"):
+        lr_by = cfg.get(section, {}).get("lr_by_student", {})
+        if not isinstance(lr_by, dict):
+            raise ConfigError(f"{section}.lr_by_student must be a table of student: lr, e.g. "
+                              f"[{section}.lr_by_student] MobileNetV2 = 0.01, got {lr_by!r}")
     for section in ("train", "teacher_train"):
         bad = set(cfg.get(section, {})) - RECIPE_KEYS - {"lr_by_student"}
         if bad:

@@ -94,6 +94,42 @@ BAD_INPUT += [(ONE + argv, message) for argv, message in [
 ]]
 
 
+PRESET = 'dataset = "digits"\nmethods = ["kd"]\npairs = ["resnet8:resnet8"]\nseeds = [0]\n'
+# a preset file of the wrong shape: each raised a TypeError or AttributeError, or ran an empty grid whose report
+# then failed, or was read letter by letter ("unknown method 'k'")
+BAD_PRESETS = [
+    (PRESET.replace('["kd"]', '"kd"'), 'error: methods must be a non-empty list, e.g. methods = ["vanilla", "kd"], '
+                                       "got 'kd'"),
+    (PRESET.replace('["kd"]', "[]"), 'error: methods must be a non-empty list, e.g. methods = ["vanilla", "kd"], got []'),
+    (PRESET.replace('["resnet8:resnet8"]', '"resnet8:resnet8"'),
+     'error: pairs must be a non-empty list, e.g. pairs = ["resnet20:resnet8"], got \'resnet8:resnet8\''),
+    (PRESET.replace("[0]", "0"), "error: seeds must be a non-empty list, e.g. seeds = [0, 1, 2], got 0"),
+    (PRESET.replace("[0]", "[]"), "error: seeds must be a non-empty list, e.g. seeds = [0, 1, 2], got []"),
+    (PRESET + "teacher_seed = -1\n", "error: teacher_seed must be a non-negative integer, got -1"),
+    (PRESET + 'data = "x"\n', "error: data must be a table ([data] in a preset, --set data.KEY=VALUE), got 'x'"),
+    (PRESET + "train = 5\n", "error: train must be a table ([train] in a preset, --set train.KEY=VALUE), got 5"),
+    (PRESET + "method = 3\n", "error: method must be [method.<name>] tables, e.g. [method.kd] T = 2.0, got 3"),
+    (PRESET + "[train]\nlr_by_student = 3\n", "error: train.lr_by_student must be a table of student: lr, e.g. "
+                                               "[train.lr_by_student] MobileNetV2 = 0.01, got 3"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD_PRESETS, ids=[str(i) for i in range(len(BAD_PRESETS))])
+def test_bad_preset_file_is_one_clear_line_and_exit_2(capsys, tmp_path, text, message):
+    (tmp_path / "p.toml").write_text(text)
+    before = tree(tmp_path)
+    code, _, err = run_cli(capsys, "--results", str(tmp_path), "--preset", str(tmp_path / "p.toml"), *TINY)
+    assert code == 2 and err == message.replace("{tmp}", str(tmp_path)) + "\n"
+    assert tree(tmp_path) == before
+
+
+def test_missing_preset_file_says_file_not_found(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "--results", str(tmp_path), "--preset", str(tmp_path / "mine.toml"), *TINY)
+    assert code == 2 and err.startswith(f"error: preset file {tmp_path / 'mine.toml'} not found; check the path, or "
+                                        f"name a preset: cifar10, cifar100, digits")
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("argv,message", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
 def test_bad_input_is_one_clear_line_and_exit_2(capsys, tmp_path, argv, message):
     _write_checkpoints(tmp_path)
