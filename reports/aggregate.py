@@ -331,6 +331,10 @@ def load_results(results_dir: Path | str) -> Results:
     results_dir = Path(results_dir)
     raw = _read_grid(results_dir)
     records = list(iter_records(results_dir)) if results_dir.is_dir() else []
+    if not results_dir.is_dir():
+        what = "a file, not a folder" if results_dir.exists() else "no such folder"
+        raise NoResultsError(f"{results_dir}: {what}; pass a grid's folder, <results>/<grid> (python -m "
+                             f"benchmarks.run prints it: 'grid NAME: ... -> FOLDER')")
     if raw is None and not records:
         grids = sorted(p.parent.name for p in results_dir.glob("*/grid.json")) if results_dir.is_dir() else []
         hint = (f"; it holds the grids {', '.join(grids)}: pass one, e.g. python -m reports {results_dir / grids[0]}"

@@ -191,6 +191,11 @@ def test_report_of_a_damaged_or_wrong_folder_is_one_line(capsys, tmp_path):
     assert report_main([str(tmp_path)]) == 2
     assert capsys.readouterr().err == (f"error: {tmp_path}: no grid.json and no run records under runs/; it holds "
                                        f"the grids g: pass one, e.g. python -m reports {tmp_path / 'g'}\n")
+    # a folder that does not exist (a typo): say so
+    assert report_main([str(tmp_path / "gg")]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'gg'}: no such folder; pass a grid's folder, "
+                                       f"<results>/<grid> (python -m benchmarks.run prints it: 'grid NAME: ... -> "
+                                       f"FOLDER')\n")
     # grid.json and every record damaged: one line, exit 2, no traceback, nothing rewritten
     (tmp_path / "g" / "grid.json").write_text('{"na')
     for path in (tmp_path / "g" / "runs").glob("*.json"):
