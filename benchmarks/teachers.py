@@ -455,7 +455,9 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
 
     train_cohort([run], data, device, data_generator=generator, on_epoch_end=on_epoch_end, fast=fast)
     if run.error is not None:
-        raise TeacherError(f"teacher {arch} failed to train: {run.error}")
+        # a student's --set train.lr also reaches the teacher (its recipe is [train] with [teacher_train] on top)
+        raise TeacherError(f"teacher {arch} failed to train: {run.error}; the teacher trained at lr {recipe.lr:g} "
+                           f"([train] with [teacher_train] on top): --set teacher_train.lr=... sets its own")
     last = run.history[-1]
     info = {"arch": arch, "key": key, "seed": seed, "epochs": recipe.epochs,
             "recipe": recipe.as_dict(), "data": desc, "top1": last["test_top1"], "top5": last["test_top5"],

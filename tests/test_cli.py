@@ -288,6 +288,18 @@ def test_diverging_runs_are_recorded_and_exit_1(capsys, tmp_path):
     assert "kd__resnet8-resnet8__s0" in (tmp_path / "nan" / "report.md").read_text()
 
 
+def test_diverging_teacher_names_its_learning_rate(capsys, tmp_path):
+    # --set train.lr reaches the teacher too: its failure says which lr it trained at and how to set its own
+    code, _, err = run_cli(capsys, "--results", str(tmp_path), "--methods", "kd", "--seeds", "0", "--grid", "t",
+                           "--set", "train.lr=1e30", *TINY)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert lines == ["error: teacher resnet8 failed to train: teacher:resnet8: loss is not finite at epoch 1, step 1 "
+                     "(ce=nan); lower the learning rate or the method's loss weights; the teacher trained at lr 1e+30 "
+                     "([train] with [teacher_train] on top): --set teacher_train.lr=... sets its own"]
+    assert not list((tmp_path / "t" / "runs").glob("*.json")) and not list(tmp_path.glob("teachers/*/*.pt"))
+
+
 def test_changed_protocol_gets_its_own_grid(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "--dry-run")
     assert "grid digits (" in out
