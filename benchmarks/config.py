@@ -191,6 +191,10 @@ def check_config(cfg: dict[str, Any]) -> None:
     for key in ("methods", "pairs"):
         if not all(isinstance(v, str) for v in cfg[key]):
             raise ConfigError(f"{key} must be a list of names, got {cfg[key]!r}")
+    for key in ("methods", "pairs", "seeds"):  # one run id twice: two runs writing one record, a report that fails
+        twice = [v for i, v in enumerate(cfg[key]) if v in cfg[key][:i]]
+        if twice:
+            raise ConfigError(f"{key} names {twice[0]!r} twice ({', '.join(map(str, cfg[key]))}); give each once")
     teacher_seed = cfg.get("teacher_seed", 0)
     if not isinstance(teacher_seed, int) or isinstance(teacher_seed, bool) or teacher_seed < 0:
         raise ConfigError(f"teacher_seed must be a non-negative integer, got {teacher_seed!r}")

@@ -220,9 +220,10 @@ def _read_grid(results_dir: Path) -> dict | None:
 def _infer_grid(results_dir: Path, records: list[RunRecord | UnreadableRecord], raw: dict | None) -> Grid:
     raw = raw or {}
     good = [r for r in records if isinstance(r, RunRecord)]
-    methods = list(raw.get("methods") or [])
-    pairs = list(raw.get("pairs") or [])
-    seeds = list(raw.get("seeds") or [])
+    # each once: a grid.json written before duplicates were refused (--methods kd,kd) lists them twice
+    methods = list(dict.fromkeys(raw.get("methods") or []))
+    pairs = list(dict.fromkeys(raw.get("pairs") or []))
+    seeds = list(dict.fromkeys(raw.get("seeds") or []))
     from_file = bool(raw)
     if not (methods and pairs and seeds):  # no usable grid.json: take what the records hold
         from_file = from_file and bool(methods and pairs and seeds)

@@ -83,6 +83,11 @@ BAD_INPUT += [(ONE + argv, message) for argv, message in [
     # "> 0" lets inf through: the run failed on its first step, after the teacher's training
     (["--set", "kd.T=inf"], "error: kd.T must be a finite number, got inf"),
     (["--sweep", "kd.T=1,inf"], "error: kd.T must be a finite number, got inf"),
+    # the same run id twice: both trained into one record, and the report (then every python -m reports) failed
+    (["--methods", "kd,kd"], "error: methods names 'kd' twice (kd, kd); give each once"),
+    (["--seeds", "0,0"], "error: seeds names 0 twice (0, 0); give each once"),
+    (["--pairs", "resnet8:resnet8,resnet8:resnet8"],
+     "error: pairs names 'resnet8:resnet8' twice (resnet8:resnet8, resnet8:resnet8); give each once"),
     # flags that ran one CPU process without a word, or wrote outside --results, or raised
     (["--workers", "0"], "error: --workers must be >= 1 (one local worker process per shard), got 0"),
     (["--shards", "0", "--executor", "local"], "error: --shards must be >= 1 (array tasks), got 0"),
@@ -196,6 +201,12 @@ def test_report_of_a_damaged_or_wrong_folder_is_one_line(capsys, tmp_path):
     assert capsys.readouterr().err == (f"error: {tmp_path / 'gg'}: no such folder; pass a grid's folder, "
                                        f"<results>/<grid> (python -m benchmarks.run prints it: 'grid NAME: ... -> "
                                        f"FOLDER')\n")
+    # a grid.json written before duplicates were refused lists a method twice: the report still builds
+    grid_json = tmp_path / "g" / "grid.json"
+    grid_json.write_text(grid_json.read_text().replace('"methods": [\n    "kd"\n  ]', '"methods": ["kd", "kd"]'))
+    assert json.loads(grid_json.read_text())["methods"] == ["kd", "kd"]
+    assert report_main([str(tmp_path / "g")]) == 0
+    capsys.readouterr()
     # grid.json and every record damaged: one line, exit 2, no traceback, nothing rewritten
     (tmp_path / "g" / "grid.json").write_text('{"na')
     for path in (tmp_path / "g" / "runs").glob("*.json"):
