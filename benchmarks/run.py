@@ -41,6 +41,8 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, with a bad flag answered as every other bad input is: one line and exit 2 (not the usage)."""
 
     def error(self, message: str):
+        if "unrecognized arguments: --resume" in message:  # the flag other tools have: here it is the default
+            message += " (no flag needed: rerun the same command; complete runs are skipped, interrupted ones resume)"
         self.exit(2, f"error: {message}; see {self.prog} --help\n")
 
 

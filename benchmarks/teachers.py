@@ -136,6 +136,9 @@ def read_teacher_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     Anything else raises ``TeacherError`` saying what was found and what to do.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise TeacherError(f"teacher checkpoint {path} is a folder; pass the checkpoint file in it, e.g. "
+                           f"{path / 'ckpt_epoch_240.pth'} (--teacher-ckpt ARCH=PATH)")
     if not path.is_file():
         raise TeacherError(f"teacher checkpoint {path} not found; check the path (--teacher-ckpt ARCH=PATH)")
     try:

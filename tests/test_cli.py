@@ -94,6 +94,8 @@ BAD_INPUT += [(ONE + argv, message) for argv, message in [
     (["--gpus", "x"], "error: bad --gpus 'x': expected comma-separated GPU ids, e.g. 0,1,2,3"),
     (["--grid", "../elsewhere"], "error: bad --grid '../elsewhere': a folder name under --results, without '/', "
                                  "e.g. --grid tiny"),
+    (["--teacher-ckpt", "resnet8={tmp}"], "error: teacher checkpoint {tmp} is a folder; pass the checkpoint file in "
+                                          "it, e.g. {tmp}/ckpt_epoch_240.pth (--teacher-ckpt ARCH=PATH)"),
     (["--teacher-dir", "{tmp}/junk.pth"], "error: --teacher-dir {tmp}/junk.pth is a file, not a folder; choose a "
                                           "folder (default: <results>/teachers)"),
 ]]
@@ -185,6 +187,12 @@ def test_bad_flag_is_one_line_not_the_usage(capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == ("error: argument --amp: invalid choice: 'fp16' (choose from 'auto', 'bf16', "
                                        "'fp32'); see python -m benchmarks.run --help\n")
+    with pytest.raises(SystemExit) as exit_info:  # resuming needs no flag: say so
+        main(["--resume"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == ("error: unrecognized arguments: --resume (no flag needed: rerun the same "
+                                       "command; complete runs are skipped, interrupted ones resume); see python -m "
+                                       "benchmarks.run --help\n")
 
 
 def test_report_of_a_damaged_or_wrong_folder_is_one_line(capsys, tmp_path):
