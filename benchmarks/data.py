@@ -32,6 +32,7 @@ import dataclasses
 import inspect
 from dataclasses import dataclass, field
 import pickle
+import urllib.error
 from pathlib import Path
 from typing import Iterator
 
@@ -343,6 +344,13 @@ def _found(folder: Path) -> str:
     return f"a folder holding {shown}"
 
 
+def _download_failed(kind: str, download: bool, error: Exception, root: Path) -> None:
+    """A DataError naming the download, not the files, when ``--download`` could not reach the server."""
+    if download and isinstance(error, (urllib.error.URLError, ConnectionError, TimeoutError)):
+        raise DataError(f"{kind}: --download failed ({type(error).__name__}: {error}); check this machine's internet "
+                        f"access, or fetch the dataset elsewhere and extract it under {root}") from None
+
+
 CIFAR_FORMAT = {
     "cifar10": "torchvision's CIFAR-10 python version: pickled batches data_batch_1..5, test_batch "
                "and batches.meta, each a dict with 'data' (N x 3072 uint8, CHW rows) and 'labels'",
@@ -373,6 +381,7 @@ def _load_cifar(kind: str, data_root: str | Path | None, download: bool) -> InMe
             ) from None
         raise
     except Exception as e:  # unreadable pickles, truncated files
+        _download_failed(kind, download, e, root)
         raise DataError(f"{kind}: could not read the files under {where} ({type(e).__name__}: {e}); "
                         f"{expected}, found {_found(where)}") from None
 
@@ -437,6 +446,7 @@ def _load_mnist(kind: str, data_root, download: bool) -> InMemoryData:
         raise DataError(f"{kind}: could not read the files under {where} ({e}); {expected}, "
                         f"found {_found(where)}") from None
     except Exception as e:  # truncated files, wrong magic numbers (torchvision asserts)
+        _download_failed(kind, download, e, root)
         raise DataError(f"{kind}: could not read the files under {where} ({type(e).__name__}: {e}); "
                         f"{expected}, found {_found(where)}") from None
     out = []

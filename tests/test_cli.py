@@ -238,6 +238,24 @@ def test_teachers_cli_names_a_misspelt_dataset(capsys, tmp_path, argv):
     assert not any(tmp_path.iterdir())
 
 
+def test_failed_download_names_the_download(capsys, tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets.cifar
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", offline)
+    data = tmp_path / "data"
+    code, _, err = run_cli(capsys, "--results", str(tmp_path / "r"), "--dataset", "cifar10", "--data-root", str(data),
+                           "--download", "--methods", "kd", "--seeds", "0", *TINY)
+    assert code == 2 and err == (f"error: cifar10: --download failed (URLError: <urlopen error [Errno -2] Name or "
+                                 f"service not known>); check this machine's internet access, or fetch the dataset "
+                                 f"elsewhere and extract it under {data}\n")  # not "could not read the files"
+    assert not (tmp_path / "r").exists()
+
+
 def test_unwritable_results_dir(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
