@@ -256,6 +256,26 @@ def test_failed_download_names_the_download(capsys, tmp_path, monkeypatch):
     assert not (tmp_path / "r").exists()
 
 
+def test_image_folder_without_classes_or_with_a_bad_image_is_one_line(capsys, tmp_path):
+    # both raised tracebacks: torchvision's FileNotFoundError, and PIL's error during the teacher's training
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        (data / split).mkdir(parents=True)
+    argv = ["--results", str(tmp_path / "r"), "--dataset", "imagefolder", "--data-root", str(data),
+            "--student-fraction", "1", "--set", "data.workers=0", "--set", "data.image_size=8", "--methods", "kd",
+            "--seeds", "0", *TINY]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and err == (f"error: imagefolder: Couldn't find any class folder in {data / 'train'}; pass "
+                                 f"--data-root DIR with DIR/train/<class>/ and DIR/val/<class>/ image folders\n")
+    for split in ("train", "val"):
+        (data / split / "a").mkdir()
+        (data / split / "a" / "x.png").write_bytes(b"not an image")
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and err.startswith(f"error: imagefolder: cannot read image {data / 'train' / 'a' / 'x.png'} "
+                                        f"(UnidentifiedImageError: ") and err.endswith("; replace or remove the file\n")
+    assert not (tmp_path / "r").exists()  # nothing trained, nothing written
+
+
 def test_unwritable_results_dir(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
