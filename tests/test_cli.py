@@ -215,6 +215,18 @@ def test_report_of_a_damaged_or_wrong_folder_is_one_line(capsys, tmp_path):
     assert json.loads(grid_json.read_text())["methods"] == ["kd", "kd"]
     assert report_main([str(tmp_path / "g")]) == 0
     capsys.readouterr()
+    # a --published table that is missing or lacks columns: named, even for a grid that would not read it
+    report = (tmp_path / "g" / "report.md").read_bytes()
+    assert report_main([str(tmp_path / "g"), "--published", str(tmp_path / "nope.csv")]) == 2
+    assert capsys.readouterr().err == (f"error: --published {tmp_path / 'nope.csv'}: [Errno 2] No such file or "
+                                       f"directory: '{tmp_path / 'nope.csv'}'; expected a CSV with columns "
+                                       f"teacher,student,method,top1[,protocol,source]\n")
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    assert report_main([str(tmp_path / "g"), "--published", str(tmp_path / "bad.csv")]) == 2
+    assert capsys.readouterr().err == (f"error: --published {tmp_path / 'bad.csv'}: published table lacks columns "
+                                       f"['method', 'student', 'teacher', 'top1']; expected a CSV with columns "
+                                       f"teacher,student,method,top1[,protocol,source]\n")
+    assert (tmp_path / "g" / "report.md").read_bytes() == report
     # grid.json and every record damaged: one line, exit 2, no traceback, nothing rewritten
     (tmp_path / "g" / "grid.json").write_text('{"na')
     for path in (tmp_path / "g" / "runs").glob("*.json"):
