@@ -297,6 +297,14 @@ def parse_value(text: str) -> Any:
 def apply_set(cfg: dict[str, Any], assignment: str, method_names: set[str]) -> None:
     """Apply one ``--set section.key=value`` to ``cfg`` in place."""
     if "=" not in assignment or "." not in assignment.split("=", 1)[0]:
+        key = assignment.split("=", 1)[0].strip()
+        flags = {"seeds": "--seeds", "methods": "--methods", "pairs": "--pairs", "dataset": "--dataset",
+                 "val_fraction": "--val-fraction", "student_fraction": "--student-fraction", "sweep": "--sweep"}
+        if key in flags:
+            raise ConfigError(f"bad --set {assignment!r}: {key} has its own flag, {flags[key]}")
+        if key in TOP_KEYS:
+            raise ConfigError(f"bad --set {assignment!r}: {key} is a top-level preset key; set it in your own preset "
+                              f"file (--preset FILE.toml)")
         raise ConfigError(f"bad --set {assignment!r}: expected section.key=value, e.g. train.epochs=5 or kd.T=2")
     path, text = assignment.split("=", 1)
     section, *keys = path.strip().split(".")

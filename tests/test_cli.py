@@ -88,6 +88,10 @@ BAD_INPUT += [(ONE + argv, message) for argv, message in [
     (["--seeds", "0,0"], "error: seeds names 0 twice (0, 0); give each once"),
     (["--pairs", "resnet8:resnet8,resnet8:resnet8"],
      "error: pairs names 'resnet8:resnet8' twice (resnet8:resnet8, resnet8:resnet8); give each once"),
+    # a top-level preset key: which flag sets it, or that only a preset file does
+    (["--set", "seeds=[0,1]"], "error: bad --set 'seeds=[0,1]': seeds has its own flag, --seeds"),
+    (["--set", "teacher_seed=5"], "error: bad --set 'teacher_seed=5': teacher_seed is a top-level preset key; set it "
+                                  "in your own preset file (--preset FILE.toml)"),
     # flags that ran one CPU process without a word, or wrote outside --results, or raised
     (["--workers", "0"], "error: --workers must be >= 1 (one local worker process per shard), got 0"),
     (["--shards", "0", "--executor", "local"], "error: --shards must be >= 1 (array tasks), got 0"),
