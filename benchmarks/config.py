@@ -15,7 +15,7 @@ A preset is a table with these keys (all checked; an unknown key is an error)::
     [method.<name>]  hyperparameter overrides of a method (checked against its defaults)
     [method_by_pair."<teacher>:<student>".<name>]  overrides for one pair only, on top of
                      [method.<name>] (mdistiller's DKD beta, TTM's gamma per pair); a pair not in
-                     ``pairs`` is an error
+                     ``pairs`` is unused (``--pairs`` may add it); a malformed pair name is an error
     val_fraction = 0.1                       # hold out 10% of the training set, stratified (default 0: none)
     student_fraction = 0.2                   # students train on a seeded 20% of it; teachers on all (default 1)
     [sweep]          "kd.T" = [1.0, 2.0, 4.0]: one run per value (several keys: their product)
@@ -33,6 +33,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -158,6 +159,9 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     if not (path.suffix == ".toml" and path.exists()):
         path = PRESET_DIR / f"{name_or_path}.toml"
     if not path.exists():
+        if name_or_path.endswith(".toml") or "/" in name_or_path:
+            raise ConfigError(f"preset file {name_or_path} not found; check the path, or name a preset: "
+                              f"{', '.join(list_presets())}")
         raise ConfigError(f"unknown preset {name_or_path!r}; known presets: {', '.join(list_presets())} "
                           f"(or a path to a .toml file)")
     try:
@@ -178,6 +182,35 @@ def check_config(cfg: dict[str, Any]) -> None:
     for key in ("dataset", "methods", "pairs", "seeds"):
         if key not in cfg:
             raise ConfigError(f"preset {cfg.get('preset')!r} lacks {key!r}")
+    # the shapes every later step relies on: a string where a list belongs would be read letter by letter
+    if not isinstance(cfg["dataset"], str):
+        raise ConfigError(f'dataset must be a name, e.g. dataset = "digits", got {cfg["dataset"]!r}')
+    for key, example in (("methods", '["vanilla", "kd"]'), ("pairs", '["resnet20:resnet8"]'), ("seeds", "[0, 1, 2]")):
+        if not isinstance(cfg[key], list) or not cfg[key]:
+            raise ConfigError(f"{key} must be a non-empty list, e.g. {key} = {example}, got {cfg[key]!r}")
+    for key in ("methods", "pairs"):
+        if not all(isinstance(v, str) for v in cfg[key]):
+            raise ConfigError(f"{key} must be a list of names, got {cfg[key]!r}")
+    for key in ("methods", "pairs", "seeds"):  # one run id twice: two runs writing one record, a report that fails
+        twice = [v for i, v in enumerate(cfg[key]) if v in cfg[key][:i]]
+        if twice:
+            raise ConfigError(f"{key} names {twice[0]!r} twice ({', '.join(map(str, cfg[key]))}); give each once")
+    teacher_seed = cfg.get("teacher_seed", 0)
+    if not isinstance(teacher_seed, int) or isinstance(teacher_seed, bool) or teacher_seed < 0:
+        raise ConfigError(f"teacher_seed must be a non-negative integer, got {teacher_seed!r}")
+    for section in ("data", "train", "teacher_train", "method"):
+        if not isinstance(cfg.get(section, {}), dict):
+            how = "[method.<name>] tables, e.g. [method.kd] T = 2.0" if section == "method" else \
+                f"a table ([{section}] in a preset, --set {section}.KEY=VALUE)"
+            raise ConfigError(f"{section} must be {how}, got {cfg[section]!r}")
+    for name, values in cfg.get("method", {}).items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"method.{name} must be a table of hyperparameters, e.g. [method.{name}], got {values!r}")
+    for section in ("train", "teacher_train"):
+        lr_by = cfg.get(section, {}).get("lr_by_student", {})
+        if not isinstance(lr_by, dict):
+            raise ConfigError(f"{section}.lr_by_student must be a table of student: lr, e.g. "
+                              f"[{section}.lr_by_student] MobileNetV2 = 0.01, got {lr_by!r}")
     for section in ("train", "teacher_train"):
         bad = set(cfg.get(section, {})) - RECIPE_KEYS - {"lr_by_student"}
         if bad:
@@ -264,6 +297,14 @@ def parse_value(text: str) -> Any:
 def apply_set(cfg: dict[str, Any], assignment: str, method_names: set[str]) -> None:
     """Apply one ``--set section.key=value`` to ``cfg`` in place."""
     if "=" not in assignment or "." not in assignment.split("=", 1)[0]:
+        key = assignment.split("=", 1)[0].strip()
+        flags = {"seeds": "--seeds", "methods": "--methods", "pairs": "--pairs", "dataset": "--dataset",
+                 "val_fraction": "--val-fraction", "student_fraction": "--student-fraction", "sweep": "--sweep"}
+        if key in flags:
+            raise ConfigError(f"bad --set {assignment!r}: {key} has its own flag, {flags[key]}")
+        if key in TOP_KEYS:
+            raise ConfigError(f"bad --set {assignment!r}: {key} is a top-level preset key; set it in your own preset "
+                              f"file (--preset FILE.toml)")
         raise ConfigError(f"bad --set {assignment!r}: expected section.key=value, e.g. train.epochs=5 or kd.T=2")
     path, text = assignment.split("=", 1)
     section, *keys = path.strip().split(".")
@@ -314,6 +355,18 @@ def _recipe(fields: dict[str, Any], section: str) -> Recipe:
     recipe = Recipe(**out)
     if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
         raise ConfigError(f"{section}: epochs and batch_size must be >= 1 and lr > 0")
+    # checked here, before any teacher trains: SGD would refuse them (or train on NaN) only once training starts
+    bounds = {"lr": "a finite number > 0", "momentum": "a finite number >= 0",
+              "weight_decay": "a finite number >= 0", "lr_decay_rate": "a finite number > 0"}
+    for key, wanted in bounds.items():
+        value = getattr(recipe, key)
+        if not math.isfinite(value) or value < 0 or (value == 0 and "> 0" in wanted):
+            raise ConfigError(f"{section}.{key} must be {wanted}, got {value!r}")
+    if recipe.eval_batch_size < 1:
+        raise ConfigError(f"{section}.eval_batch_size must be >= 1, got {recipe.eval_batch_size!r}")
+    if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in recipe.lr_decay_epochs):
+        raise ConfigError(f"{section}.lr_decay_epochs must be a list of epochs >= 1 (the lr decays after each), "
+                          f"e.g. [150, 180, 210], got {recipe.lr_decay_epochs!r}")
     return recipe
 
 

@@ -29,8 +29,10 @@ defaults keep the record layout and teacher cache keys they always had).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 import pickle
+import urllib.error
 from pathlib import Path
 from typing import Iterator
 
@@ -277,6 +279,8 @@ def load_digits(image_size: int = 8, test_fraction: float = 0.25, augment: str |
     check_options("digits", augment, normalize)
     if image_size < 8:
         raise DataError(f"digits: image_size must be >= 8, got {image_size}")
+    if not 0 < test_fraction < 1:
+        raise DataError(f"digits: data.test_fraction must be in (0, 1) (default 0.25), got {test_fraction}")
     d = sk_digits()
     x = torch.from_numpy(np.round(d.images * (255.0 / 16.0)).astype(np.uint8))[:, None].repeat(1, 3, 1, 1)
     if image_size != 8:
@@ -340,6 +344,13 @@ def _found(folder: Path) -> str:
     return f"a folder holding {shown}"
 
 
+def _download_failed(kind: str, download: bool, error: Exception, root: Path) -> None:
+    """A DataError naming the download, not the files, when ``--download`` could not reach the server."""
+    if download and isinstance(error, (urllib.error.URLError, ConnectionError, TimeoutError)):
+        raise DataError(f"{kind}: --download failed ({type(error).__name__}: {error}); check this machine's internet "
+                        f"access, or fetch the dataset elsewhere and extract it under {root}") from None
+
+
 CIFAR_FORMAT = {
     "cifar10": "torchvision's CIFAR-10 python version: pickled batches data_batch_1..5, test_batch "
                "and batches.meta, each a dict with 'data' (N x 3072 uint8, CHW rows) and 'labels'",
@@ -370,6 +381,7 @@ def _load_cifar(kind: str, data_root: str | Path | None, download: bool) -> InMe
             ) from None
         raise
     except Exception as e:  # unreadable pickles, truncated files
+        _download_failed(kind, download, e, root)
         raise DataError(f"{kind}: could not read the files under {where} ({type(e).__name__}: {e}); "
                         f"{expected}, found {_found(where)}") from None
 
@@ -434,6 +446,7 @@ def _load_mnist(kind: str, data_root, download: bool) -> InMemoryData:
         raise DataError(f"{kind}: could not read the files under {where} ({e}); {expected}, "
                         f"found {_found(where)}") from None
     except Exception as e:  # truncated files, wrong magic numbers (torchvision asserts)
+        _download_failed(kind, download, e, root)
         raise DataError(f"{kind}: could not read the files under {where} ({type(e).__name__}: {e}); "
                         f"{expected}, found {_found(where)}") from None
     out = []
@@ -486,6 +499,30 @@ def dataset_loader(name: str):
         return DATASETS[name]
     except KeyError:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}") from None
+
+
+# what the runner passes every loader, whatever its dataset (a loader that reads no files ignores them)
+RUNNER_OPTIONS = ("data_root", "download")
+
+
+def check_data_options(name: str, options: dict) -> None:
+    """One clear error for a ``[data]`` key the dataset's loader does not take (``--set data.image_size=16`` on
+    CIFAR would otherwise be ignored without a word) or a number option of the wrong type, before any file is
+    read; the values' ranges are the loader's to check. The runner calls it on the options a user gave for
+    this dataset (``benchmarks.run.resolve``)."""
+    params = {k: p for k, p in inspect.signature(dataset_loader(name)).parameters.items()
+              if p.kind is not p.VAR_KEYWORD and k not in RUNNER_OPTIONS}
+    for key, value in options.items():
+        if key in RUNNER_OPTIONS:
+            continue
+        if key not in params:
+            raise DataError(f"{name} has no data option {key!r}; its options: {', '.join(params)} "
+                            f"(--set data.KEY=VALUE)")
+        default = params[key].default
+        if type(default) in (int, float) and (isinstance(value, bool) or not isinstance(value, type(default))
+                                              and not (type(default) is float and isinstance(value, int))):
+            raise DataError(f"{name}: data.{key} must be {'an int' if type(default) is int else 'a number'} "
+                            f"(default {default!r}), got {value!r}")
 
 
 def load_dataset(name: str, **options) -> InMemoryData:

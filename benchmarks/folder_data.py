@@ -19,16 +19,30 @@ import torch
 from .datacommon import IMAGENET_MEAN, IMAGENET_STD, DataError
 
 
-class _Indexed(torch.utils.data.Dataset):
-    def __init__(self, base):
-        self.base = base
+def _read(ds, i):
+    """Sample ``i`` of an ImageFolder; a file PIL cannot decode is a DataError naming it (not a traceback)."""
+    try:
+        return ds[i]
+    except OSError as e:  # PIL's UnidentifiedImageError, truncated files
+        raise DataError(f"imagefolder: cannot read image {ds.samples[i][0]} ({type(e).__name__}: {e}); "
+                        f"replace or remove the file") from None
+
+
+class _Checked(torch.utils.data.Dataset):
+    def __init__(self, base, indexed: bool):
+        self.base, self.indexed = base, indexed
 
     def __len__(self):
         return len(self.base)
 
     def __getitem__(self, i):
-        x, y = self.base[i]
-        return x, y, i
+        x, y = _read(self.base, i)
+        return (x, y, i) if self.indexed else (x, y)
+
+
+class _Indexed(_Checked):  # (x, y, dataset index): benchmarks.distributed's training set
+    def __init__(self, base):
+        super().__init__(base, True)
 
 
 class FolderData:
@@ -51,10 +65,16 @@ class FolderData:
         centre = [transforms.Resize(int(image_size * 256 / 224)), transforms.CenterCrop(image_size)]
         crop = [transforms.RandomResizedCrop(image_size)] if augment in ("crop_flip", "crop") else centre
         flip = [transforms.RandomHorizontalFlip()] if augment in ("crop_flip", "flip") else []
-        self.train_set = datasets.ImageFolder(str(root / "train"), transforms.Compose(
-            crop + flip + [transforms.ToTensor()] + norm))
-        self.test_set = datasets.ImageFolder(str(root / "val"), transforms.Compose(
-            centre + [transforms.ToTensor()] + norm))
+        try:
+            self.train_set = datasets.ImageFolder(str(root / "train"), transforms.Compose(
+                crop + flip + [transforms.ToTensor()] + norm))
+            self.test_set = datasets.ImageFolder(str(root / "val"), transforms.Compose(
+                centre + [transforms.ToTensor()] + norm))
+        except FileNotFoundError as e:  # no class folder, or class folders without images
+            raise DataError(f"imagefolder: {str(e).rstrip('.')}; pass --data-root DIR with DIR/train/<class>/ and DIR/val/<class>/ "
+                            f"image folders") from None
+        for ds in (self.train_set, self.test_set):  # one image of each, before any teacher trains
+            _read(ds, 0)
         if self.train_set.classes != self.test_set.classes:
             raise DataError(f"imagefolder: train/ and val/ under {root} have different class folders")
         self.name = "imagefolder"
@@ -79,7 +99,7 @@ class FolderData:
                                            persistent_workers=False)
 
     def epoch_batches(self, batch_size, generator, device) -> Iterator:
-        for x, y, i in self._loader(_Indexed(self.train_set), batch_size, generator, shuffle=True):
+        for x, y, i in self._loader(_Checked(self.train_set, True), batch_size, generator, shuffle=True):
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True), i.to(device)
 
     def fetch(self, index, generator, device):
@@ -87,8 +107,8 @@ class FolderData:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         with torch.random.fork_rng(devices=[]):  # torchvision transforms draw from the global RNG
             torch.manual_seed(seed)
-            return torch.stack([self.train_set[int(i)][0] for i in index.cpu()]).to(device)
+            return torch.stack([_read(self.train_set, int(i))[0] for i in index.cpu()]).to(device)
 
     def test_batches(self, batch_size, device) -> Iterator:
-        for x, y in self._loader(self.test_set, batch_size):
+        for x, y in self._loader(_Checked(self.test_set, False), batch_size):
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)

@@ -10,9 +10,14 @@ on; the exit status is 1 if any run failed, 2 for bad input.
 from __future__ import annotations
 
 import argparse
+import math
+import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from methods import (HyperparameterError, UnknownMethodError, check_override_keys, list_methods, list_modifiers,
                      method_class, method_defaults, modifiable_by, validate_method)
@@ -23,7 +28,7 @@ from .config import (ConfigError, FrozenConfig, apply_set, check_config, check_s
                      fingerprint, grid_name, list_presets, load_preset, method_overrides, parse_pair, parse_sweep,
                      protocol, student_recipe, teacher_recipe)
 from . import records
-from .data import DataError, dataset_loader, list_datasets
+from .data import DataError, check_data_options, dataset_loader, list_datasets
 from .grid import GridRunner, RunnerOptions, RunSpec, cohorts, expand, parse_shard, shard, spec_overrides
 from .scaleout import LaunchOptions, launch
 from .models import UnknownModelError, create_model, list_models
@@ -32,8 +37,17 @@ from .teachers import TeacherError
 BAD_INPUT = (ConfigError, UnknownMethodError, UnknownModelError, HyperparameterError, DataError, TeacherError)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a bad flag answered as every other bad input is: one line and exit 2 (not the usage)."""
+
+    def error(self, message: str):
+        if "unrecognized arguments: --resume" in message:  # the flag other tools have: here it is the default
+            message += " (no flag needed: rerun the same command; complete runs are skipped, interrupted ones resume)"
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="digits", help="preset name or .toml path (default: digits)")
     p.add_argument("--methods", help="comma-separated methods, e.g. triplet,kd,crd+kd ('all' = every one)")
     p.add_argument("--pairs", help="comma-separated teacher:student pairs, e.g. resnet32x4:resnet8x4")
@@ -143,6 +157,13 @@ def resolve(args: argparse.Namespace) -> FrozenConfig:
         cfg["methods"] = list_methods()
     cfg["sweep"] = check_sweep(cfg.get("sweep", {}), cfg["methods"])
     dataset_loader(cfg["dataset"])  # an unknown dataset fails here, before any work
+    # [data] keys given for this dataset: every --set data.KEY, and the preset's own when --dataset left its
+    # dataset (a preset's options for another dataset, the digits' image_size under --dataset cifar100, stay
+    # as they always were: unused, and part of the grid's identity)
+    set_data = {a.split("=", 1)[0].strip().split(".")[1] for a in args.set
+                if a.split("=", 1)[0].strip().split(".")[0] == "data"}
+    check_data_options(cfg["dataset"], {k: v for k, v in cfg.get("data", {}).items()
+                                        if cfg["dataset"] == base_dataset or k in set_data})
     check_override_keys(cfg.get("method", {}))
     for pair in cfg.get("method_by_pair", {}):
         check_override_keys(method_overrides(cfg, pair))
@@ -153,6 +174,7 @@ def resolve(args: argparse.Namespace) -> FrozenConfig:
     resolved: dict[str, dict[str, Any]] = {}
     for spec in specs:
         resolved.setdefault(spec.pair, {})[spec.label] = validate_method(spec.method, spec_overrides(cfg, spec))
+        check_finite(resolved[spec.pair][spec.label])
     known = set(list_models())
     for t, s in pairs:
         for name in (t, s):
@@ -176,6 +198,16 @@ def resolve(args: argparse.Namespace) -> FrozenConfig:
                         "protocol": base_protocol, "explicit": args.grid}
     cfg["grid"] = grid_name(cfg)
     return FrozenConfig(cfg)
+
+
+def check_finite(hparams: dict[str, dict[str, Any]]) -> None:
+    """A method's resolved hyperparameters hold no inf or NaN: a range such as "> 0" lets ``inf`` through, and
+    the run would only fail on its first step (``--set kd.T=inf``), after the teacher's training."""
+    for part, values in hparams.items():
+        for key, value in values.items():
+            items = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+                raise HyperparameterError(f"{part}.{key} must be a finite number, got {value!r}")
 
 
 def check_sweep(sweep: dict[str, list], methods: list[str]) -> dict[str, list]:
@@ -226,6 +258,31 @@ def parse_teacher_ckpts(items: list[str], teachers: list[str]) -> dict[str, str]
     return out
 
 
+def check_flags(workers: int, shards: int | None, gpus: str | None, executor: str | None, grid: str | None,
+                teacher_dir: str | None) -> None:
+    """The flags no preset value checks: one line each, before any work (``--workers 0`` or ``--gpus 0`` on a
+    machine without CUDA would otherwise run on one CPU process without a word)."""
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1 (one local worker process per shard), got {workers}")
+    if shards is not None and shards < 1:
+        raise ConfigError(f"--shards must be >= 1 (array tasks), got {shards}")
+    if gpus is not None:
+        ids = [g.strip() for g in gpus.split(",")]
+        if not all(g.isdigit() for g in ids):
+            raise ConfigError(f"bad --gpus {gpus!r}: expected comma-separated GPU ids, e.g. 0,1,2,3")
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--gpus {gpus}: CUDA is not available on this machine; use --workers N for "
+                              f"CPU worker processes")
+    if executor == "slurm" and shutil.which("srun") is None:
+        raise ConfigError("--executor slurm: no Slurm on this machine (srun not found); submit from a Slurm login "
+                          "node, or use --workers N here")
+    if grid is not None and (not grid.strip() or grid in (".", "..") or "/" in grid or "\\" in grid):
+        raise ConfigError(f"bad --grid {grid!r}: a folder name under --results, without '/', e.g. --grid tiny")
+    if teacher_dir is not None and Path(teacher_dir).exists() and not Path(teacher_dir).is_dir():
+        raise ConfigError(f"--teacher-dir {teacher_dir} is a file, not a folder; choose a folder "
+                          f"(default: <results>/teachers)")
+
+
 def print_listing() -> None:
     print("methods:  " + ", ".join(list_methods()) + "  (combine with '+', e.g. crd+kd)")
     for m in list_methods():
@@ -272,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         print_listing()
         return 0
     try:
+        check_flags(args.workers, args.shards, args.gpus, args.executor, args.grid, args.teacher_dir)
         cfg = resolve(args)
         specs = shard(expand(cfg), *parse_shard(args.shard))
         # checks everything that needs no training (device, data, teacher checkpoints) and writes nothing

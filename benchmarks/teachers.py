@@ -56,7 +56,7 @@ from methods import BuildContext, build_method
 
 from . import checkpoints
 from .config import ConfigError, fingerprint, pick_device
-from .data import DataError, load_dataset
+from .data import DataError, dataset_loader, load_dataset
 from .locks import FileLock
 from .models import create_model, list_models
 from .recorder import RunCheckpoint
@@ -136,6 +136,9 @@ def read_teacher_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     Anything else raises ``TeacherError`` saying what was found and what to do.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise TeacherError(f"teacher checkpoint {path} is a folder; pass the checkpoint file in it, e.g. "
+                           f"{path / 'ckpt_epoch_240.pth'} (--teacher-ckpt ARCH=PATH)")
     if not path.is_file():
         raise TeacherError(f"teacher checkpoint {path} not found; check the path (--teacher-ckpt ARCH=PATH)")
     try:
@@ -455,7 +458,9 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
 
     train_cohort([run], data, device, data_generator=generator, on_epoch_end=on_epoch_end, fast=fast)
     if run.error is not None:
-        raise TeacherError(f"teacher {arch} failed to train: {run.error}")
+        # a student's --set train.lr also reaches the teacher (its recipe is [train] with [teacher_train] on top)
+        raise TeacherError(f"teacher {arch} failed to train: {run.error}; the teacher trained at lr {recipe.lr:g} "
+                           f"([train] with [teacher_train] on top): --set teacher_train.lr=... sets its own")
     last = run.history[-1]
     info = {"arch": arch, "key": key, "seed": seed, "epochs": recipe.epochs,
             "recipe": recipe.as_dict(), "data": desc, "top1": last["test_top1"], "top5": last["test_top5"],
@@ -595,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher_dir = Path(args.teacher_dir) if args.teacher_dir else Path(args.results) / "teachers"
 
     try:
+        dataset_loader(args.dataset)  # a misspelt dataset is named as such, not "no imported teacher" / "no checkpoints"
         if args.cmd == "forget":
             print(f"removed {forget_teacher(args.arch, args.dataset, teacher_dir)}")
             return 0

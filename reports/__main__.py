@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from . import NoResultsError, build_report
+from .published import load_published
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,6 +16,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="reference CSV (teacher,student,method,top1,protocol,source); "
                          "default: the packaged CIFAR-100 table")
     args = ap.parse_args(argv)
+    if args.published is not None:  # read now: a digits grid never looks at it, and a typo would pass unseen
+        try:
+            load_published(args.published)
+        except (OSError, ValueError) as e:  # missing file, not a CSV, missing columns
+            print(f"error: --published {args.published}: {e}; expected a CSV with columns "
+                  f"teacher,student,method,top1[,protocol,source]", file=sys.stderr)
+            return 2
     try:
         path = build_report(args.results_dir, published=args.published)
     except NoResultsError as e:

@@ -220,9 +220,10 @@ def _read_grid(results_dir: Path) -> dict | None:
 def _infer_grid(results_dir: Path, records: list[RunRecord | UnreadableRecord], raw: dict | None) -> Grid:
     raw = raw or {}
     good = [r for r in records if isinstance(r, RunRecord)]
-    methods = list(raw.get("methods") or [])
-    pairs = list(raw.get("pairs") or [])
-    seeds = list(raw.get("seeds") or [])
+    # each once: a grid.json written before duplicates were refused (--methods kd,kd) lists them twice
+    methods = list(dict.fromkeys(raw.get("methods") or []))
+    pairs = list(dict.fromkeys(raw.get("pairs") or []))
+    seeds = list(dict.fromkeys(raw.get("seeds") or []))
     from_file = bool(raw)
     if not (methods and pairs and seeds):  # no usable grid.json: take what the records hold
         from_file = from_file and bool(methods and pairs and seeds)
@@ -331,9 +332,20 @@ def load_results(results_dir: Path | str) -> Results:
     results_dir = Path(results_dir)
     raw = _read_grid(results_dir)
     records = list(iter_records(results_dir)) if results_dir.is_dir() else []
+    if not results_dir.is_dir():
+        what = "a file, not a folder" if results_dir.exists() else "no such folder"
+        raise NoResultsError(f"{results_dir}: {what}; pass a grid's folder, <results>/<grid> (python -m "
+                             f"benchmarks.run prints it: 'grid NAME: ... -> FOLDER')")
     if raw is None and not records:
-        raise NoResultsError(f"{results_dir}: no grid.json and no run records under runs/")
+        grids = sorted(p.parent.name for p in results_dir.glob("*/grid.json")) if results_dir.is_dir() else []
+        hint = (f"; it holds the grids {', '.join(grids)}: pass one, e.g. python -m reports {results_dir / grids[0]}"
+                if grids else "")
+        raise NoResultsError(f"{results_dir}: no grid.json and no run records under runs/{hint}")
     grid = _infer_grid(results_dir, records, raw)
+    if not grid.expected_ids():  # grid.json unreadable and no record readable: nothing names a run
+        raise NoResultsError(f"{results_dir}: grid.json is unreadable or incomplete and none of the "
+                             f"{len(records)} files under runs/ is a readable run record; rerun the grid's "
+                             f"python -m benchmarks.run command to redo them")
 
     by_id: dict[str, RunRecord | UnreadableRecord] = {}
     for rec in records:

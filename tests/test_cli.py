@@ -60,6 +60,86 @@ BAD_INPUT += [
      "error: teacher checkpoint {tmp}/junk.pth is unreadable"),
 ]
 
+ONE = ["--methods", "kd", "--pairs", "resnet8:resnet8", "--seeds", "0", "--epochs", "1"]
+BAD_INPUT += [(ONE + argv, message) for argv, message in [
+    # recipe values SGD refuses (or trains on as NaN) only once the teacher's training has started
+    (["--set", "train.lr=nan"], "error: train.lr must be a finite number > 0, got nan"),
+    (["--set", "teacher_train.lr=inf"], "error: teacher_train.lr must be a finite number > 0, got inf"),
+    (["--set", "train.momentum=-1"], "error: train.momentum must be a finite number >= 0, got -1.0"),
+    (["--set", "train.weight_decay=-1"], "error: train.weight_decay must be a finite number >= 0, got -1.0"),
+    (["--set", "train.lr_decay_rate=0"], "error: train.lr_decay_rate must be a finite number > 0, got 0.0"),
+    (["--set", "train.eval_batch_size=0"], "error: train.eval_batch_size must be >= 1, got 0"),
+    (["--set", 'train.lr_decay_epochs=["a"]'],
+     "error: train.lr_decay_epochs must be a list of epochs >= 1 (the lr decays after each), e.g. [150, 180, 210], "
+     "got ['a']"),
+    # a [data] key the loader does not take was ignored without a word (and changed the grid's folder)
+    (["--set", "data.foo=1"],
+     "error: digits has no data option 'foo'; its options: image_size, test_fraction, augment, normalize "
+     "(--set data.KEY=VALUE)"),
+    (["--dataset", "cifar100", "--data-root", "/nonexistent/data", "--set", "data.image_size=16"],
+     "error: cifar100 has no data option 'image_size'; its options: augment, normalize (--set data.KEY=VALUE)"),
+    (["--set", "data.image_size=abc"], "error: digits: data.image_size must be an int (default 8), got 'abc'"),
+    (["--set", "data.test_fraction=1"], "error: digits: data.test_fraction must be in (0, 1) (default 0.25), got 1"),
+    # "> 0" lets inf through: the run failed on its first step, after the teacher's training
+    (["--set", "kd.T=inf"], "error: kd.T must be a finite number, got inf"),
+    (["--sweep", "kd.T=1,inf"], "error: kd.T must be a finite number, got inf"),
+    # the same run id twice: both trained into one record, and the report (then every python -m reports) failed
+    (["--methods", "kd,kd"], "error: methods names 'kd' twice (kd, kd); give each once"),
+    (["--seeds", "0,0"], "error: seeds names 0 twice (0, 0); give each once"),
+    (["--pairs", "resnet8:resnet8,resnet8:resnet8"],
+     "error: pairs names 'resnet8:resnet8' twice (resnet8:resnet8, resnet8:resnet8); give each once"),
+    # a top-level preset key: which flag sets it, or that only a preset file does
+    (["--set", "seeds=[0,1]"], "error: bad --set 'seeds=[0,1]': seeds has its own flag, --seeds"),
+    (["--set", "teacher_seed=5"], "error: bad --set 'teacher_seed=5': teacher_seed is a top-level preset key; set it "
+                                  "in your own preset file (--preset FILE.toml)"),
+    # flags that ran one CPU process without a word, or wrote outside --results, or raised
+    (["--workers", "0"], "error: --workers must be >= 1 (one local worker process per shard), got 0"),
+    (["--shards", "0", "--executor", "local"], "error: --shards must be >= 1 (array tasks), got 0"),
+    (["--gpus", "x"], "error: bad --gpus 'x': expected comma-separated GPU ids, e.g. 0,1,2,3"),
+    (["--grid", "../elsewhere"], "error: bad --grid '../elsewhere': a folder name under --results, without '/', "
+                                 "e.g. --grid tiny"),
+    (["--teacher-ckpt", "resnet8={tmp}"], "error: teacher checkpoint {tmp} is a folder; pass the checkpoint file in "
+                                          "it, e.g. {tmp}/ckpt_epoch_240.pth (--teacher-ckpt ARCH=PATH)"),
+    (["--teacher-dir", "{tmp}/junk.pth"], "error: --teacher-dir {tmp}/junk.pth is a file, not a folder; choose a "
+                                          "folder (default: <results>/teachers)"),
+]]
+
+
+PRESET = 'dataset = "digits"\nmethods = ["kd"]\npairs = ["resnet8:resnet8"]\nseeds = [0]\n'
+# a preset file of the wrong shape: each raised a TypeError or AttributeError, or ran an empty grid whose report
+# then failed, or was read letter by letter ("unknown method 'k'")
+BAD_PRESETS = [
+    (PRESET.replace('["kd"]', '"kd"'), 'error: methods must be a non-empty list, e.g. methods = ["vanilla", "kd"], '
+                                       "got 'kd'"),
+    (PRESET.replace('["kd"]', "[]"), 'error: methods must be a non-empty list, e.g. methods = ["vanilla", "kd"], got []'),
+    (PRESET.replace('["resnet8:resnet8"]', '"resnet8:resnet8"'),
+     'error: pairs must be a non-empty list, e.g. pairs = ["resnet20:resnet8"], got \'resnet8:resnet8\''),
+    (PRESET.replace("[0]", "0"), "error: seeds must be a non-empty list, e.g. seeds = [0, 1, 2], got 0"),
+    (PRESET.replace("[0]", "[]"), "error: seeds must be a non-empty list, e.g. seeds = [0, 1, 2], got []"),
+    (PRESET + "teacher_seed = -1\n", "error: teacher_seed must be a non-negative integer, got -1"),
+    (PRESET + 'data = "x"\n', "error: data must be a table ([data] in a preset, --set data.KEY=VALUE), got 'x'"),
+    (PRESET + "train = 5\n", "error: train must be a table ([train] in a preset, --set train.KEY=VALUE), got 5"),
+    (PRESET + "method = 3\n", "error: method must be [method.<name>] tables, e.g. [method.kd] T = 2.0, got 3"),
+    (PRESET + "[train]\nlr_by_student = 3\n", "error: train.lr_by_student must be a table of student: lr, e.g. "
+                                               "[train.lr_by_student] MobileNetV2 = 0.01, got 3"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD_PRESETS, ids=[str(i) for i in range(len(BAD_PRESETS))])
+def test_bad_preset_file_is_one_clear_line_and_exit_2(capsys, tmp_path, text, message):
+    (tmp_path / "p.toml").write_text(text)
+    before = tree(tmp_path)
+    code, _, err = run_cli(capsys, "--results", str(tmp_path), "--preset", str(tmp_path / "p.toml"), *TINY)
+    assert code == 2 and err == message.replace("{tmp}", str(tmp_path)) + "\n"
+    assert tree(tmp_path) == before
+
+
+def test_missing_preset_file_says_file_not_found(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "--results", str(tmp_path), "--preset", str(tmp_path / "mine.toml"), *TINY)
+    assert code == 2 and err.startswith(f"error: preset file {tmp_path / 'mine.toml'} not found; check the path, or "
+                                        f"name a preset: cifar10, cifar100, digits")
+    assert not any(tmp_path.iterdir())
+
 
 @pytest.mark.parametrize("argv,message", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
 def test_bad_input_is_one_clear_line_and_exit_2(capsys, tmp_path, argv, message):
@@ -83,6 +163,133 @@ def test_no_cuda_is_a_clear_error(capsys, tmp_path):
         pytest.skip("this machine has CUDA")
     code, _, err = run_cli(capsys, "--results", str(tmp_path), "--device", "cuda", *TINY)
     assert code == 2 and "CUDA is not available on this machine; use --device cpu" in err
+
+
+def test_gpus_without_cuda_is_a_clear_error(capsys, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = run_cli(capsys, "--results", str(tmp_path), "--gpus", "0", *TINY)
+    assert code == 2 and err == ("error: --gpus 0: CUDA is not available on this machine; use --workers N for CPU "
+                                 "worker processes\n")
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+def test_slurm_without_slurm_is_a_clear_error(capsys, tmp_path):
+    import shutil
+
+    if shutil.which("srun"):
+        pytest.skip("this machine has Slurm")
+    code, _, err = run_cli(capsys, "--results", str(tmp_path), "--executor", "slurm", *TINY)
+    assert code == 2 and err == ("error: --executor slurm: no Slurm on this machine (srun not found); submit from a "
+                                 "Slurm login node, or use --workers N here\n")
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_flag_is_one_line_not_the_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--amp", "fp16"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == ("error: argument --amp: invalid choice: 'fp16' (choose from 'auto', 'bf16', "
+                                       "'fp32'); see python -m benchmarks.run --help\n")
+    with pytest.raises(SystemExit) as exit_info:  # resuming needs no flag: say so
+        main(["--resume"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == ("error: unrecognized arguments: --resume (no flag needed: rerun the same "
+                                       "command; complete runs are skipped, interrupted ones resume); see python -m "
+                                       "benchmarks.run --help\n")
+
+
+def test_report_of_a_damaged_or_wrong_folder_is_one_line(capsys, tmp_path):
+    from reports.__main__ import main as report_main
+
+    code, _, err = run_cli(capsys, "--results", str(tmp_path), "--grid", "g", "--methods", "kd", "--seeds", "0", *TINY)
+    assert code == 0, err
+    # the results root instead of a grid folder: name the grids it holds
+    assert report_main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path}: no grid.json and no run records under runs/; it holds "
+                                       f"the grids g: pass one, e.g. python -m reports {tmp_path / 'g'}\n")
+    # a folder that does not exist (a typo): say so
+    assert report_main([str(tmp_path / "gg")]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'gg'}: no such folder; pass a grid's folder, "
+                                       f"<results>/<grid> (python -m benchmarks.run prints it: 'grid NAME: ... -> "
+                                       f"FOLDER')\n")
+    # a grid.json written before duplicates were refused lists a method twice: the report still builds
+    grid_json = tmp_path / "g" / "grid.json"
+    grid_json.write_text(grid_json.read_text().replace('"methods": [\n    "kd"\n  ]', '"methods": ["kd", "kd"]'))
+    assert json.loads(grid_json.read_text())["methods"] == ["kd", "kd"]
+    assert report_main([str(tmp_path / "g")]) == 0
+    capsys.readouterr()
+    # a --published table that is missing or lacks columns: named, even for a grid that would not read it
+    report = (tmp_path / "g" / "report.md").read_bytes()
+    assert report_main([str(tmp_path / "g"), "--published", str(tmp_path / "nope.csv")]) == 2
+    assert capsys.readouterr().err == (f"error: --published {tmp_path / 'nope.csv'}: [Errno 2] No such file or "
+                                       f"directory: '{tmp_path / 'nope.csv'}'; expected a CSV with columns "
+                                       f"teacher,student,method,top1[,protocol,source]\n")
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    assert report_main([str(tmp_path / "g"), "--published", str(tmp_path / "bad.csv")]) == 2
+    assert capsys.readouterr().err == (f"error: --published {tmp_path / 'bad.csv'}: published table lacks columns "
+                                       f"['method', 'student', 'teacher', 'top1']; expected a CSV with columns "
+                                       f"teacher,student,method,top1[,protocol,source]\n")
+    assert (tmp_path / "g" / "report.md").read_bytes() == report
+    # grid.json and every record damaged: one line, exit 2, no traceback, nothing rewritten
+    (tmp_path / "g" / "grid.json").write_text('{"na')
+    for path in (tmp_path / "g" / "runs").glob("*.json"):
+        path.write_text('{"run_id": "kd')
+    before = tree(tmp_path)
+    assert report_main([str(tmp_path / "g")]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'g'}: grid.json is unreadable or incomplete and none of "
+                                       f"the 1 files under runs/ is a readable run record; rerun the grid's python -m "
+                                       f"benchmarks.run command to redo them\n")
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("argv", [["import", "{tmp}"], ["forget", "resnet8"]])
+def test_teachers_cli_names_a_misspelt_dataset(capsys, tmp_path, argv):
+    from benchmarks.teachers import main as teachers_main
+
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert teachers_main([*argv, "--dataset", "cifar1000", "--results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("error: unknown dataset 'cifar1000'; known datasets: digits, cifar10, cifar100, "
+                                       "imagefolder, MNIST, FashionMNIST\n")
+    assert not any(tmp_path.iterdir())
+
+
+def test_failed_download_names_the_download(capsys, tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets.cifar
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", offline)
+    data = tmp_path / "data"
+    code, _, err = run_cli(capsys, "--results", str(tmp_path / "r"), "--dataset", "cifar10", "--data-root", str(data),
+                           "--download", "--methods", "kd", "--seeds", "0", *TINY)
+    assert code == 2 and err == (f"error: cifar10: --download failed (URLError: <urlopen error [Errno -2] Name or "
+                                 f"service not known>); check this machine's internet access, or fetch the dataset "
+                                 f"elsewhere and extract it under {data}\n")  # not "could not read the files"
+    assert not (tmp_path / "r").exists()
+
+
+def test_image_folder_without_classes_or_with_a_bad_image_is_one_line(capsys, tmp_path):
+    # both raised tracebacks: torchvision's FileNotFoundError, and PIL's error during the teacher's training
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        (data / split).mkdir(parents=True)
+    argv = ["--results", str(tmp_path / "r"), "--dataset", "imagefolder", "--data-root", str(data),
+            "--student-fraction", "1", "--set", "data.workers=0", "--set", "data.image_size=8", "--methods", "kd",
+            "--seeds", "0", *TINY]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and err == (f"error: imagefolder: Couldn't find any class folder in {data / 'train'}; pass "
+                                 f"--data-root DIR with DIR/train/<class>/ and DIR/val/<class>/ image folders\n")
+    for split in ("train", "val"):
+        (data / split / "a").mkdir()
+        (data / split / "a" / "x.png").write_bytes(b"not an image")
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and err.startswith(f"error: imagefolder: cannot read image {data / 'train' / 'a' / 'x.png'} "
+                                        f"(UnidentifiedImageError: ") and err.endswith("; replace or remove the file\n")
+    assert not (tmp_path / "r").exists()  # nothing trained, nothing written
 
 
 def test_unwritable_results_dir(capsys, tmp_path):
@@ -152,6 +359,18 @@ def test_diverging_runs_are_recorded_and_exit_1(capsys, tmp_path):
     rec = records.read_json(records.record_path(tmp_path / "nan", "kd__resnet8-resnet8__s0"))
     assert rec["status"] == "failed" and rec["error"]["type"] == "DivergenceError" and rec["error"]["epoch"] == 1
     assert "kd__resnet8-resnet8__s0" in (tmp_path / "nan" / "report.md").read_text()
+
+
+def test_diverging_teacher_names_its_learning_rate(capsys, tmp_path):
+    # --set train.lr reaches the teacher too: its failure says which lr it trained at and how to set its own
+    code, _, err = run_cli(capsys, "--results", str(tmp_path), "--methods", "kd", "--seeds", "0", "--grid", "t",
+                           "--set", "train.lr=1e30", *TINY)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert lines == ["error: teacher resnet8 failed to train: teacher:resnet8: loss is not finite at epoch 1, step 1 "
+                     "(ce=nan); lower the learning rate or the method's loss weights; the teacher trained at lr 1e+30 "
+                     "([train] with [teacher_train] on top): --set teacher_train.lr=... sets its own"]
+    assert not list((tmp_path / "t" / "runs").glob("*.json")) and not list(tmp_path.glob("teachers/*/*.pt"))
 
 
 def test_changed_protocol_gets_its_own_grid(capsys, tmp_path):
