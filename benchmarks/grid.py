@@ -43,7 +43,7 @@ from . import records
 from .costs import MB, peak_rss_mb, reset_peak_rss
 from .config import (ConfigError, FrozenConfig, data_split, fingerprint, flags_for, grid_name, method_overrides,
                      parse_pair, pick_device, protocol, student_recipe, teacher_recipe, thaw)
-from .curves import CurveWriter, Curves, WandbProject, WandbWriter
+from .curves import CurveWriter, Curves, WandbProject, WandbWriter, curves_dir
 from .data import for_students, load_dataset, with_validation
 from .locks import FileLock
 from .models import create_model
@@ -511,13 +511,32 @@ class GridRunner:
         if rec.status not in DONE_STATUSES:
             return False
         if rec.config.get("fingerprint") != self.fingerprint_of(spec):
-            stale = path.parent / "stale"
-            stale.mkdir(exist_ok=True)
-            os.replace(path, stale / path.name)
+            stale = self.move_stale(spec.run_id, str(rec.config.get("fingerprint")))
             self.stale_moved += 1
             self.log(f"{spec.run_id}: record made with another configuration; moved to {stale}, rerunning")
             return False
         return True
+
+    def move_stale(self, run_id: str, fingerprint: str) -> Path:
+        """A complete run made with another configuration: every file of it (record, metrics, weights,
+        checkpoints, TensorBoard curves) moves to ``runs/stale/<its fingerprint>/``, where the rerun cannot
+        overwrite it (a second protocol change gets its own folder); returns that folder."""
+        runs = records.record_path(self.results_dir, run_id).parent
+        stale = runs / "stale" / fingerprint[:16]
+        for n in itertools.count(2):
+            if not any(p.name.startswith(run_id + ".") for p in stale.glob("*")):
+                break
+            stale = runs / "stale" / f"{fingerprint[:16]}-{n}"
+        stale.mkdir(parents=True, exist_ok=True)
+        for p in list(runs.iterdir()):
+            # run ids end with the seed: no other run's file matches; the lock stays (a runner may hold it)
+            if p.is_file() and p.name.startswith(run_id + ".") and p.suffix != ".lock":
+                os.replace(p, stale / p.name)
+        curves = curves_dir(self.results_dir, run_id)
+        if curves.exists():
+            (stale / "tensorboard").mkdir(exist_ok=True)
+            os.replace(curves, stale / "tensorboard" / run_id)
+        return stale
 
     def new_record(self, spec: RunSpec, teacher_info: dict, method, model) -> records.RunRecord:
         """The record of a run about to train ("running")."""

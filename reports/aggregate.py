@@ -396,7 +396,8 @@ def count_stale(results_dir: Path | str) -> int:
     stale = Path(results_dir) / "runs" / "stale"
     if not stale.is_dir():
         return 0
-    return sum(1 for f in stale.glob("*.json") if f.is_file())
+    # runs/stale/<fingerprint>/<run_id>.json (older runners moved the record alone: runs/stale/<run_id>.json)
+    return sum(1 for f in [*stale.glob("*.json"), *stale.glob("*/*.json")] if f.is_file())
 
 
 # ---------------------------------------------------------------------------- summaries

@@ -12,6 +12,9 @@ from benchmarks import records
 from benchmarks.models import create_model
 from benchmarks.run import main
 from benchmarks.teachers import weights_fingerprint
+from reports.aggregate import count_stale
+
+RID = records.run_id("kd", "resnet8", "resnet8", 0)
 
 TINY = ["--pairs", "resnet8:resnet8", "--methods", "kd", "--seeds", "0", "--epochs", "1", "--quiet", "--no-report"]
 
@@ -69,10 +72,22 @@ def test_named_grid_with_another_teacher_moves_old_records_to_stale(capsys, tmp_
         code, _, err = run_cli(capsys, "--results", str(res), "--grid", "mine",
                                "--teacher-ckpt", f"resnet8={tmp_path}/{name}.pth", *TINY)
         assert code == 0 and "1 runs, 0 already complete, 1 to run" in err, err
+        runs = res / "mine" / "runs"
+        if name == "A":
+            first = {p.name: p.read_bytes() for p in runs.iterdir() if p.is_file() and p.suffix != ".lock"}
+            first_curves = sorted(p.name for p in (res / "mine" / "tensorboard" / RID).iterdir())
     assert "1 record(s) made under another protocol moved to" in err and "runs/stale" in err
-    stale = list((res / "mine" / "runs" / "stale").glob("*.json"))
-    assert [p.name for p in stale] == ["kd__resnet8-resnet8__s0.json"]
-    assert records.read_json(stale[0])["teacher_info"]["file"] == "A.pth"
+    # every file of the old run moved, unchanged, to runs/stale/<its fingerprint>/ (the rerun overwrote none)
+    [stale] = list((runs / "stale").iterdir())
+    old = records.read_json(stale / f"{RID}.json")
+    assert old["teacher_info"]["file"] == "A.pth" and stale.name == old["config"]["fingerprint"][:16]
+    assert sorted(first) == sorted(p.name for p in stale.iterdir() if p.is_file()) == \
+        [f"{RID}.best.pt", f"{RID}.json", f"{RID}.metrics.jsonl", f"{RID}.student.pt"]
+    assert all((stale / name).read_bytes() == data for name, data in first.items())
+    assert sorted(p.name for p in (stale / "tensorboard" / RID).iterdir()) == first_curves
+    assert (runs / f"{RID}.student.pt").read_bytes() != first[f"{RID}.student.pt"]  # the rerun's own
+    assert records.read_json(runs / f"{RID}.json")["teacher_info"]["file"] == "B.pth"
+    assert count_stale(res / "mine") == 1
 
 
 def test_trained_teacher_records_its_recipe_seed_and_epochs(capsys, tmp_path):
