@@ -14,6 +14,7 @@ fails with ``kd.T must be > 0, got -1.0`` and exit 2.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ def _num(v: float) -> str:
 
 @dataclass(frozen=True)
 class Range:
-    """A number's bounds: ``Range(gt=0)`` (> 0), ``Range(ge=0)``, ``Range(ge=0, le=1)``, ``Range()`` (any).
+    """A number's bounds: ``Range(gt=0)`` (> 0), ``Range(ge=0)``, ``Range(ge=0, le=1)``, ``Range()`` (any finite number).
 
     For a list value every element must be in range.
     """
@@ -41,9 +42,11 @@ class Range:
     le: float | None = None
 
     def holds(self, v: Any) -> bool:
+        """``v`` (or each element of a list) is a finite number within the bounds: ``inf`` passes no
+        "> 0" here (a run given it would only fail at its first step, after its teacher's training)."""
         if isinstance(v, (list, tuple)):
             return all(self.holds(e) for e in v)
-        return ((self.gt is None or v > self.gt) and (self.ge is None or v >= self.ge)
+        return (_finite(v) and (self.gt is None or v > self.gt) and (self.ge is None or v >= self.ge)
                 and (self.lt is None or v < self.lt) and (self.le is None or v <= self.le))
 
     def describe(self) -> str:
@@ -51,10 +54,17 @@ class Range:
             return f"in [{_num(self.ge)}, {_num(self.le)}]"
         parts = [f"{op} {_num(b)}" for op, b in ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le))
                  if b is not None]
-        return " and ".join(parts) or "any value"
+        return " and ".join(parts) or "any finite number"
 
     def error(self, key: str, v: Any) -> str:
+        if not all(_finite(e) for e in (v if isinstance(v, (list, tuple)) else [v])):
+            bounds = self.describe()
+            return f"{key} must be a finite number{'' if bounds == 'any finite number' else ' ' + bounds}, got {v!r}"
         return f"{key} must be {self.describe()}, got {v!r}"
+
+
+def _finite(v: Any) -> bool:
+    return not isinstance(v, float) or math.isfinite(v)
 
 
 @dataclass(frozen=True, init=False)

@@ -21,7 +21,7 @@ from benchmarks.api import Distillation, LogitsModel
 from benchmarks.data import InMemoryData
 from benchmarks.train import FastPaths, Recipe, StudentRun, draw_views
 from kdcore import KDModel, ModelOutput
-from methods import UnknownMethodError, list_methods, method_needs, method_views, modified_methods
+from methods import HyperparameterError, UnknownMethodError, list_methods, method_needs, method_views, modified_methods
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -282,3 +282,15 @@ def test_what_is_missing_is_named_in_one_line():
     assert "pass fetch=" in _one_line(e)
     with pytest.raises(ValueError, match="pass epoch and epochs together"):
         triplet.loss(x, y, epoch=1.0)
+
+
+@pytest.mark.parametrize("method,overrides,message", [
+    ("kd", {"kd": {"T": float("inf")}}, "kd.T must be a finite number > 0, got inf"),
+    ("ctkd", {"ctkd": {"decay_max": float("nan")}}, "ctkd.decay_max must be a finite number, got nan"),
+    ("kd", {"kd": {"T": -1.0}}, "kd.T must be > 0, got -1.0"),
+])
+def test_hyperparameters_are_finite_numbers_in_range(method, overrides, message):
+    """The ranges refuse inf and NaN (a "> 0" bound alone would let inf through), for the library too."""
+    with pytest.raises(HyperparameterError) as e:
+        Distillation(method, "resnet8", "resnet8", num_classes=10, overrides=overrides)
+    assert _one_line(e) == message

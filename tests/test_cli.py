@@ -81,8 +81,8 @@ BAD_INPUT += [(ONE + argv, message) for argv, message in [
     (["--set", "data.image_size=abc"], "error: digits: data.image_size must be an int (default 8), got 'abc'"),
     (["--set", "data.test_fraction=1"], "error: digits: data.test_fraction must be in (0, 1) (default 0.25), got 1"),
     # "> 0" lets inf through: the run failed on its first step, after the teacher's training
-    (["--set", "kd.T=inf"], "error: kd.T must be a finite number, got inf"),
-    (["--sweep", "kd.T=1,inf"], "error: kd.T must be a finite number, got inf"),
+    (["--set", "kd.T=inf"], "error: kd.T must be a finite number > 0, got inf"),
+    (["--sweep", "kd.T=1,inf"], "error: sweep kd.T: kd.T must be a finite number > 0, got inf"),
     # the same run id twice: both trained into one record, and the report (then every python -m reports) failed
     (["--methods", "kd,kd"], "error: methods names 'kd' twice (kd, kd); give each once"),
     (["--seeds", "0,0"], "error: seeds names 0 twice (0, 0); give each once"),
