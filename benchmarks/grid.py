@@ -280,6 +280,7 @@ class GridRunner:
         self.failed: list[str] = []
         self.wandb: WandbProject | None = None
         self.stale_moved = 0
+        self.unreadable_said: set[str] = set()  # run ids whose unreadable record was logged (once)
         self.progress = None
         self.data, self.student_data = split_data(self.load_data(), self.cfg)
         for m in cfg["methods"]:
@@ -506,7 +507,9 @@ class GridRunner:
         try:
             rec = records.read_record(path)
         except records.RecordError as e:
-            self.log(f"{spec.run_id}: {e}; redoing the run from its last good checkpoint")
+            if spec.run_id not in self.unreadable_said:  # is_done is asked again under the run's lock
+                self.unreadable_said.add(spec.run_id)
+                self.log(f"{spec.run_id}: {e}; redoing the run from its last good checkpoint")
             return False
         if rec.status not in DONE_STATUSES:
             return False

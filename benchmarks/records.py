@@ -168,7 +168,7 @@ def read_json(path: Path) -> dict:
         with open(path) as f:
             return json.load(f)
     except json.JSONDecodeError as e:
-        raise CorruptRecordError(f"{path}: unreadable JSON ({e.msg} at line {e.lineno})") from None
+        raise CorruptRecordError(f"{path}: unreadable JSON ({e.msg.removesuffix(' at')} at line {e.lineno})") from None
 
 
 def record_path(results_dir: Path, rid: str) -> Path:

@@ -179,3 +179,11 @@ def test_a_record_that_is_not_schema_1_shaped_is_corrupt_naming_the_file(tiny, t
     with pytest.raises(records.CorruptRecordError) as e:
         records.read_record(path)
     assert str(e.value) == f"{path}: {message}"
+
+
+def test_unreadable_json_is_one_plain_sentence(tmp_path):
+    bad = tmp_path / "r.json"
+    bad.write_text('{"run_id": "a\nb"}')  # a raw newline inside a string
+    with pytest.raises(records.CorruptRecordError) as e:
+        records.read_json(bad)
+    assert str(e.value) == f"{bad}: unreadable JSON (Invalid control character at line 1)"

@@ -137,3 +137,12 @@ def test_breakdown_times_the_parts(tmp_path):
     assert rec["breakdown_cohort_vs_solo"] == speed.breakdown_compare(rows)
     md = (out / "speed.md").read_text()
     assert re.search(r"^\| cohort +\| all 2 +\|", md, re.M) and "cohort against the 2 solo runs summed" in md
+
+
+def test_a_method_with_a_pre_training_stage_is_one_line_before_any_timing(tmp_path, capsys):
+    code = speed.main(["--quick", "--dataset", "synthetic", "--pair", "resnet8:resnet8", "--methods", "kd,ft",
+                       "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["error: ft trains a pre-training stage first (init, 30 epochs), which the speed "
+                                 "benchmark does not time: leave it out of --methods"]
+    assert not (tmp_path / "out").exists()

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from methods import HyperparameterError, UnknownMethodError, validate_method
+from methods import HyperparameterError, UnknownMethodError, method_stages, validate_method
 
 from ..config import ConfigError, flags_for
 from ..data import DataError
@@ -117,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     options = resolve(build_parser().parse_args(argv))
     for m in options.method_list:
-        validate_method(m)
+        stages = method_stages(m, validate_method(m))
+        if stages:  # its steps would include the stage's, which the timed loops do not count
+            raise ConfigError(f"{m} trains a pre-training stage first ({stages[0].name}, {stages[0].epochs} epochs), "
+                              f"which the speed benchmark does not time: leave it out of --methods")
     for name in (options.teacher, options.student):
         create_model(name)  # raises UnknownModelError listing the known models
     device = pick_device(options.device)
