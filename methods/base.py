@@ -371,8 +371,12 @@ def method_class(name: str) -> type[Distiller]:
 
 def _parts(name: str) -> list[str]:
     parts = [p.strip() for p in name.split("+")]
-    if not all(parts) or len(set(parts)) != len(parts):
+    if not all(parts):
         raise UnknownMethodError(f"bad method name {name!r}: expected e.g. 'kd' or 'crd+kd'")
+    twice = sorted({p for p in parts if parts.count(p) > 1})
+    if twice:
+        raise UnknownMethodError(f"bad method name {name!r}: it names {', '.join(twice)} twice (each part once, "
+                                 f"e.g. 'crd+kd')")
     for p in parts:
         method_class(p)
     if len(parts) > 1 and "vanilla" in parts:

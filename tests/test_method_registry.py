@@ -126,3 +126,15 @@ def test_every_method_takes_a_step_on_every_cifar100_pair(name, pair):
                     assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name} on {pair}: grad ({stage})"
     moved = sum(not torch.equal(a, b.detach()) for a, b in zip(before, student.parameters()))
     assert moved > 0, f"{name} on {pair}: the student did not change"
+
+
+@pytest.mark.parametrize("name,message", [
+    ("kd+kd", "bad method name 'kd+kd': it names kd twice (each part once, e.g. 'crd+kd')"),
+    ("crd+kd+crd", "bad method name 'crd+kd+crd': it names crd twice (each part once, e.g. 'crd+kd')"),
+    ("kd+", "bad method name 'kd+': expected e.g. 'kd' or 'crd+kd'"),
+    ("+kd", "bad method name '+kd': expected e.g. 'kd' or 'crd+kd'"),
+])
+def test_a_bad_composition_says_what_is_wrong(name, message):
+    with pytest.raises(UnknownMethodError) as e:
+        validate_method(name)
+    assert str(e.value) == message
