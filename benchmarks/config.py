@@ -30,6 +30,7 @@ everywhere).
 from __future__ import annotations
 
 import copy
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -417,6 +418,14 @@ def grid_name(cfg: dict[str, Any]) -> str:
         return base["explicit"]
     changed = fingerprint(protocol(cfg)) != base["protocol"]
     return f"{base['stem']}-{fingerprint(protocol(cfg), 8)}" if changed else base["stem"]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a bad flag answered as every other bad input is: one line and exit 2 (not the usage);
+    every command line of kdbench parses with it."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
 
 
 def flags_for(options_type: type, args: Any) -> dict[str, Any]:

@@ -23,9 +23,9 @@ from methods import (HyperparameterError, UnknownMethodError, check_override_key
 from methods.hparams import resolve_hparams
 
 from .curves import check_wandb
-from .config import (ConfigError, FrozenConfig, apply_set, check_config, check_student_fraction, check_val_fraction,
-                     fingerprint, grid_name, list_presets, load_preset, method_overrides, parse_pair, parse_sweep,
-                     protocol, student_recipe, teacher_recipe)
+from .config import (ConfigError, FrozenConfig, OneLineParser, apply_set, check_config, check_student_fraction,
+                     check_val_fraction, fingerprint, grid_name, list_presets, load_preset, method_overrides,
+                     parse_pair, parse_sweep, protocol, student_recipe, teacher_recipe)
 from . import records
 from .data import DataError, check_data_options, dataset_loader, list_datasets
 from .grid import GridRunner, RunnerOptions, RunSpec, cohorts, expand, parse_shard, shard, spec_overrides
@@ -36,17 +36,15 @@ from .teachers import TeacherError
 BAD_INPUT = (ConfigError, UnknownMethodError, UnknownModelError, HyperparameterError, DataError, TeacherError)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, with a bad flag answered as every other bad input is: one line and exit 2 (not the usage)."""
-
+class GridParser(OneLineParser):
     def error(self, message: str):
         if "unrecognized arguments: --resume" in message:  # the flag other tools have: here it is the default
             message += " (no flag needed: rerun the same command; complete runs are skipped, interrupted ones resume)"
-        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+        super().error(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    p = GridParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="digits", help="preset name or .toml path (default: digits)")
     p.add_argument("--methods", help="comma-separated methods, e.g. triplet,kd,crd+kd ('all' = every one)")
     p.add_argument("--pairs", help="comma-separated teacher:student pairs, e.g. resnet32x4:resnet8x4")

@@ -42,7 +42,6 @@ name; ``load_state_dict_loose`` documents the by-order fallback for others.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import re
@@ -55,7 +54,7 @@ import torch
 from methods import BuildContext, build_method
 
 from . import checkpoints
-from .config import ConfigError, fingerprint, pick_device
+from .config import ConfigError, OneLineParser, fingerprint, pick_device
 from .data import DataError, dataset_loader, load_dataset
 from .locks import FileLock
 from .models import create_model, list_models
@@ -581,7 +580,7 @@ def forget_teacher(arch: str, dataset_name: str, teacher_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.teachers",
+    p = OneLineParser(prog="python -m benchmarks.teachers",
                                 description="Import the field's teacher checkpoints (RepDistiller save/models/, "
                                             "mdistiller cifar_teachers/) as the teachers of a dataset, or forget one.")
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -1,15 +1,16 @@
 """``python -m reports results/<grid> [--published CSV]``: write report.md and figures/ there."""
 from __future__ import annotations
 
-import argparse
 import sys
+
+from benchmarks.config import OneLineParser
 
 from . import NoResultsError, build_report
 from .published import load_published
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m reports",
+    ap = OneLineParser(prog="python -m reports",
                                  description="Build report.md and figures/ for a results directory.")
     ap.add_argument("results_dir", help="a results directory (with grid.json and runs/)")
     ap.add_argument("--published", default=None,

@@ -1,6 +1,7 @@
 """The runner's CLI: bad input gets one clear line and exit 2; a tiny grid runs end to end."""
 from __future__ import annotations
 
+import importlib
 import json
 import statistics
 
@@ -378,3 +379,17 @@ def test_changed_protocol_gets_its_own_grid(capsys, tmp_path):
     assert "grid digits (" in out
     code, out, _ = run_cli(capsys, "--dry-run", "--epochs", "3")
     assert "grid digits-" in out  # never mixes records made under another protocol
+
+
+@pytest.mark.parametrize("module,argv,message", [
+    ("reports", [], "error: the following arguments are required: results_dir; see python -m reports --help"),
+    ("benchmarks.teachers", ["import"],
+     "error: the following arguments are required: DIR; see python -m benchmarks.teachers import --help"),
+    ("benchmarks.speed", ["--bogus"], "error: unrecognized arguments: --bogus; see python -m benchmarks.speed --help"),
+])
+def test_every_command_answers_a_bad_flag_in_one_line(module, argv, message, capsys):
+    """Not argparse's usage block: the one line every other bad input gets, and exit 2."""
+    main = importlib.import_module(module + (".__main__" if module == "reports" else "")).main
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and capsys.readouterr().err == message + "\n"

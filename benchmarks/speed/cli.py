@@ -14,7 +14,7 @@ import torch
 
 from methods import HyperparameterError, UnknownMethodError, method_stages, validate_method
 
-from ..config import ConfigError, flags_for
+from ..config import ConfigError, OneLineParser, flags_for
 from ..data import DataError
 from ..grid import environment as grid_environment, pick_device
 from ..models import UnknownModelError, create_model
@@ -33,7 +33,7 @@ QUICK = {"steps": 3, "warmup": 1, "repeats": 3, "image_size": 16}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=DESCRIPTION)
+    p = OneLineParser(prog="python -m benchmarks.speed", description=DESCRIPTION)
     p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated methods (default {DEFAULT_METHODS})")
     p.add_argument("--pair", default=DEFAULT_PAIR, help=f"teacher:student (default {DEFAULT_PAIR})")
     p.add_argument("--dataset", default="synthetic",
