@@ -523,8 +523,10 @@ def _none_found(root: Path) -> str:
 
 
 def import_folder(root: str | Path, data, teacher_dir: Path, device: torch.device,
-                  out: Callable[[str], None] = print) -> int:
-    """Import every teacher found under ``root`` for ``data``'s dataset; print the table; exit status."""
+                  out: Callable[[str], None] = print,
+                  err: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> int:
+    """Import every teacher found under ``root`` for ``data``'s dataset; the table to ``out``, each warning
+    and per-file error (one line each) to ``err``; exit status (1 if a file could not be imported)."""
     root = Path(root).expanduser()
     name = data.describe()["name"]
     found = find_teacher_checkpoints(root)
@@ -562,7 +564,7 @@ def import_folder(root: str | Path, data, teacher_dir: Path, device: torch.devic
     for r in [head, *rows]:
         out("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
     for w in warnings:
-        out(w)
+        err(w)
     if rows:
         out(f"imported {len(rows)} teacher(s) into {teacher_dir / name / 'imported'}; every grid on {name} now "
             f"uses them (remove one: python -m benchmarks.teachers forget ARCH --dataset {name})")

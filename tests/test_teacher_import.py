@@ -345,8 +345,9 @@ def test_import_cli_makes_a_folder_the_datasets_teachers(cifar100, tmp_path):
     assert row["resnet56"] == ["resnet56", "resnet56_vanilla/ckpt_epoch_240.pth", f"{measured['resnet56']:.2f}",
                                 "72.34", f"{measured['resnet56'] - 72.34:+.2f}"]
     assert row["resnet8"] == ["resnet8", "resnet8_vanilla/ckpt_epoch_240.pth", f"{measured['resnet8']:.2f}", "-", "-"]
-    warnings = [ln for ln in lines if ln.startswith("warning")]
-    assert len(warnings) == 2, proc.stdout
+    assert not [ln for ln in lines if ln.startswith(("warning", "error"))]  # those go to stderr
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning")]
+    assert len(warnings) == 2, proc.stderr
     assert "'mystery'" in warnings[0] and "skipped" in warnings[0]
     assert warnings[1].startswith(f"warning: resnet56 tested at {measured['resnet56']:.2f}") and \
         "below the published 72.34" in warnings[1]
@@ -381,9 +382,10 @@ def test_import_warns_exactly_beyond_one_point(cifar100, tmp_path, monkeypatch, 
                         lambda name: {"resnet8": top_a + 0.99, "resnet14": top_b + 1.01})
     assert main(["import", str(tmp_path), "--data-root", str(data_root), "--teacher-dir", str(tmp_path / "t"),
                  "--device", "cpu"]) == 0
-    out = capsys.readouterr().out
-    warned = [ln.split()[1] for ln in out.splitlines() if ln.startswith("warning")]
-    assert warned == ["resnet14"], out
+    captured = capsys.readouterr()
+    out = captured.out
+    warned = [ln.split()[1] for ln in captured.err.splitlines() if ln.startswith("warning")]
+    assert warned == ["resnet14"], captured.err
     assert f"{top_a:.2f}" in out and f"{top_a + 0.99:.2f}" in out and "-0.99" in out and "-1.01" in out
 
 
@@ -427,3 +429,20 @@ def test_zoo_state_dicts_have_repdistillers_names_order_and_shapes(arch):
     sd = create_model(arch, num_classes=100).state_dict()
     text = "\n".join(f"{k}:{tuple(v.shape)}" for k, v in sd.items())
     assert (hashlib.sha256(text.encode()).hexdigest()[:16], len(sd)) == REPDISTILLER_STATE_DICTS[arch]
+
+
+def test_import_of_a_folder_with_one_bad_file_imports_the_rest_and_exits_1(cifar100, tmp_path, capsys):
+    data_root, _ = cifar100
+    save(repdistiller_state(source_model("resnet8", seed=3)), tmp_path / "in" / "resnet8_vanilla" / "ckpt_epoch_240.pth")
+    bad = tmp_path / "in" / "resnet14_vanilla" / "ckpt_epoch_240.pth"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"\x00 not a checkpoint")
+    store = tmp_path / "t"
+    assert main(["import", str(tmp_path / "in"), "--data-root", str(data_root), "--teacher-dir", str(store),
+                 "--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    errors = captured.err.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("error: resnet14: ") and str(bad) in errors[0], errors
+    assert "imported 1 teacher(s)" in captured.out and "error" not in captured.out
+    assert imported_teacher_path(store, "cifar100", "resnet8").is_file()
+    assert not imported_teacher_path(store, "cifar100", "resnet14").exists()
