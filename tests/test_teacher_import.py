@@ -433,7 +433,8 @@ def test_zoo_state_dicts_have_repdistillers_names_order_and_shapes(arch):
 
 def test_import_of_a_folder_with_one_bad_file_imports_the_rest_and_exits_1(cifar100, tmp_path, capsys):
     data_root, _ = cifar100
-    save(repdistiller_state(source_model("resnet8", seed=3)), tmp_path / "in" / "resnet8_vanilla" / "ckpt_epoch_240.pth")
+    good = tmp_path / "in" / "resnet8_vanilla" / "ckpt_epoch_240.pth"
+    save(repdistiller_state(source_model("resnet8", seed=3)), good)
     bad = tmp_path / "in" / "resnet14_vanilla" / "ckpt_epoch_240.pth"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"\x00 not a checkpoint")
