@@ -3,6 +3,20 @@
 Reproduces RepDistiller's ``models/wrn.py`` (pre-activation WRN-d-k of
 Zagoruyko & Komodakis, dropout 0; same layers, parameter counts and
 ``state_dict`` keys); the fixed 8x8 average pool is adaptive.
+
+Deliberate deviation, BN running statistics only: the pre-activation maps
+(``preact=True``) are the outputs of the BNs the forward applies anyway
+(``block2.layer[0].bn1``, ``block3.layer[0].bn1``, the head's ``bn1``), each
+computed once. RepDistiller's ``forward(preact=True)`` (``models/wrn.py``)
+applies these three BNs a second time to the stage outputs after the forward,
+and mdistiller's ``models/cifar/wrn.py`` does so in EVERY forward (its
+``preact_feats`` are always computed). In train mode that second call updates
+their running mean/var again with the same batch (effective momentum 0.19
+instead of 0.1): in RepDistiller for a wrn student of ``abound`` only, in
+mdistiller for a wrn student of every method (kd, dkd, reviewkd, cat-kd, ...;
+the teacher is in eval mode in both). Values and gradients are the same; the
+running statistics, hence a wrn student's eval-mode outputs, differ slightly
+from those codes'.
 """
 from __future__ import annotations
 
@@ -84,7 +98,8 @@ class WideResNet(KDModel):
     def forward_kd(self, x: torch.Tensor, preact: bool = False) -> ModelOutput:
         # Features are the raw (pre-activation) stage outputs, as in RepDistiller; the
         # preact variant of stage i is the BN that the next block / the head applies
-        # to it before its ReLU (computed once here, not re-applied afterwards).
+        # to it before its ReLU (computed once here, not re-applied afterwards: each BN
+        # updates its running statistics once per forward; see the module docstring).
         f0 = self.conv1(x)
         f1 = self.block1(f0)
         out, f1_pre = self.block2.layer[0].forward_both(f1)
