@@ -134,6 +134,67 @@ def test_wrn_preact_is_the_bn_before_the_next_relu():
         torch.testing.assert_close(p, e)
 
 
+def test_wrn_preact_updates_each_bn_once_in_train_mode():
+    # The declared deviation (wrn.py docstring): RepDistiller / mdistiller re-apply the three preact BNs, so
+    # in train mode their running statistics move twice per step; here asking for preact changes nothing.
+    torch.manual_seed(0)
+    a = create_model("wrn_16_1", num_classes=100).train()
+    b = create_model("wrn_16_1", num_classes=100).train()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    out_a = a.forward_kd(x)
+    out_b = b.forward_kd(x, preact=True)
+    torch.testing.assert_close(out_a.logits, out_b.logits, rtol=0, atol=0)
+    sa, sb = a.state_dict(), b.state_dict()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    assert all(int(bn.num_batches_tracked) == 1 for bn in b.preact_bns())
+
+
+def _init_rule(name: str) -> tuple[str, str]:
+    """RepDistiller's initialisation per model file: (conv rule, linear rule), read off its model code."""
+    if name.startswith(("vgg", "MobileNetV2")):
+        return "he_fan_out", "normal_0.01_zero_bias"
+    if name.startswith("wrn"):
+        return "he_fan_out", "default_weight_zero_bias"
+    if name.startswith("Shuffle"):
+        return "default", "default"  # ShuffleNetv1.py / ShuffleNetv2.py never re-initialise
+    return "he_fan_out", "default"  # resnet.py, resnetv2.py (kaiming_normal_ fan_out; Linear untouched)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_initialisation_follows_repdistiller(name):
+    conv_rule, linear_rule = _init_rule(name)
+    model = _model(name)
+    normalised = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            w = m.weight.detach()
+            fan_in = w[0].numel()
+            if conv_rule == "he_fan_out":
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                normalised.append((w / (2.0 / fan_out) ** 0.5).flatten())
+            else:  # PyTorch's default: kaiming_uniform_(a=sqrt(5)), bound 1/sqrt(fan_in), std bound/sqrt(3)
+                assert w.abs().max() <= fan_in ** -0.5
+                normalised.append((w * (3 * fan_in) ** 0.5).flatten())
+            if m.bias is not None:
+                assert torch.equal(m.bias, torch.zeros_like(m.bias))
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            assert torch.equal(m.weight, torch.ones_like(m.weight)) and torch.equal(m.bias, torch.zeros_like(m.bias))
+        elif isinstance(m, torch.nn.Linear):
+            w, b, bound = m.weight.detach(), m.bias.detach(), m.in_features ** -0.5
+            if linear_rule == "normal_0.01_zero_bias":
+                assert abs(float(w.std()) - 0.01) < 0.0005  # default would be bound / sqrt(3) >= 0.016
+            else:
+                assert w.abs().max() <= bound and abs(float(w.std()) * 3 ** 0.5 / bound - 1) < 0.05
+            if linear_rule == "default":
+                assert b.abs().max() <= bound and (b != 0).all()
+            else:
+                assert torch.equal(b, torch.zeros_like(b))
+    pooled = torch.cat(normalised)
+    assert abs(float(pooled.std()) - 1) < 0.02 and abs(float(pooled.mean())) < 0.02
+
+
 def test_num_classes_and_train_mode():
     model = create_model("resnet8", num_classes=10).train()
     out = model.forward_kd(torch.randn(4, 3, 32, 32), preact=True)
