@@ -122,3 +122,54 @@ def test_the_runner_takes_frozen_options_not_the_cli_namespace(tmp_path):
     assert options.quiet and options.results == str(tmp_path / "r") and options.checkpoint_every == 1
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.quiet = False
+
+
+# --- the cifar100 preset against RepDistiller's training protocol --------------------------------------
+# HobbitLong/RepDistiller: train_student.py:44 (batch 64), :46 (240 epochs), :50-54 (lr 0.05, decay at
+# 150,180,210 by 0.1, wd 5e-4, momentum 0.9), :93-94 (lr 0.01 for MobileNetV2/ShuffleV1/ShuffleV2);
+# train_teacher.py:31-40 and :55-56 (the same recipe for the teachers); helper/util.py:16-22
+# (adjust_learning_rate: steps = sum(epoch > milestones), epoch 1-based); helper/pretrain.py:22-27 (the
+# init stage's lr: 0.01 for `factor` with resnet/wrn students, else opt.learning_rate).
+SMALL_LR_STUDENTS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
+RESNET_WRN = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+              "resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2")
+
+
+def _repdistiller_lr(model: str) -> float:
+    return 0.01 if model in SMALL_LR_STUDENTS else 0.05
+
+
+def test_the_cifar100_preset_recipes_are_repdistillers():
+    from benchmarks.config import student_recipe, teacher_recipe
+
+    cfg = load_preset("cifar100")
+    assert len(cfg["pairs"]) == 13 and cfg["dataset"] == "cifar100"
+    for pair in cfg["pairs"]:
+        teacher, student = pair.split(":")
+        for model, recipe in ((student, student_recipe(cfg, student)), (teacher, teacher_recipe(cfg, teacher))):
+            assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.momentum, recipe.weight_decay,
+                    recipe.lr_decay_epochs, recipe.lr_decay_rate) == \
+                (240, 64, _repdistiller_lr(model), 0.9, 5e-4, [150, 180, 210], 0.1), (pair, model)
+            # adjust_learning_rate at the start of 1-based epoch e: lr * 0.1 ** sum(e > [150, 180, 210])
+            for e in (1, 150, 151, 180, 181, 210, 211, 240):
+                steps = sum(e > m for m in (150, 180, 210))
+                assert recipe.lr_at(e - 1) == pytest.approx(_repdistiller_lr(model) * 0.1 ** steps,
+                                                            rel=1e-12), (pair, model, e)
+
+
+def test_the_cifar100_preset_pretraining_stages_use_repdistillers_learning_rates():
+    """ab, fsp and ft pre-train 30 epochs (train_student.py:47 --init_epochs 30); ab's and fsp's stage runs at
+    the student's lr (Stage.lr None: the recipe's), ft's at 0.01 for resnet/wrn students, else the student's."""
+    from benchmarks.config import student_recipe
+    from methods import method_stages, validate_method
+
+    cfg = load_preset("cifar100")
+    for pair in cfg["pairs"]:
+        student = pair.split(":")[1]
+        lr = student_recipe(cfg, student).lr
+        over = method_overrides(cfg, pair)
+        for name in ("ab", "fsp", "ft"):
+            (stage,) = method_stages(name, validate_method(name, over))
+            stage_lr = stage.lr if stage.lr is not None else lr
+            want = 0.01 if (name == "ft" and student in RESNET_WRN) else _repdistiller_lr(student)
+            assert (stage.epochs, stage_lr) == (30, want), (pair, name)
