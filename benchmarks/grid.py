@@ -483,11 +483,13 @@ class GridRunner:
 
     def fingerprint_of(self, spec: RunSpec) -> str:
         # fast paths change the arithmetic (bf16), so they are part of a run's identity
-        # an imported teacher's weight hash is in protocol()["teachers"]; a trained one is fixed by the protocol
         # the run's own resolved hyperparameters are; other methods' values ([method], [method_by_pair]) are not
+        # its teacher's key is (an imported one's weight hash; a trained one's data, recipe, seed and seeding
+        # scheme), so a record made with another teacher is never counted as this run's
         shared = {k: v for k, v in protocol(self.cfg).items() if k not in ("method", "method_by_pair")}
         return fingerprint({"protocol": shared, "method": self.cfg["resolved_methods"][spec.pair][spec.label],
-                            "recipe": self.student_recipe(spec).as_dict(), "fast": self.fast})
+                            "recipe": self.student_recipe(spec).as_dict(), "fast": self.fast,
+                            "teacher": self.teacher_keys.get(spec.teacher)})
 
     def checkpoint_path(self, spec: RunSpec) -> Path:
         return records.record_path(self.results_dir, spec.run_id).with_suffix(".ckpt.pt")

@@ -76,8 +76,16 @@ class TeacherError(RuntimeError):
     pass
 
 
+# how a teacher's init and batch stream are seeded (``_cached_or_trained``); part of its key, so a teacher
+# trained under another scheme is never taken for this one's. 2: its own labels ("teacher", ...): under 1 it
+# shared seed_for(seed, "data") and seed_for(seed, "init", arch) with the students of the same seed, so
+# student seed 0 trained on the teacher's very batches (and, for a same-architecture pair, from its init)
+TEACHER_SEEDING = 2
+
+
 def teacher_key(data_desc: dict, arch: str, recipe: Recipe, seed: int) -> str:
-    return fingerprint({"data": data_desc, "arch": arch, "recipe": recipe.as_dict(), "seed": seed})
+    return fingerprint({"data": data_desc, "arch": arch, "recipe": recipe.as_dict(), "seed": seed,
+                        "seeding": TEACHER_SEEDING})
 
 
 def teacher_path(teacher_dir: Path, data_desc: dict, arch: str, recipe: Recipe, seed: int) -> Path:
@@ -442,11 +450,11 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
         except Exception as e:  # a truncated or stale cache entry is retrained, not trusted
             log(f"teacher {arch}: cache entry {path} unreadable ({type(e).__name__}); retraining")
     log(f"teacher {arch}: training ({recipe.epochs} epochs, seed {seed}) -> {path}")
-    torch.manual_seed(seed_for(seed, "init", arch))
+    torch.manual_seed(seed_for(seed, "teacher", "init", arch))  # not a student's: seed_for(seed, "init", arch)
     model = create_model(arch, num_classes=data.num_classes).to(device)
     method = build_method("vanilla", BuildContext(None, None, data.num_classes, data.train_labels))  # type: ignore[arg-type]
     run = StudentRun(f"teacher:{arch}", model, method, recipe, seed)
-    generator = torch.Generator().manual_seed(seed_for(seed, "data"))
+    generator = torch.Generator().manual_seed(seed_for(seed, "teacher", "data"))  # not a student's stream
     data_state = checkpoint.resume(run)
     if data_state is not None:
         generator.set_state(data_state)
