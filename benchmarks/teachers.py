@@ -340,22 +340,38 @@ def import_teacher(arch: str, path: str | Path, num_classes: int) -> torch.nn.Mo
 # ---------------------------------------------------------------------------------------------
 # the teacher a grid uses
 
-def _read_imported(teacher_dir: Path, dataset_name: str, arch: str) -> tuple[Path, dict] | None:
-    path = imported_teacher_path(teacher_dir, dataset_name, arch)
-    meta = path.with_suffix(".json")
-    if not meta.exists():
+def teacher_inputs(data_desc: dict) -> dict:
+    """How test images reach a teacher (besides its weights, what its measured accuracy depends on)."""
+    return {"input_shape": data_desc.get("input_shape"), "mean": data_desc.get("mean"), "std": data_desc.get("std"),
+            "normalize": data_desc.get("normalize", True), "num_classes": data_desc.get("num_classes")}
+
+
+def _read_imported(teacher_dir: Path, data_desc: dict, arch: str) -> tuple[Path, dict] | None:
+    """The teacher imported for ``data_desc``'s dataset (its file and .json), or None; a TeacherError when it
+    was imported for other inputs (image size, normalisation: its measured accuracy does not hold)."""
+    name = data_desc["name"]
+    path = imported_teacher_path(teacher_dir, name, arch)
+    meta_path = path.with_suffix(".json")
+    if not meta_path.exists():
         return None
     try:
-        return path, read_json(meta)
+        meta = read_json(meta_path)
     except Exception as e:
-        raise TeacherError(f"imported teacher {meta} is unreadable ({type(e).__name__}); re-import it or remove "
-                           f"it: python -m benchmarks.teachers forget {arch} --dataset {dataset_name}") from None
+        raise TeacherError(f"imported teacher {meta_path} is unreadable ({type(e).__name__}); re-import it or remove "
+                           f"it: python -m benchmarks.teachers forget {arch} --dataset {name}") from None
+    imported, now = meta.get("inputs"), teacher_inputs(data_desc)
+    if imported is not None and imported != now:  # imports made before "inputs" was recorded: not checked
+        diff = ", ".join(f"{k} {imported.get(k)} (here {v})" for k, v in now.items() if imported.get(k) != v)
+        raise TeacherError(f"teacher {arch} was imported for {name} with {diff}: its test top-1 does not hold "
+                           f"for this grid's inputs; run with the import's data options, or remove it to train "
+                           f"one (python -m benchmarks.teachers forget {arch} --dataset {name})")
+    return path, meta
 
 
 def teacher_available(teacher_dir: Path, data_desc: dict, arch: str, recipe: Recipe, seed: int) -> bool:
     """Whether ``get_teacher`` finds the teacher without training it: imported for the dataset, or in the
     trained cache (its ``.json`` is written last, so its presence means a complete entry)."""
-    if _read_imported(teacher_dir, data_desc["name"], arch) is not None:
+    if _read_imported(teacher_dir, data_desc, arch) is not None:
         return True
     return teacher_path(teacher_dir, data_desc, arch, recipe, seed).with_suffix(".json").exists()
 
@@ -365,7 +381,7 @@ def teacher_identity(arch: str, data_desc: dict, recipe: Recipe, seed: int, teac
     """The ``key`` ``get_teacher`` would report, without evaluating (or training) anything."""
     if ckpt is not None:
         return inspect_teacher_checkpoint(arch, ckpt, num_classes)["key"]
-    found = _read_imported(teacher_dir, data_desc["name"], arch)
+    found = _read_imported(teacher_dir, data_desc, arch)
     if found is not None:
         return found[1]["key"]
     return teacher_key(data_desc, arch, recipe, seed)
@@ -397,7 +413,7 @@ def get_teacher(
         info.update(arch=arch, top1=top1, top5=top5)
         log(f"teacher {arch}: imported {ckpt}, test top-1 {top1:.2f}")
         return freeze(model), info
-    found = _read_imported(teacher_dir, data.describe()["name"], arch)
+    found = _read_imported(teacher_dir, data.describe(), arch)
     if found is not None:
         return _load_imported(arch, data, device, *found, log)
     path = teacher_path(teacher_dir, data.describe(), arch, recipe, seed)
@@ -555,7 +571,8 @@ def import_folder(root: str | Path, data, teacher_dir: Path, device: torch.devic
             continue
         top1, top5 = evaluate(model.to(device), data, device)
         pub = published.get(arch)
-        info.update(arch=arch, dataset=name, top1=top1, top5=top5, published_top1=pub)
+        info.update(arch=arch, dataset=name, top1=top1, top5=top5, published_top1=pub,
+                    inputs=teacher_inputs(data.describe()))
         dest = imported_teacher_path(teacher_dir, name, arch)
         checkpoints.atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, dest)
         write_json(dest.with_suffix(".json"), info)

@@ -447,3 +447,22 @@ def test_import_of_a_folder_with_one_bad_file_imports_the_rest_and_exits_1(cifar
     assert "imported 1 teacher(s)" in captured.out and "error" not in captured.out
     assert imported_teacher_path(store, "cifar100", "resnet8").is_file()
     assert not imported_teacher_path(store, "cifar100", "resnet14").exists()
+
+
+def test_an_imported_teacher_is_refused_for_other_inputs(cifar100, tmp_path):
+    """Its test top-1 was measured on the import's inputs: a grid feeding it others gets one line, not the
+    import's number beside a teacher that sees other images."""
+    data_root, data = cifar100
+    ckpt = tmp_path / "in" / "resnet8_vanilla" / "ckpt_epoch_240.pth"
+    save(repdistiller_state(source_model("resnet8", seed=4)), ckpt)
+    store = tmp_path / "t"
+    assert main(["import", str(tmp_path / "in"), "--data-root", str(data_root), "--teacher-dir", str(store),
+                 "--device", "cpu"]) == 0
+    other = load_dataset("cifar100", data_root=data_root, normalize=False)  # x / 255, not mean/std
+    with pytest.raises(TeacherError) as e:
+        get_teacher("resnet8", other, Recipe(), 0, CPU, store, log=lambda m: None)
+    assert str(e.value) == ("teacher resnet8 was imported for cifar100 with normalize True (here False): its test "
+                            "top-1 does not hold for this grid's inputs; run with the import's data options, or "
+                            "remove it to train one (python -m benchmarks.teachers forget resnet8 --dataset cifar100)")
+    teacher, info = get_teacher("resnet8", data, Recipe(), 0, CPU, store, log=lambda m: None)  # the import's
+    assert info["source"] == "imported" and info["inputs"]["normalize"] is True
