@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help=f"override the preset's dataset ({', '.join(list_datasets())})")
     p.add_argument("--data-root", help="folder holding the dataset (CIFAR: the folder containing cifar-100-python/)")
     p.add_argument("--download", action="store_true", help="download CIFAR into --data-root if missing")
-    p.add_argument("--epochs", type=int, help="student epochs (shorthand for --set train.epochs=N)")
+    p.add_argument("--epochs", type=int, help="student epochs (shorthand for --set train.epochs=N; the teachers' "
+                   "too where the preset's [teacher_train] sets none, as in cifar100)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a preset value or a method hyperparameter, e.g. train.lr=0.1, kd.T=2 (repeatable)")
     p.add_argument("--sweep", action="append", default=[], metavar="METHOD.KEY=V1,V2,...",
