@@ -338,14 +338,16 @@ def load_teacher(runner: GridRunner, cfg: Mapping[str, Any], spec: RunSpec, data
     if dist.get_rank() == 0:
         recipe, ckpt = teacher_recipe(cfg, arch), runner.teacher_ckpts.get(arch)
         # the imported store (python -m benchmarks.teachers import) or the trained cache, as the grid finds it
+        amp = runner.fast["amp"]  # the grid runner's teacher of the same flags (a bf16 one is another teacher)
         if ckpt is None and not teacher_available(runner.teacher_dir, data.describe(), arch, recipe,
-                                                  cfg["teacher_seed"]):
-            path = teacher_path(runner.teacher_dir, data.describe(), arch, recipe, cfg["teacher_seed"])
+                                                  cfg["teacher_seed"], amp):
+            path = teacher_path(runner.teacher_dir, data.describe(), arch, recipe, cfg["teacher_seed"], amp)
             raise TeacherError(f"teacher {arch} is neither imported nor in the cache ({path}); train it with the "
                                f"grid runner and the same preset/--set flags (python -m benchmarks.run ... --methods "
                                f"vanilla --pairs {spec.pair}), import it (python -m benchmarks.teachers import DIR) "
                                f"or pass --teacher-ckpt {arch}=PATH")
-        model, info = get_teacher(arch, data, recipe, cfg["teacher_seed"], device, runner.teacher_dir, ckpt, log)
+        model, info = get_teacher(arch, data, recipe, cfg["teacher_seed"], device, runner.teacher_dir, ckpt, log,
+                                  fast=runner.fast)
     model = freeze(model.to(device))
     for t in model.state_dict().values():
         dist.broadcast(t, 0)

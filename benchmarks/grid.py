@@ -306,7 +306,8 @@ class GridRunner:
                 out[t] = inspect_teacher_checkpoint(t, self.teacher_ckpts[t], self.data.num_classes)["key"]
             else:
                 out[t] = teacher_identity(t, self.data.describe(), teacher_recipe(self.cfg, t),
-                                          self.cfg["teacher_seed"], self.teacher_dir, self.data.num_classes)
+                                          self.cfg["teacher_seed"], self.teacher_dir, self.data.num_classes,
+                                          amp=self.fast["amp"])
         return out
 
     def check_builds(self) -> None:
@@ -456,7 +457,8 @@ class GridRunner:
             recipe = teacher_recipe(self.cfg, t)
             if t in self.cfg.get("teachers", {}):
                 teachers.append(f"{t} imported")
-            elif teacher_path(self.teacher_dir, self.data.describe(), t, recipe, self.cfg["teacher_seed"]).exists():
+            elif teacher_path(self.teacher_dir, self.data.describe(), t, recipe, self.cfg["teacher_seed"],
+                              self.fast["amp"]).exists():
                 teachers.append(f"{t} cached")
             else:
                 teachers.append(f"{t} to train ({recipe.epochs} epochs)")

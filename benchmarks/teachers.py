@@ -60,7 +60,7 @@ from .locks import FileLock
 from .models import create_model, list_models
 from .recorder import RunCheckpoint
 from .records import read_json, write_json
-from .train import Recipe, StudentRun, evaluate, freeze, seed_for, train_cohort
+from .train import FastPaths, Recipe, StudentRun, evaluate, freeze, seed_for, train_cohort
 
 # a teacher measured more than this many points below its published top-1 gets a warning
 # (RepDistiller issue #29: a downloaded resnet110 tested at 70.3 instead of 74.3)
@@ -83,13 +83,15 @@ class TeacherError(RuntimeError):
 TEACHER_SEEDING = 2
 
 
-def teacher_key(data_desc: dict, arch: str, recipe: Recipe, seed: int) -> str:
+def teacher_key(data_desc: dict, arch: str, recipe: Recipe, seed: int, amp: str = "fp32") -> str:
+    """The trained teacher's identity. ``amp``: the autocast it trains under (the fast paths'); a bf16 teacher
+    (the CUDA default) is another teacher than an fp32 one, and an fp32 one keeps the key it always had."""
     return fingerprint({"data": data_desc, "arch": arch, "recipe": recipe.as_dict(), "seed": seed,
-                        "seeding": TEACHER_SEEDING})
+                        "seeding": TEACHER_SEEDING, **({"amp": amp} if amp != "fp32" else {})})
 
 
-def teacher_path(teacher_dir: Path, data_desc: dict, arch: str, recipe: Recipe, seed: int) -> Path:
-    key = teacher_key(data_desc, arch, recipe, seed)
+def teacher_path(teacher_dir: Path, data_desc: dict, arch: str, recipe: Recipe, seed: int, amp: str = "fp32") -> Path:
+    key = teacher_key(data_desc, arch, recipe, seed, amp)
     return Path(teacher_dir) / data_desc["name"] / f"{_safe(arch)}__s{seed}__{key}.pt"
 
 
@@ -368,23 +370,24 @@ def _read_imported(teacher_dir: Path, data_desc: dict, arch: str) -> tuple[Path,
     return path, meta
 
 
-def teacher_available(teacher_dir: Path, data_desc: dict, arch: str, recipe: Recipe, seed: int) -> bool:
+def teacher_available(teacher_dir: Path, data_desc: dict, arch: str, recipe: Recipe, seed: int,
+                      amp: str = "fp32") -> bool:
     """Whether ``get_teacher`` finds the teacher without training it: imported for the dataset, or in the
     trained cache (its ``.json`` is written last, so its presence means a complete entry)."""
     if _read_imported(teacher_dir, data_desc, arch) is not None:
         return True
-    return teacher_path(teacher_dir, data_desc, arch, recipe, seed).with_suffix(".json").exists()
+    return teacher_path(teacher_dir, data_desc, arch, recipe, seed, amp).with_suffix(".json").exists()
 
 
 def teacher_identity(arch: str, data_desc: dict, recipe: Recipe, seed: int, teacher_dir: Path, num_classes: int,
-                     ckpt: str | Path | None = None) -> str:
+                     ckpt: str | Path | None = None, amp: str = "fp32") -> str:
     """The ``key`` ``get_teacher`` would report, without evaluating (or training) anything."""
     if ckpt is not None:
         return inspect_teacher_checkpoint(arch, ckpt, num_classes)["key"]
     found = _read_imported(teacher_dir, data_desc, arch)
     if found is not None:
         return found[1]["key"]
-    return teacher_key(data_desc, arch, recipe, seed)
+    return teacher_key(data_desc, arch, recipe, seed, amp)
 
 
 def get_teacher(
@@ -416,7 +419,8 @@ def get_teacher(
     found = _read_imported(teacher_dir, data.describe(), arch)
     if found is not None:
         return _load_imported(arch, data, device, *found, log)
-    path = teacher_path(teacher_dir, data.describe(), arch, recipe, seed)
+    fast = fast if fast is not None else FastPaths().resolve(device)  # train_cohort's own default
+    path = teacher_path(teacher_dir, data.describe(), arch, recipe, seed, fast["amp"])
     # one process trains a teacher; the others wait here, then find it in the cache
     with FileLock(path.with_name(path.name + ".lock")):
         return _cached_or_trained(arch, data, recipe, seed, device, path, log, fast, checkpoint_every)
@@ -448,7 +452,7 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
                        checkpoint_every: int = 1) -> tuple[torch.nn.Module, dict]:
     desc = data.describe()
     meta_path = path.with_suffix(".json")
-    key = teacher_key(desc, arch, recipe, seed)
+    key = teacher_key(desc, arch, recipe, seed, fast["amp"])
     # a killed training resumes: same checkpoint format and checks as a student run's (recorder.py), no record
     checkpoint = RunCheckpoint(teacher_checkpoint_path(path), key, checkpoint_every, f"teacher {arch}", log)
     if path.exists() and meta_path.exists():

@@ -20,17 +20,18 @@ def data():
                         d.test_labels[:64], 10, d.mean, d.std, pad=1, flip=False)
 
 
-def test_cache_key_depends_on_dataset_arch_recipe_seed(data, tmp_path):
+def test_cache_key_depends_on_dataset_arch_recipe_seed_and_autocast(data, tmp_path):
     desc = data.describe()
     base = teacher_path(tmp_path, desc, "resnet8", Recipe(epochs=1), 0)
-    assert base == teacher_path(tmp_path, desc, "resnet8", Recipe(epochs=1), 0)
+    assert base == teacher_path(tmp_path, desc, "resnet8", Recipe(epochs=1), 0, amp="fp32")  # fp32: the old key
     assert base.parent == tmp_path / "digits" and base.name.startswith("resnet8__s0__")
     others = [teacher_path(tmp_path, desc, "resnet14", Recipe(epochs=1), 0),
               teacher_path(tmp_path, desc, "resnet8", Recipe(epochs=2), 0),
               teacher_path(tmp_path, desc, "resnet8", Recipe(epochs=1, lr=0.1), 0),
               teacher_path(tmp_path, desc, "resnet8", Recipe(epochs=1), 1),
-              teacher_path(tmp_path, {**desc, "num_train": 129}, "resnet8", Recipe(epochs=1), 0)]
-    assert len({base, *others}) == 6
+              teacher_path(tmp_path, {**desc, "num_train": 129}, "resnet8", Recipe(epochs=1), 0),
+              teacher_path(tmp_path, desc, "resnet8", Recipe(epochs=1), 0, amp="bf16")]  # a bf16 teacher (CUDA)
+    assert len({base, *others}) == 7
 
 
 def test_trained_once_then_reused_bitwise(data, tmp_path):
