@@ -28,7 +28,8 @@ from methods import Distiller, Stage, build_method, method_needs, validate_metho
 
 from .grid import probe
 from .models import create_model
-from .train import compute_stage_terms, compute_terms, freeze, seed_for, unique_trainable, weigh_terms
+from .train import (compute_stage_terms, compute_terms, freeze, seed_for, stage_modes, unique_trainable,
+                     weigh_terms)
 
 __all__ = ["Distillation", "LogitsModel"]
 
@@ -172,10 +173,7 @@ class Distillation:
         train mode (RepDistiller's ``init``), as the harness does for a stage's epochs: call
         ``student.train()`` when the main training starts."""
         method = self.method
-        self._student.eval()
-        method.eval()
-        for module in method.stage_modules(self._check_stage(stage), self._student):
-            module.train()
+        stage_modes(self._student, method, self._check_stage(stage))
         method.set_progress(Progress(0.0, method.progress.epochs))
         batch = self._batch(x, y, index)
         _, terms = compute_stage_terms(self._student, method, stage, x, self._teacher_out(x), batch)

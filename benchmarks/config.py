@@ -29,8 +29,8 @@ everywhere).
 """
 from __future__ import annotations
 
-import copy
 import argparse
+import copy
 import dataclasses
 import hashlib
 import json

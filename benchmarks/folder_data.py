@@ -40,7 +40,7 @@ class _Checked(torch.utils.data.Dataset):
         return (x, y, i) if self.indexed else (x, y)
 
 
-class _Indexed(_Checked):  # (x, y, dataset index): benchmarks.distributed's training set
+class _Indexed(_Checked):  # (x, y, dataset index): the training set's samples (here and per DDP rank)
     def __init__(self, base):
         super().__init__(base, True)
 
@@ -99,7 +99,7 @@ class FolderData:
                                            persistent_workers=False)
 
     def epoch_batches(self, batch_size, generator, device) -> Iterator:
-        for x, y, i in self._loader(_Checked(self.train_set, True), batch_size, generator, shuffle=True):
+        for x, y, i in self._loader(_Indexed(self.train_set), batch_size, generator, shuffle=True):
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True), i.to(device)
 
     def fetch(self, index, generator, device):

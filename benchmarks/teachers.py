@@ -612,8 +612,8 @@ def forget_teacher(arch: str, dataset_name: str, teacher_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="python -m benchmarks.teachers",
-                                description="Import the field's teacher checkpoints (RepDistiller save/models/, "
-                                            "mdistiller cifar_teachers/) as the teachers of a dataset, or forget one.")
+                      description="Import the field's teacher checkpoints (RepDistiller save/models/, "
+                                  "mdistiller cifar_teachers/) as the teachers of a dataset, or forget one.")
     sub = p.add_subparsers(dest="cmd", required=True)
     imp = sub.add_parser("import", help="import every <arch>_vanilla/ckpt_epoch_*.pth under DIR")
     imp.add_argument("dir", metavar="DIR")

@@ -37,8 +37,8 @@ from .steptimer import StepTimer, section
 
 __all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "eval_metrics", "val_top1",
            "TeacherTest", "StepTimer", "seed_for", "freeze",
-           "draw_views", "view_generator", "compute_terms", "compute_stage_terms", "weigh_terms",
-           "unique_trainable"]
+           "draw_views", "view_generator", "compute_terms", "compute_stage_terms", "stage_modes",
+           "weigh_terms", "unique_trainable"]
 
 
 @dataclass
@@ -219,6 +219,16 @@ def compute_stage_terms(model, method: Distiller, stage: str, x, teacher_out, ba
     return out.logits, terms
 
 
+def stage_modes(model: nn.Module, method: Distiller, stage: str) -> None:
+    """The modes of pre-training stage ``stage`` (RepDistiller's ``init()``: ``model_s.eval()``, then
+    ``init_modules.train()``): the student and the method in eval mode, the modules the stage trains in train
+    mode."""
+    model.eval()
+    method.eval()
+    for module in method.stage_modules(stage, model):
+        module.train()
+
+
 def weigh_terms(method: Distiller, terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """A step's total loss and its weighted terms: each term times its weight (``"ce"``: ``ce_weight()``,
     the others: ``loss_weights()``, read now, so a scheduled weight follows ``progress``), terms of weight 0
@@ -329,11 +339,8 @@ class StudentRun:
                 group["lr"] = lr
             self.model.train()
             self.method.train()
-        else:  # RepDistiller's init(): model_s.eval(), then init_modules.train()
-            self.model.eval()
-            self.method.eval()
-            for module in self.method.stage_modules(self._stage.name, self.model):
-                module.train()
+        else:
+            stage_modes(self.model, self.method, self._stage.name)
         self._reset_epoch_stats()
 
     # step() in parts, so a distributed run (benchmarks/distributed.py) overrides only what differs

@@ -10,8 +10,7 @@ from .published import load_published
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = OneLineParser(prog="python -m reports",
-                                 description="Build report.md and figures/ for a results directory.")
+    ap = OneLineParser(prog="python -m reports", description="Build report.md and figures/ for a results directory.")
     ap.add_argument("results_dir", help="a results directory (with grid.json and runs/)")
     ap.add_argument("--published", default=None,
                     help="reference CSV (teacher,student,method,top1,protocol,source); "
