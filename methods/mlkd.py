@@ -71,8 +71,10 @@ def batch_consistency(s: torch.Tensor, t: torch.Tensor, tau: float) -> torch.Ten
 
 def at_most_median(values: torch.Tensor) -> torch.Tensor:
     """Fraction of ``values`` <= their 50th percentile (numpy's linear interpolation): what MLKD's
-    ``(scalar * mask).mean()`` multiplies a scalar loss by."""
-    return (values <= torch.quantile(values.float(), 0.5)).float().mean()
+    ``(scalar * mask).mean()`` multiplies a scalar loss by. The threshold and the fraction keep float64
+    values in float64: a float32 threshold can round below the median sample and drop it (0.7 -> 0.69999999)."""
+    values = values if values.dtype == torch.float64 else values.float()  # quantile takes float32/64 only
+    return (values <= torch.quantile(values, 0.5)).to(values.dtype).mean()
 
 
 @register_method("mlkd")

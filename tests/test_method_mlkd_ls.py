@@ -177,6 +177,20 @@ def test_mlkd_hand_computed_gram_terms_and_mask_fraction():
     assert float(at_most_median(torch.tensor([0.3, 0.3, 0.3, 0.9]))) == 0.75  # ties: more than half
 
 
+def test_mlkd_median_mask_keeps_float64_median_sample():
+    # 9 samples whose median is the sample 0.7 itself: np.percentile (the official code's threshold, float64)
+    # keeps 5 of 9. A float32 threshold rounds 0.7 down to 0.69999999 and would keep only 4.
+    from methods.mlkd import at_most_median
+    values = np.array([0.1, 0.2, 0.3, 0.4, 0.7, 0.8, 0.85, 0.9, 0.95])
+    official = float((values <= np.percentile(values, 50)).mean())
+    assert official == 5 / 9
+    ours = at_most_median(torch.tensor(values, dtype=torch.float64))
+    assert ours.dtype == torch.float64 and float(ours) == official
+    # the shuffled batch and float32 inputs: float32's own median sample is kept too
+    assert float(at_most_median(torch.tensor(values[::-1].copy(), dtype=torch.float64))) == 5 / 9
+    assert float(at_most_median(torch.tensor(values, dtype=torch.float32))) == pytest.approx(5 / 9)
+
+
 # --- the strong view ------------------------------------------------------------------------------
 PIL_OPS = {
     "AutoContrast": lambda im, v: ImageOps.autocontrast(im),
