@@ -64,6 +64,7 @@ from .data import load_dataset
 from .folder_data import _Indexed
 from .models import create_model
 from .recorder import RunCheckpoint, RunRecorder
+from .cpus import check_threads, choose_threads, use_threads
 from .grid import (GridRunner, RunnerOptions, RunSpec, build_student, cohort_cost, environment, split_data,
                    start_host_memory)
 from .run import BAD_INPUT, build_parser, print_listing, resolve
@@ -360,6 +361,8 @@ def train(cfg: Mapping[str, Any], spec: RunSpec, runner: GridRunner, options: Ru
     resolved from the command line once."""
     rank, world = dist.get_rank(), dist.get_world_size()
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if rank == 0 else (lambda msg: None)
+    # the ranks on this node share its CPUs (torchrun sets OMP_NUM_THREADS=1 unless the user set it)
+    threads = use_threads(choose_threads(options.threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
     recipe = student_recipe(cfg, spec.student)
     done = [False]
     if rank == 0:
@@ -397,7 +400,7 @@ def train(cfg: Mapping[str, Any], spec: RunSpec, runner: GridRunner, options: Ru
         data_generator.set_state(data_state)
     if rank == 0:
         runner.data, runner.student_data = data, student_data
-        runner.env = {**environment(device), "world_size": world, "backend": backend}
+        runner.env = {**environment(device, threads), "world_size": world, "backend": backend}
         runner.write_grid()
         rec = runner.new_record(spec, teacher_info, method, model)
         rec.config.update(cohort=False)
@@ -475,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", 0))
     owner = not dist.is_initialized()
     try:
+        check_threads(args.threads)
         cfg, spec = resolve_one(args)
         check_batch_size(student_recipe(cfg, spec.student).batch_size, int(os.environ.get("WORLD_SIZE", 1)))
         runner = GridRunner(cfg, RunnerOptions.from_namespace(args))

@@ -41,6 +41,7 @@ from reports import build_report
 
 from . import records
 from .costs import MB, peak_rss_mb, reset_peak_rss
+from .cpus import ThreadChoice, choose_threads, use_threads
 from .config import (ConfigError, FrozenConfig, data_split, fingerprint, flags_for, grid_name, method_overrides,
                      parse_pair, pick_device, protocol, student_recipe, teacher_recipe, thaw)
 from .curves import CurveWriter, Curves, WandbProject, WandbWriter, curves_dir
@@ -143,10 +144,13 @@ def shard(specs: list[RunSpec], index: int, count: int) -> list[RunSpec]:
     return [s for s in specs if cohort_key(s) in mine]
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device, threads: ThreadChoice | None = None) -> dict[str, Any]:
+    """Where a run trains; ``threads``: how its thread count was chosen (``cpus.choose_threads``)."""
     env = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
            "host": socket.gethostname(), "pid": os.getpid(), "device": str(device),
            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    if threads is not None:
+        env.update(threads.record())
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     try:
@@ -251,6 +255,7 @@ class RunnerOptions:
     quiet: bool = False
     no_cohort: bool = False
     no_report: bool = False
+    threads: int | None = None
 
     @classmethod
     def from_namespace(cls, args: Any) -> "RunnerOptions":
@@ -401,7 +406,7 @@ class GridRunner:
 
     def run(self, specs: list[RunSpec]) -> int:
         self.check_writable()
-        self.env = environment(self.device)
+        self.choose_threads()
         self.write_grid()
         todo = [s for s in specs if not self.is_done(s)]
         if self.stale_moved:
@@ -425,6 +430,8 @@ class GridRunner:
                 mine = [s for s in mine if not self.is_done(s)]  # finished by another process meanwhile
                 if not mine:
                     continue
+                if self.threads.source == "auto" and self.device.type == "cpu":
+                    self.choose_threads()  # a job that started or ended beside this one since the last cohort
                 t = mine[0].teacher
                 if t not in teachers:
                     teachers[t] = get_teacher(t, self.data, teacher_recipe(self.cfg, t), self.cfg["teacher_seed"],
@@ -448,6 +455,14 @@ class GridRunner:
             return 1
         return 0
 
+    def choose_threads(self) -> None:
+        """Size (or resize) this process's intra-op threads (``cpus.choose_threads``); a change is logged."""
+        before = getattr(self, "threads", None)
+        self.threads = use_threads(choose_threads(self.options.threads))
+        self.env = environment(self.device, self.threads)
+        if before is not None and before.threads != self.threads.threads:
+            self.log(f"{self.threads.describe()}, was {before.threads}")
+
     def plan(self, todo: list[RunSpec]) -> str:
         """What will happen: runs, cohorts, student epochs, and where each teacher comes from."""
         groups = cohorts(todo, together=not self.options.no_cohort)
@@ -462,7 +477,8 @@ class GridRunner:
                 teachers.append(f"{t} cached")
             else:
                 teachers.append(f"{t} to train ({recipe.epochs} epochs)")
-        return (f"plan: {len(todo)} runs as {len(groups)} cohort(s), {epochs} student epochs on {self.device}; "
+        return (f"plan: {len(todo)} runs as {len(groups)} cohort(s), {epochs} student epochs on {self.device}, "
+                f"{self.threads.describe()}; "
                 f"teachers: {', '.join(teachers)}; an estimate follows the first epoch")
 
     def estimate(self, runs: list[StudentRun]) -> None:

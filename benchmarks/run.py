@@ -29,6 +29,7 @@ from .config import (ConfigError, FrozenConfig, OneLineParser, apply_set, check_
 from . import records
 from .data import DataError, check_data_options, dataset_loader, list_datasets
 from .grid import GridRunner, RunnerOptions, RunSpec, cohorts, expand, parse_shard, shard, spec_overrides
+from .cpus import check_threads, choose_threads
 from .scaleout import LaunchOptions, launch
 from .models import UnknownModelError, create_model, list_models
 from .teachers import TeacherError
@@ -84,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     fast.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
     fast.add_argument("--teacher-inference-mode", default="auto", choices=["auto", "on", "off"])
     fast.add_argument("--compile", action="store_true", help="torch.compile every model's forward (opt-in)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads per process (default: the CPUs this process may use, shared between "
+                        "--workers, less those busy with other work; OMP_NUM_THREADS is honoured). The count "
+                        "changes float sums: fix it to reproduce a run bit for bit")
     p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
                    help="checkpoint every N epochs so a killed run resumes (default 1; 0 = never)")
     scale = p.add_argument_group("scale-out (see README, 'Running on a cluster')")
@@ -317,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         check_flags(args.workers, args.shards, args.gpus, args.executor, args.grid, args.teacher_dir)
+        check_threads(args.threads)
         cfg = resolve(args)
         specs = shard(expand(cfg), *parse_shard(args.shard))
         # checks everything that needs no training (device, data, teacher checkpoints) and writes nothing
@@ -324,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         # the runner's config: the resolved one with the teachers' identities and the grid's final name
         if args.dry_run:
             print_grid(runner.cfg, specs, runner.teacher_keys, together=not args.no_cohort)
+            print(f"  {choose_threads(args.threads, args.workers).describe()}")
             return 0
         if args.executor or args.workers > 1 or args.gpus:
             return launch(runner.cfg, LaunchOptions.from_namespace(args), argv, specs)

@@ -25,6 +25,7 @@ from typing import Any, Mapping
 from reports import build_report
 
 from .config import ConfigError, flags_for
+from .cpus import choose_threads
 from .grid import cohorts as grid_cohorts
 
 # flags that configure the launch itself; a worker gets the rest of the command line
@@ -67,6 +68,7 @@ class LaunchOptions:
     slurm_parallelism: int = 64
     wait: bool = False
     no_report: bool = False
+    threads: int | None = None
 
     @classmethod
     def from_namespace(cls, args: Any) -> "LaunchOptions":
@@ -102,14 +104,16 @@ def _report(cfg: Mapping[str, Any], options: LaunchOptions) -> None:
 
 def run_local_workers(cfg: Mapping[str, Any], options: LaunchOptions, argv: list[str], count: int,
                       gpus: list[str]) -> int:
-    threads = max(1, (os.cpu_count() or 1) // count)
+    threads = choose_threads(options.threads, count)  # the workers' share; each keeps it (OMP_NUM_THREADS)
+    if not gpus:
+        print(f"workers: {count}, {threads.describe()} each", file=sys.stderr)
     procs = []
     for i in range(count):
         env = dict(os.environ)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i]
         else:
-            env.setdefault("OMP_NUM_THREADS", str(threads))
+            env.setdefault("OMP_NUM_THREADS", str(threads.threads))
         cmd = [sys.executable, "-m", "benchmarks.run", *worker_argv(argv, i, count)]
         print(f"worker {i}/{count}{' on GPU ' + gpus[i] if gpus else ''}: {' '.join(cmd[2:])}", file=sys.stderr)
         procs.append(subprocess.Popen(cmd, env=env))

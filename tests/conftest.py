@@ -1,6 +1,7 @@
 """Shared fixtures: small CIFAR-format datasets written by the tests themselves."""
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -13,7 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # tests also run from a checkout that is not pip-installed
     sys.path.insert(0, str(ROOT))
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+THREADS = min(2, torch.get_num_threads())
+torch.set_num_threads(THREADS)
+# the runner sizes its threads from the machine's load unless told (benchmarks/cpus.py): the tests tell it, so
+# two runs one test compares bit for bit never differ by a load change between them
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 
 def write_cifar(root: Path, kind: str = "cifar100", n_train: int = 40, n_test: int = 20, seed: int = 0):

@@ -8,6 +8,7 @@ import pytest
 from benchmarks import records
 from benchmarks.progress import LineProgress
 from benchmarks.run import main
+from conftest import THREADS
 from test_resume import event_steps
 
 TINY = ["--pairs", "resnet8:resnet8", "--methods", "vanilla,kd", "--seeds", "0", "--epochs", "2",
@@ -65,6 +66,7 @@ def test_cli_off_a_terminal_prints_plain_lines_and_a_plan(capsys, tmp_path):
     assert "\r" not in err
     lines = err.splitlines()
     plan = next(line for line in lines if line.startswith("plan: "))
-    assert plan.startswith("plan: 2 runs as 1 cohort(s), 4 student epochs on cpu; teachers: resnet8 ")
+    assert plan.startswith(f"plan: 2 runs as 1 cohort(s), 4 student epochs on cpu, threads: {THREADS} "
+                           f"(OMP_NUM_THREADS); teachers: resnet8 ")
     assert any(line.startswith("estimate: about ") for line in lines)
     assert lines[-2].startswith("progress: 4/4 student epochs (100%)")  # then "done in ..."

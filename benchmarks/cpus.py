@@ -1,0 +1,183 @@
+"""How many CPU threads a kdbench process computes with: the CPUs it may use, less those busy with other work.
+
+Why: PyTorch starts one intra-op thread per core it sees. Two processes doing so on one 2-core machine make
+each parallel op wait for a thread the other process has descheduled: a new user's digits teacher took 234 s
+instead of 8 s beside a second job (issue #31), and two copies of a small digits grid measured here took
+118 s each with 2 threads against 33 s with 1 (alone: 18 s and 20 s). So by default (``auto``) a process:
+
+- counts the CPUs it may use: its affinity mask (``taskset``, Slurm's ``--cpus-per-task``), capped by its
+  cgroup CPU quota (containers, ``docker --cpus``), rounded down;
+- divides them between the local workers it is one of (``--workers N``);
+- leaves out the CPUs that other processes keep busy, sampled from ``/proc/stat`` over a fifth of a second
+  while this process waits (a grid samples again before each cohort, so a job that starts or ends beside it
+  is followed at the next cohort).
+
+``--threads N`` or ``OMP_NUM_THREADS`` fix the number instead. The thread count changes the order of float
+sums, so bitwise reproduction needs the same count: every record says how many threads trained it and why.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+
+from .config import ConfigError
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+SAMPLE_SECONDS = 0.2
+
+
+def affinity_cpus() -> list[int]:
+    """The CPU ids this process may run on (all of the machine's where the OS has no affinity call)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT, self_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The CPU quota of this process's cgroup and its ancestors, in CPUs (``cpu.max`` of cgroup v2,
+    ``cpu.cfs_quota_us / cpu.cfs_period_us`` of v1); None without a quota or where none can be read."""
+    try:
+        lines = self_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one unified hierarchy
+            folders = [root / path.lstrip("/")]
+            read = _v2_limit
+        elif "cpu" in controllers.split(","):
+            folders = [root / controllers / path.lstrip("/"), root / "cpu" / path.lstrip("/")]
+            read = _v1_limit
+        else:
+            continue
+        for folder in folders:
+            for level in (folder, *folder.parents):  # a parent's quota caps its children's
+                if level == root.parent:
+                    break
+                limit = read(level)
+                if limit is not None:
+                    limits.append(limit)
+    return min(limits) if limits else None
+
+
+def _v2_limit(folder: Path) -> float | None:
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _v1_limit(folder: Path) -> float | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 or period <= 0 else quota / period
+
+
+def usable_cpus(cpus: list[int] | None = None, limit: float | None = None) -> int:
+    """CPUs this process may keep busy: its affinity mask, capped by the cgroup quota (rounded down, >= 1)."""
+    count = len(affinity_cpus() if cpus is None else cpus)
+    if limit is not None:
+        count = min(count, math.floor(limit))
+    return max(1, count)
+
+
+def cpu_times(stat: Path = Path("/proc/stat")) -> dict[int, tuple[int, int]]:
+    """{cpu id: (busy jiffies, total jiffies)} from ``/proc/stat`` (empty where it cannot be read)."""
+    try:
+        lines = stat.read_text().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+            idle = ticks[3] + ticks[4]
+            out[int(name[3:])] = (sum(ticks) - idle, sum(ticks))
+    return out
+
+
+def busy_cpus(cpus: list[int], seconds: float = SAMPLE_SECONDS,
+              sample: Callable[[], dict[int, tuple[int, int]]] = cpu_times,
+              sleep: Callable[[float], None] = time.sleep) -> float | None:
+    """How many of ``cpus`` other processes keep busy: the busy share of each over ``seconds`` while this
+    process sleeps, summed. None where the counters cannot be read (not Linux)."""
+    before = sample()
+    sleep(seconds)
+    after = sample()
+    busy = 0.0
+    for cpu in cpus:
+        if cpu not in before or cpu not in after:
+            return None
+        total = after[cpu][1] - before[cpu][1]
+        if total > 0:
+            busy += (after[cpu][0] - before[cpu][0]) / total
+    return busy
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """The intra-op thread count a process uses, and why (``source``: ``--threads``, ``OMP_NUM_THREADS`` or
+    ``auto``; for ``auto``, the usable CPUs, this process's share of them and the CPUs found busy)."""
+
+    threads: int
+    source: str
+    usable: int
+    share: int
+    busy: float | None = None
+
+    def describe(self) -> str:
+        if self.source != "auto":
+            return f"threads: {self.threads} ({self.source})"
+        cpus = f"{self.usable} usable CPU{'s' if self.usable != 1 else ''}"
+        if self.share != self.usable:
+            cpus += f", {self.share} for this worker"
+        busy = "" if self.busy is None else f", {self.busy:.1f} busy with other work"
+        return f"threads: {self.threads} (auto: {cpus}{busy}; --threads N fixes it)"
+
+    def record(self) -> dict[str, object]:
+        """What a run record keeps of it (``env``)."""
+        return {"threads": self.threads, "threads_source": self.source, "usable_cpus": self.usable,
+                "busy_cpus": None if self.busy is None else round(self.busy, 2)}
+
+
+def choose_threads(requested: int | None = None, workers: int = 1, environ: Mapping[str, str] | None = None,
+                   cpus: list[int] | None = None, usable: int | None = None,
+                   busy: Callable[[list[int]], float | None] | None = None) -> ThreadChoice:
+    """``--threads`` if given, else ``OMP_NUM_THREADS`` if set, else ``auto`` (see the module's docstring).
+    ``cpus`` (the affinity mask), ``usable`` and ``busy`` default to this machine's (tests pass their own)."""
+    environ = os.environ if environ is None else environ
+    cpus = affinity_cpus() if cpus is None else cpus
+    usable = usable_cpus(cpus, cgroup_cpu_limit()) if usable is None else usable
+    share = max(1, usable // max(1, workers))
+    if requested is not None:
+        return ThreadChoice(requested, "--threads", usable, share)
+    omp = environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) >= 1:
+        return ThreadChoice(int(omp), "OMP_NUM_THREADS", usable, share)
+    found = (busy or busy_cpus)(cpus)
+    # other work on k of the usable CPUs leaves usable - k for this process (rounded: 0.3 busy is noise)
+    free = share if found is None else min(share, round(usable - found))
+    return ThreadChoice(max(1, free), "auto", usable, share, found)
+
+
+def use_threads(choice: ThreadChoice) -> ThreadChoice:
+    torch.set_num_threads(choice.threads)
+    return choice
+
+
+def check_threads(value: int | None) -> None:
+    """``--threads``: a positive count, one line before any work."""
+    if value is not None and value < 1:
+        raise ConfigError(f"--threads must be >= 1 (CPU threads per process), got {value}")
