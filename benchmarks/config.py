@@ -35,14 +35,10 @@ import dataclasses
 import hashlib
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+import tomllib
 
 import torch
 
