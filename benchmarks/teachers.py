@@ -54,7 +54,7 @@ import torch
 from methods import BuildContext, build_method
 
 from . import checkpoints
-from .config import ConfigError, OneLineParser, fingerprint, pick_device
+from .config import ConfigError, OneLineParser, check_given, fingerprint, pick_device
 from .data import DataError, dataset_loader, load_dataset
 from .locks import FileLock
 from .models import create_model, list_models
@@ -627,9 +627,13 @@ def main(argv: list[str] | None = None) -> int:
         where.add_argument("--teacher-dir", help="teacher store (default: <results>/teachers)")
         where.add_argument("--results", default="results", help="results root (default results/)")
     args = p.parse_args(argv)
-    teacher_dir = Path(args.teacher_dir) if args.teacher_dir else Path(args.results) / "teachers"
-
-    try:
+    try:  # a flag given an empty value is an error, never the default taken without a word
+        check_given(dataset=args.dataset, teacher_dir=args.teacher_dir, results=args.results,
+                    data_root=getattr(args, "data_root", None))
+        if args.cmd == "import" and not args.dir.strip():
+            raise TeacherError("DIR is empty; pass the folder holding <arch>_vanilla/ (RepDistiller's save/models/ "
+                               "or mdistiller's extracted cifar_teachers/)")
+        teacher_dir = Path(args.teacher_dir) if args.teacher_dir is not None else Path(args.results) / "teachers"
         dataset_loader(args.dataset)  # a misspelt dataset is named as such, not "no imported teacher" / "no checkpoints"
         if args.cmd == "forget":
             print(f"removed {forget_teacher(args.arch, args.dataset, teacher_dir)}")
@@ -641,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         if not find_teacher_checkpoints(root):
             raise TeacherError(_none_found(root))
         device = pick_device(args.device)
-        data = load_dataset(args.dataset, **({"data_root": args.data_root} if args.data_root else {}))
+        data = load_dataset(args.dataset, **({"data_root": args.data_root} if args.data_root is not None else {}))
         return import_folder(root, data, teacher_dir, device)
     except (TeacherError, DataError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
