@@ -1,7 +1,7 @@
 """Atomic checkpoints with one previous generation kept.
 
-``save`` writes a temp file, fsyncs it, moves the current checkpoint to
-``<name>.prev`` and renames the temp file into place (then fsyncs the folder).
+``atomic_torch_save`` (``records.atomic_write``) writes a temp file, fsyncs it, moves the current checkpoint
+to ``<name>.prev`` and renames the temp file into place (then fsyncs the folder).
 A kill at any instant leaves the current or the previous checkpoint whole;
 ``load`` tries the current one, then the previous one, and reports what it
 could not read instead of trusting it.
@@ -13,41 +13,18 @@ the fingerprint of the configuration it was made under, which a resume checks.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from . import records
 
 
 def atomic_torch_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        if keep_previous and path.exists():
-            os.replace(path, path.with_name(path.name + ".prev"))
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save(obj)`` to ``path`` through ``records.atomic_write`` (whole or not at all, the umask's mode);
+    ``keep_previous``: the file it replaces becomes ``<name>.prev``."""
+    records.atomic_write(path, lambda f: torch.save(obj, f), keep_previous)
 
 
 def generations(path: Path, log: Callable[[str], None] = print) -> Iterator[dict[str, Any]]:
