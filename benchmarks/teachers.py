@@ -107,6 +107,11 @@ def _safe(arch: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # reading a checkpoint file
 
+EXTERNAL_CHECKPOINT = ("a PyTorch checkpoint of the model's weights (torch.save of its state_dict, or of a dict "
+                       "holding it as 'model' or 'state_dict')")
+KDBENCH_TEACHER = "the teacher's weights as kdbench saves them"
+
+
 def _numpy_safe_globals() -> list:
     """The numpy globals a RepDistiller/mdistiller checkpoint pickles, and nothing else.
 
@@ -162,11 +167,9 @@ def read_teacher_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
                 f"containers and numpy scalars; kdbench refused to unpickle it (nothing in it was run). "
                 f"If you trust the file, re-save just its weights: torch.save(<the model>.state_dict(), "
                 f"'teacher.pth')") from None
-        detail = msg.split("WeightsUnpickler error:")[-1].strip()
-        first = detail.splitlines()[0][:160] if detail else ""
-        raise TeacherError(f"teacher checkpoint {path} is unreadable: torch cannot parse it "
-                           f"({type(e).__name__}: {first}); it is not a torch checkpoint, or it is truncated "
-                           f"or corrupt; re-download or re-train it") from None
+        raise TeacherError(f"teacher checkpoint {path} is unreadable: expected {EXTERNAL_CHECKPOINT}, found "
+                           f"{checkpoints.what_is_there(path)}; re-download or re-save it, or pass another file") \
+            from None
     return _extract_state_dict(ckpt, path)
 
 
@@ -430,11 +433,14 @@ def _load_imported(arch, data, device, path: Path, meta: dict, log) -> tuple[tor
     redo = (f"re-import it (python -m benchmarks.teachers import ...) or remove it "
             f"(python -m benchmarks.teachers forget {arch} --dataset {data.describe()['name']})")
     try:
+        state = checkpoints.load_file(path, KDBENCH_TEACHER, weights_only=True)
+    except checkpoints.UnreadableCheckpoint as e:
+        raise TeacherError(f"imported teacher {e}; {redo}") from None
+    try:
         model = create_model(arch, num_classes=data.num_classes)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.load_state_dict(state)
     except Exception as e:
-        raise TeacherError(f"imported teacher {path} is unreadable or does not fit {arch} "
-                           f"({type(e).__name__}); {redo}") from None
+        raise TeacherError(f"imported teacher {path} does not fit {arch} ({type(e).__name__}); {redo}") from None
     if weights_fingerprint(model.state_dict()) != meta.get("weights_sha"):
         raise TeacherError(f"imported teacher {path} does not hold the weights its .json names "
                            f"(sha256 differs); {redo}")
@@ -458,7 +464,7 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
     if path.exists() and meta_path.exists():
         try:
             model = create_model(arch, num_classes=data.num_classes)
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            model.load_state_dict(checkpoints.load_file(path, KDBENCH_TEACHER, weights_only=True))
             info = read_json(meta_path)
             info["source"] = "cache"
             info.setdefault("seed", seed)  # entries written before these keys existed
@@ -467,8 +473,10 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
             log(f"teacher {arch}: cached {path} (test top-1 {info['top1']:.2f})")
             checkpoint.remove()  # left by a kill between writing the teacher and removing it
             return freeze(model.to(device)), info
-        except Exception as e:  # a truncated or stale cache entry is retrained, not trusted
-            log(f"teacher {arch}: cache entry {path} unreadable ({type(e).__name__}); retraining")
+        except checkpoints.UnreadableCheckpoint as e:  # a truncated cache entry is retrained, not trusted
+            log(f"teacher {arch}: cache entry {e}; retraining it")
+        except Exception as e:  # as is a stale one
+            log(f"teacher {arch}: cache entry {path} unreadable ({type(e).__name__}); retraining it")
     log(f"teacher {arch}: training ({recipe.epochs} epochs, seed {seed}) -> {path}")
     torch.manual_seed(seed_for(seed, "teacher", "init", arch))  # not a student's: seed_for(seed, "init", arch)
     model = create_model(arch, num_classes=data.num_classes).to(device)
