@@ -1,7 +1,7 @@
 """Atomic checkpoints with one previous generation kept.
 
-``save`` writes a temp file, fsyncs it, moves the current checkpoint to
-``<name>.prev`` and renames the temp file into place (then fsyncs the folder).
+``atomic_torch_save`` (``records.atomic_write``) writes a temp file, fsyncs it, moves the current checkpoint
+to ``<name>.prev`` and renames the temp file into place (then fsyncs the folder).
 A kill at any instant leaves the current or the previous checkpoint whole;
 ``load`` tries the current one, then the previous one, and reports what it
 could not read instead of trusting it.
@@ -13,54 +13,72 @@ the fingerprint of the configuration it was made under, which a resume checks.
 """
 from __future__ import annotations
 
-import os
-import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from . import records
+
+KDBENCH_CHECKPOINT = "a PyTorch checkpoint saved by kdbench"
 
 
 def atomic_torch_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """``torch.save(obj)`` to ``path`` through ``records.atomic_write`` (whole or not at all, the umask's mode);
+    ``keep_previous``: the file it replaces becomes ``<name>.prev``."""
+    records.atomic_write(path, lambda f: torch.save(obj, f), keep_previous)
+
+
+def what_is_there(path: Path) -> str:
+    """What a file ``torch.load`` could not read holds, in a few words, for the message that says so: torch's
+    own error text says where its parser stopped, not that the file was cut short (a kill, a full disk, a
+    download that stopped). ``torch.save`` writes a zip archive (since torch 1.6; a pickle stream before)."""
     try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        if keep_previous and path.exists():
-            os.replace(path, path.with_name(path.name + ".prev"))
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        return f"a file this process cannot read ({e.strerror})"
+    if size == 0:
+        return "an empty file (0 bytes)"
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(path):  # no end-of-archive record: the end of the file is missing
+            return f"a zip archive cut short ({size} bytes, no end-of-archive record): truncated"
+        return f"a whole zip archive ({size} bytes) whose contents torch cannot read: corrupt, or not PyTorch's"
+    if head.startswith(b"\x80"):  # pickle's PROTO opcode, what a legacy (pre-1.6) torch file starts with
+        return f"a pickle stream ({size} bytes) that torch cannot read: a legacy torch file cut short or corrupt"
+    return f"{size} bytes that are neither a zip archive nor a pickle stream (starting {head!r})"
+
+
+class UnreadableCheckpoint(Exception):
+    """A file ``torch.load`` cannot parse; the message names it, what was expected and what was found."""
+
+
+def load_file(path: Path, expected: str, **load_options: Any) -> Any:
+    """``torch.load(path, map_location="cpu", **load_options)``; a file it cannot parse (truncated, zeroed, another
+    format) raises ``UnreadableCheckpoint``: "<path> is unreadable: expected <expected>, found <what_is_there>"."""
+    try:
+        return torch.load(path, map_location="cpu", **load_options)
+    except Exception:
+        raise UnreadableCheckpoint(f"{path} is unreadable: expected {expected}, found {what_is_there(Path(path))}") \
+            from None
 
 
 def generations(path: Path, log: Callable[[str], None] = print) -> Iterator[dict[str, Any]]:
     """The readable checkpoints at ``path``, newest first: the current one, then its ``.prev`` (each read
     when asked for); an unreadable one is reported through ``log`` and skipped."""
     path = Path(path)
-    for candidate in (path, path.with_name(path.name + ".prev")):
+    previous = path.with_name(path.name + ".prev")
+    for candidate in (path, previous):
         if not candidate.exists():
             continue
         try:
-            state = torch.load(candidate, map_location="cpu", weights_only=False)
-        except Exception as e:  # truncated, zeroed, wrong format: never trusted
-            log(f"checkpoint {candidate} is unreadable ({type(e).__name__}); ignoring it")
+            state = load_file(candidate, KDBENCH_CHECKPOINT, weights_only=False)
+        except UnreadableCheckpoint as e:  # never trusted
+            then = (f"trying {previous.name} instead" if candidate == path and previous.exists()
+                    else "training starts over (no other readable checkpoint)")
+            log(f"checkpoint {e}; ignoring it: {then}")
             continue
         yield state
 

@@ -232,19 +232,39 @@ def check_config(cfg: dict[str, Any]) -> None:
                               f'e.g. [method_by_pair."{pair}".dkd] beta = 6.0')
 
 
-def check_val_fraction(value: Any) -> float:
-    """The validation fraction: a number in [0, 1) (0: no validation split)."""
+def check_val_fraction(value: Any, given: str = "val_fraction") -> float:
+    """The validation fraction: a number in [0, 1) (0: no validation split); ``given``: the key or flag that
+    gave it, which a bad value's message names."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ConfigError(f"val_fraction must be a number in [0, 1) (0: no validation split), got {value!r}")
+        raise ConfigError(f"{given} must be a number in [0, 1) (0: no validation split), got {value!r}")
     return float(value)
 
 
-def check_student_fraction(value: Any) -> float:
-    """The fraction of the training set the students train on: a number in (0, 1] (1: all of it)."""
+def check_student_fraction(value: Any, given: str = "student_fraction") -> float:
+    """The fraction of the training set the students train on: a number in (0, 1] (1: all of it); ``given``: as
+    ``check_val_fraction``'s."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ConfigError(f"student_fraction must be a number in (0, 1] (1: the students train on the whole "
+        raise ConfigError(f"{given} must be a number in (0, 1] (1: the students train on the whole "
                           f"training set, as the teachers do), got {value!r}")
     return float(value)
+
+
+def split_list(flag: str, text: str, example: str) -> list[str]:
+    """A comma-separated flag's items (``--methods kd,crd``). One that lists nothing (``--seeds ""``,
+    ``--methods ,``) is a ConfigError naming the flag: never taken for a flag not given."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise ConfigError(f"{flag} {text!r} lists nothing; give comma-separated values, e.g. {flag} {example}, "
+                          f"or leave the flag out")
+    return items
+
+
+def check_given(**flags: str | None) -> None:
+    """Flags given an empty value (``--dataset ""``, ``--teacher-dir ""``): a ConfigError naming the first, not
+    the flag's default taken without a word. Keyword: the flag's name with '_' for '-'; None: not given."""
+    for name, value in flags.items():
+        if value is not None and not value.strip():
+            raise ConfigError(f"--{name.replace('_', '-')} is empty; give a value, or leave the flag out")
 
 
 def parse_sweep(text: str) -> tuple[str, list[Any]]:
@@ -323,23 +343,28 @@ def apply_set(cfg: dict[str, Any], assignment: str, method_names: set[str]) -> N
 
 def student_recipe(cfg: dict[str, Any], student: str) -> Recipe:
     train = dict(cfg.get("train", {}))
+    given = {k: f"train.{k}" for k in train}
     lr_by = train.pop("lr_by_student", {})
     if student in lr_by:
-        train["lr"] = lr_by[student]
-    return _recipe(train, "train")
+        train["lr"], given["lr"] = lr_by[student], f"train.lr_by_student.{student}"
+    return _recipe(train, given)
 
 
 def teacher_recipe(cfg: dict[str, Any], teacher: str) -> Recipe:
     train = {k: v for k, v in cfg.get("train", {}).items() if k != "lr_by_student"}
     over = dict(cfg.get("teacher_train", {}))
+    lr_from = "teacher_train" if "lr_by_student" in over else "train"
     lr_by = over.pop("lr_by_student", cfg.get("train", {}).get("lr_by_student", {}))
+    given = {**{k: f"train.{k}" for k in train}, **{k: f"teacher_train.{k}" for k in over}}
     train.update(over)
     if teacher in lr_by:
-        train["lr"] = lr_by[teacher]
-    return _recipe(train, "teacher_train")
+        train["lr"], given["lr"] = lr_by[teacher], f"{lr_from}.lr_by_student.{teacher}"
+    return _recipe(train, given)
 
 
-def _recipe(fields: dict[str, Any], section: str) -> Recipe:
+def _recipe(fields: dict[str, Any], given: dict[str, str]) -> Recipe:
+    """The recipe of ``fields``; ``given``: the key each value was given as (``train.epochs``,
+    ``teacher_train.lr``, ``train.lr_by_student.resnet8``), which a bad value's message names."""
     defaults = Recipe()
     out = {}
     for key, value in fields.items():
@@ -347,22 +372,19 @@ def _recipe(fields: dict[str, Any], section: str) -> Recipe:
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, want) or isinstance(value, bool):
-            raise ConfigError(f"{section}.{key} must be {article(want.__name__)}, got {value!r}")
+            raise ConfigError(f"{given[key]} must be {article(want.__name__)}, got {value!r}")
         out[key] = thaw(value)  # a recipe holds plain values (lr_decay_epochs: a list), never a frozen config's
     recipe = Recipe(**out)
-    if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
-        raise ConfigError(f"{section}: epochs and batch_size must be >= 1 and lr > 0")
     # checked here, before any teacher trains: SGD would refuse them (or train on NaN) only once training starts
-    bounds = {"lr": "a finite number > 0", "momentum": "a finite number >= 0",
-              "weight_decay": "a finite number >= 0", "lr_decay_rate": "a finite number > 0"}
+    bounds = {"epochs": ">= 1", "batch_size": ">= 1", "eval_batch_size": ">= 1", "lr": "a finite number > 0",
+              "momentum": "a finite number >= 0", "weight_decay": "a finite number >= 0",
+              "lr_decay_rate": "a finite number > 0"}
     for key, wanted in bounds.items():
         value = getattr(recipe, key)
-        if not math.isfinite(value) or value < 0 or (value == 0 and "> 0" in wanted):
-            raise ConfigError(f"{section}.{key} must be {wanted}, got {value!r}")
-    if recipe.eval_batch_size < 1:
-        raise ConfigError(f"{section}.eval_batch_size must be >= 1, got {recipe.eval_batch_size!r}")
+        if not math.isfinite(value) or value < (1 if wanted == ">= 1" else 0) or (value == 0 and "> 0" in wanted):
+            raise ConfigError(f"{given[key]} must be {wanted}, got {value!r}")
     if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in recipe.lr_decay_epochs):
-        raise ConfigError(f"{section}.lr_decay_epochs must be a list of epochs >= 1 (the lr decays after each), "
+        raise ConfigError(f"{given['lr_decay_epochs']} must be a list of epochs >= 1 (the lr decays after each), "
                           f"e.g. [150, 180, 210], got {recipe.lr_decay_epochs!r}")
     return recipe
 

@@ -69,13 +69,14 @@ top-1 (RepDistiller's convention), ``top1_best`` the best epoch's
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 
 def error_line(error: BaseException) -> str:
@@ -114,21 +115,59 @@ def run_id(method: str, teacher: str, student: str, seed: int) -> str:
     return f"{safe(method)}__{safe(teacher)}-{safe(student)}__s{seed}"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half."""
+@functools.cache
+def file_mode() -> int:
+    """The mode ``open`` gives a new file under the process's umask (0o666 & ~umask: 0o644 under 022, 0o664 under
+    002): what ``atomic_write`` gives its files, since ``mkstemp`` creates them 0o600 whatever the umask (results
+    on a shared cluster are read by a group). Read once, at the first write; from /proc/self/status where Linux
+    gives it, since reading it with ``os.umask`` sets it for a moment, in which another thread may create a file."""
+    try:
+        with open("/proc/self/status") as f:
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any], keep_previous: bool = False) -> None:
+    """Write ``path`` through ``write(file)`` so that a reader sees the old file or the new one, never half: a
+    temp file beside it (mode ``file_mode()``), written, fsynced and renamed into place, then the folder fsynced.
+    ``keep_previous``: the file it replaces becomes ``<name>.prev``. The one atomic writer of kdbench's files
+    (records, JSON, checkpoints, weights, teachers, report.md)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), file_mode())
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous and path.exists():
+            os.replace(path, path.with_name(path.name + ".prev"))
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """``atomic_write`` of ``text``, UTF-8 and '\\n' whatever the locale (a report's tables hold ±, →, †)."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def dumps(obj: Any) -> str:

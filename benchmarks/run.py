@@ -23,9 +23,9 @@ from methods import (HyperparameterError, UnknownMethodError, check_override_key
 from methods.hparams import resolve_hparams
 
 from .curves import check_wandb
-from .config import (ConfigError, FrozenConfig, OneLineParser, apply_set, check_config, check_student_fraction,
-                     check_val_fraction, fingerprint, grid_name, list_presets, load_preset, method_overrides,
-                     parse_pair, parse_sweep, protocol, student_recipe, teacher_recipe)
+from .config import (ConfigError, FrozenConfig, OneLineParser, apply_set, check_config, check_given,
+                     check_student_fraction, check_val_fraction, fingerprint, grid_name, list_presets, load_preset,
+                     method_overrides, parse_pair, parse_sweep, protocol, split_list, student_recipe, teacher_recipe)
 from . import records
 from .data import DataError, check_data_options, dataset_loader, list_datasets
 from .grid import GridRunner, RunnerOptions, RunSpec, cohorts, expand, parse_shard, shard, spec_overrides
@@ -114,41 +114,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def split_list(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise ConfigError(f"empty list {text!r}")
-    return items
-
-
 def resolve(args: argparse.Namespace) -> FrozenConfig:
     """Preset + flags -> one validated config, frozen (``config.FrozenConfig``: what was validated is what runs;
     ``derive`` makes a changed copy); raises one of BAD_INPUT with a clear message."""
+    # a flag given an empty value is an error, never the preset's value (or the default) taken without a word
+    check_given(**{name: getattr(args, name, None) for name in ("preset", "dataset", "data_root", "results",
+                                                                "teacher_dir", "slurm_partition")})
     check_wandb(args.wandb)
     cfg = load_preset(args.preset)
     base_protocol = fingerprint(protocol(cfg))
     base_dataset = cfg["dataset"]
-    if args.dataset:
+    if args.dataset is not None:
         cfg["dataset"] = args.dataset
-    if args.methods:
-        cfg["methods"] = split_list(args.methods)
-    if args.pairs:
-        cfg["pairs"] = split_list(args.pairs)
-    if args.seeds:
+    if args.methods is not None:
+        cfg["methods"] = split_list("--methods", args.methods, "vanilla,kd")
+    if args.pairs is not None:
+        cfg["pairs"] = split_list("--pairs", args.pairs, "resnet32x4:resnet8x4")
+    if args.seeds is not None:
+        seeds = split_list("--seeds", args.seeds, "0,1,2")
         try:
-            cfg["seeds"] = [int(s) for s in split_list(args.seeds)]
+            cfg["seeds"] = [int(s) for s in seeds]
         except ValueError:
             raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+        if any(s < 0 for s in cfg["seeds"]):
+            raise ConfigError(f"--seeds must be non-negative integers, got {args.seeds!r}")
     if args.epochs is not None:
+        if args.epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
         cfg.setdefault("train", {})["epochs"] = args.epochs
     for assignment in args.set:
         apply_set(cfg, assignment, set(list_methods()) | set(list_modifiers()))
     if getattr(args, "val_fraction", None) is not None:
-        cfg["val_fraction"] = args.val_fraction
+        cfg["val_fraction"] = check_val_fraction(args.val_fraction, "--val-fraction")
     if getattr(args, "student_fraction", None) is not None:
-        cfg["student_fraction"] = args.student_fraction
+        cfg["student_fraction"] = check_student_fraction(args.student_fraction, "--student-fraction")
     for text in getattr(args, "sweep", []):
         key, values = parse_sweep(text)
         cfg.setdefault("sweep", {}).pop(key, None)  # the command line replaces the preset's values of a key

@@ -54,7 +54,7 @@ import torch
 from methods import BuildContext, build_method
 
 from . import checkpoints
-from .config import ConfigError, OneLineParser, fingerprint, pick_device
+from .config import ConfigError, OneLineParser, check_given, fingerprint, pick_device
 from .data import DataError, dataset_loader, load_dataset
 from .locks import FileLock
 from .models import create_model, list_models
@@ -106,6 +106,11 @@ def _safe(arch: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # reading a checkpoint file
+
+EXTERNAL_CHECKPOINT = ("a PyTorch checkpoint of the model's weights (torch.save of its state_dict, or of a dict "
+                       "holding it as 'model' or 'state_dict')")
+KDBENCH_TEACHER = "the teacher's weights as kdbench saves them"
+
 
 def _numpy_safe_globals() -> list:
     """The numpy globals a RepDistiller/mdistiller checkpoint pickles, and nothing else.
@@ -162,11 +167,9 @@ def read_teacher_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
                 f"containers and numpy scalars; kdbench refused to unpickle it (nothing in it was run). "
                 f"If you trust the file, re-save just its weights: torch.save(<the model>.state_dict(), "
                 f"'teacher.pth')") from None
-        detail = msg.split("WeightsUnpickler error:")[-1].strip()
-        first = detail.splitlines()[0][:160] if detail else ""
-        raise TeacherError(f"teacher checkpoint {path} is unreadable: torch cannot parse it "
-                           f"({type(e).__name__}: {first}); it is not a torch checkpoint, or it is truncated "
-                           f"or corrupt; re-download or re-train it") from None
+        raise TeacherError(f"teacher checkpoint {path} is unreadable: expected {EXTERNAL_CHECKPOINT}, found "
+                           f"{checkpoints.what_is_there(path)}; re-download or re-save it, or pass another file") \
+            from None
     return _extract_state_dict(ckpt, path)
 
 
@@ -430,11 +433,14 @@ def _load_imported(arch, data, device, path: Path, meta: dict, log) -> tuple[tor
     redo = (f"re-import it (python -m benchmarks.teachers import ...) or remove it "
             f"(python -m benchmarks.teachers forget {arch} --dataset {data.describe()['name']})")
     try:
+        state = checkpoints.load_file(path, KDBENCH_TEACHER, weights_only=True)
+    except checkpoints.UnreadableCheckpoint as e:
+        raise TeacherError(f"imported teacher {e}; {redo}") from None
+    try:
         model = create_model(arch, num_classes=data.num_classes)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.load_state_dict(state)
     except Exception as e:
-        raise TeacherError(f"imported teacher {path} is unreadable or does not fit {arch} "
-                           f"({type(e).__name__}); {redo}") from None
+        raise TeacherError(f"imported teacher {path} does not fit {arch} ({type(e).__name__}); {redo}") from None
     if weights_fingerprint(model.state_dict()) != meta.get("weights_sha"):
         raise TeacherError(f"imported teacher {path} does not hold the weights its .json names "
                            f"(sha256 differs); {redo}")
@@ -458,7 +464,7 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
     if path.exists() and meta_path.exists():
         try:
             model = create_model(arch, num_classes=data.num_classes)
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            model.load_state_dict(checkpoints.load_file(path, KDBENCH_TEACHER, weights_only=True))
             info = read_json(meta_path)
             info["source"] = "cache"
             info.setdefault("seed", seed)  # entries written before these keys existed
@@ -467,8 +473,10 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
             log(f"teacher {arch}: cached {path} (test top-1 {info['top1']:.2f})")
             checkpoint.remove()  # left by a kill between writing the teacher and removing it
             return freeze(model.to(device)), info
-        except Exception as e:  # a truncated or stale cache entry is retrained, not trusted
-            log(f"teacher {arch}: cache entry {path} unreadable ({type(e).__name__}); retraining")
+        except checkpoints.UnreadableCheckpoint as e:  # a truncated cache entry is retrained, not trusted
+            log(f"teacher {arch}: cache entry {e}; retraining it")
+        except Exception as e:  # as is a stale one
+            log(f"teacher {arch}: cache entry {path} unreadable ({type(e).__name__}); retraining it")
     log(f"teacher {arch}: training ({recipe.epochs} epochs, seed {seed}) -> {path}")
     torch.manual_seed(seed_for(seed, "teacher", "init", arch))  # not a student's: seed_for(seed, "init", arch)
     model = create_model(arch, num_classes=data.num_classes).to(device)
@@ -627,9 +635,13 @@ def main(argv: list[str] | None = None) -> int:
         where.add_argument("--teacher-dir", help="teacher store (default: <results>/teachers)")
         where.add_argument("--results", default="results", help="results root (default results/)")
     args = p.parse_args(argv)
-    teacher_dir = Path(args.teacher_dir) if args.teacher_dir else Path(args.results) / "teachers"
-
-    try:
+    try:  # a flag given an empty value is an error, never the default taken without a word
+        check_given(dataset=args.dataset, teacher_dir=args.teacher_dir, results=args.results,
+                    data_root=getattr(args, "data_root", None))
+        if args.cmd == "import" and not args.dir.strip():
+            raise TeacherError("DIR is empty; pass the folder holding <arch>_vanilla/ (RepDistiller's save/models/ "
+                               "or mdistiller's extracted cifar_teachers/)")
+        teacher_dir = Path(args.teacher_dir) if args.teacher_dir is not None else Path(args.results) / "teachers"
         dataset_loader(args.dataset)  # a misspelt dataset is named as such, not "no imported teacher" / "no checkpoints"
         if args.cmd == "forget":
             print(f"removed {forget_teacher(args.arch, args.dataset, teacher_dir)}")
@@ -641,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         if not find_teacher_checkpoints(root):
             raise TeacherError(_none_found(root))
         device = pick_device(args.device)
-        data = load_dataset(args.dataset, **({"data_root": args.data_root} if args.data_root else {}))
+        data = load_dataset(args.dataset, **({"data_root": args.data_root} if args.data_root is not None else {}))
         return import_folder(root, data, teacher_dir, device)
     except (TeacherError, DataError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)

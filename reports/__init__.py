@@ -6,9 +6,9 @@ byte-identical files (fixed orders, no timestamps, PNGs without software/date me
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from benchmarks import records
 
 from . import aggregate as agg
 from . import significance as sig
@@ -117,20 +117,6 @@ def render_report(res: agg.Results, published=None) -> str:
     return "\n\n".join(sec).rstrip() + "\n"
 
 
-def _write_utf8(path: Path, text: str) -> None:
-    """Atomic write, UTF-8 and '\\n' whatever the locale (the tables hold ±, →, †)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def build_report(results_dir, published=None) -> Path:
     """Write ``results_dir/report.md`` and ``results_dir/figures/*.png``; return the report's path.
 
@@ -140,5 +126,5 @@ def build_report(results_dir, published=None) -> Path:
     res = load_results(results_dir)
     text = render_report(res, published)
     path = Path(results_dir) / "report.md"
-    _write_utf8(path, text)
+    records.atomic_write_text(path, text)  # UTF-8 whatever the locale (the tables hold ±, →, †)
     return path

@@ -105,6 +105,38 @@ BAD_INPUT += [(ONE + argv, message) for argv, message in [
                                           "folder (default: <results>/teachers)"),
 ]]
 
+EMPTY = "; give comma-separated values, e.g. "
+BAD_INPUT += [(ONE + argv, message) for argv, message in [
+    # an empty list ran the preset's own (and, stopped, left its locks and a teacher behind)
+    (["--methods", ""], f"error: --methods '' lists nothing{EMPTY}--methods vanilla,kd, or leave the flag out"),
+    (["--methods", ","], f"error: --methods ',' lists nothing{EMPTY}--methods vanilla,kd, or leave the flag out"),
+    (["--pairs", ""], f"error: --pairs '' lists nothing{EMPTY}--pairs resnet32x4:resnet8x4, or leave the flag out"),
+    (["--seeds", ""], f"error: --seeds '' lists nothing{EMPTY}--seeds 0,1,2, or leave the flag out"),
+    (["--seeds", " , "], f"error: --seeds ' , ' lists nothing{EMPTY}--seeds 0,1,2, or leave the flag out"),
+    # the same for a flag that names one thing: never its default instead
+    (["--dataset", ""], "error: --dataset is empty; give a value, or leave the flag out"),
+    (["--preset", ""], "error: --preset is empty; give a value, or leave the flag out"),
+    (["--data-root", ""], "error: --data-root is empty; give a value, or leave the flag out"),
+    (["--teacher-dir", ""], "error: --teacher-dir is empty; give a value, or leave the flag out"),
+    (["--results", " "], "error: --results is empty; give a value, or leave the flag out"),
+    # a bad value names the flag or key it was given as, and the value
+    (["--epochs", "-3"], "error: --epochs must be >= 1, got -3"),
+    (["--epochs", "0"], "error: --epochs must be >= 1, got 0"),
+    (["--seeds", "0,-1"], "error: --seeds must be non-negative integers, got '0,-1'"),
+    (["--set", "train.epochs=0"], "error: train.epochs must be >= 1, got 0"),
+    (["--set", "teacher_train.epochs=-1"], "error: teacher_train.epochs must be >= 1, got -1"),
+    (["--set", "train.batch_size=0"], "error: train.batch_size must be >= 1, got 0"),
+    (["--set", "teacher_train.batch_size=0"], "error: teacher_train.batch_size must be >= 1, got 0"),
+    (["--set", "train.lr=0"], "error: train.lr must be a finite number > 0, got 0.0"),
+    (["--set", "train.lr=-0.1"], "error: train.lr must be a finite number > 0, got -0.1"),
+    (["--set", "train.lr_by_student.resnet8=0"], "error: train.lr_by_student.resnet8 must be a finite number > 0, "
+                                                 "got 0.0"),
+    (["--set", "teacher_train.lr_by_student.resnet8=-1"],
+     "error: teacher_train.lr_by_student.resnet8 must be a finite number > 0, got -1.0"),
+    (["--set", "teacher_train.lr_by_student.resnet8=x"],
+     "error: teacher_train.lr_by_student.resnet8 must be a float, got 'x'"),
+]]
+
 
 PRESET = 'dataset = "digits"\nmethods = ["kd"]\npairs = ["resnet8:resnet8"]\nseeds = [0]\n'
 # a preset file of the wrong shape: each raised a TypeError or AttributeError, or ran an empty grid whose report
@@ -393,3 +425,44 @@ def test_every_command_answers_a_bad_flag_in_one_line(module, argv, message, cap
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2 and capsys.readouterr().err == message + "\n"
+
+
+SPEED_FAST = ["--quick", "--steps", "1", "--warmup", "0", "--repeats", "1", "--no-memory"]
+
+
+@pytest.mark.parametrize("module,argv,message", [
+    ("benchmarks.teachers", ["import", "", "--dataset", "digits"],
+     "error: DIR is empty; pass the folder holding <arch>_vanilla/ (RepDistiller's save/models/ or mdistiller's "
+     "extracted cifar_teachers/)"),
+    ("benchmarks.teachers", ["import", ".", "--dataset", "digits", "--teacher-dir", ""],
+     "error: --teacher-dir is empty; give a value, or leave the flag out"),
+    ("benchmarks.teachers", ["import", ".", "--dataset", "digits", "--data-root", ""],
+     "error: --data-root is empty; give a value, or leave the flag out"),
+    ("benchmarks.teachers", ["forget", "resnet8", "--dataset", "digits", "--results", ""],
+     "error: --results is empty; give a value, or leave the flag out"),
+    ("benchmarks.speed", ["--methods", ""],
+     "error: --methods '' lists nothing; give comma-separated values, e.g. --methods vanilla,kd, or leave the flag "
+     "out"),
+    ("benchmarks.speed", ["--methods", ","],
+     "error: --methods ',' lists nothing; give comma-separated values, e.g. --methods vanilla,kd, or leave the flag "
+     "out"),
+    ("benchmarks.speed", ["--methods", "vanilla", *SPEED_FAST, "--steps", "0"], "error: --steps must be >= 1, got 0"),
+    ("benchmarks.speed", ["--methods", "vanilla", *SPEED_FAST, "--warmup", "-2"],
+     "error: --warmup must be >= 0, got -2"),
+    ("benchmarks.speed", ["--methods", "vanilla", *SPEED_FAST, "--batch-size", "0"],
+     "error: --batch-size must be >= 1, got 0"),
+    ("benchmarks.speed", ["--methods", "vanilla", *SPEED_FAST, "--out", ""],
+     "error: --out is empty; give a value, or leave the flag out"),
+    ("benchmarks.speed", ["--methods", "vanilla", *SPEED_FAST, "--dataset", "digits", "--data-root", ""],
+     "error: --data-root is empty; give a value, or leave the flag out"),
+])
+def test_other_commands_refuse_an_empty_value(module, argv, message, capsys, tmp_path, monkeypatch):
+    """An empty value is an error naming the flag, never the flag's default (or the current folder) instead;
+    nothing is written, here or under the defaults' folders."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "resnet8_vanilla").mkdir()  # an import folder, so that no other check answers first
+    torch.save({}, tmp_path / "resnet8_vanilla" / "ckpt_epoch_240.pth")
+    before = tree(tmp_path)
+    assert importlib.import_module(module).main(argv) == 2
+    assert capsys.readouterr().err == message + "\n"
+    assert tree(tmp_path) == before

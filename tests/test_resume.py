@@ -142,7 +142,10 @@ def test_unreadable_checkpoint_falls_back_to_the_previous_one(reference, capsys)
     assert ckpt.with_name(ckpt.name + ".prev").exists()
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated: must not be trusted
     assert main(["--results", str(results), "--grid", "badckpt", *ARGS]) == 0
-    assert "is unreadable" in capsys.readouterr().err
+    said = [line for line in capsys.readouterr().err.splitlines() if "unreadable" in line]
+    assert said == [f"checkpoint {ckpt} is unreadable: expected a PyTorch checkpoint saved by kdbench, found a zip "
+                    f"archive cut short (1000 bytes, no end-of-archive record): truncated; ignoring it: trying "
+                    f"{ckpt.name}.prev instead"]
     assert_same_as_reference(ref, results / "badckpt")
 
 

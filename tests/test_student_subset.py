@@ -81,9 +81,9 @@ def test_tiny_grid_trains_students_on_the_subset_and_teachers_on_all(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--student-fraction", "0"], "student_fraction must be a number in (0, 1]"),
-    (["--student-fraction", "1.5"], "student_fraction must be a number in (0, 1]"),
-    (["--student-fraction", "-0.1"], "student_fraction must be a number in (0, 1]"),
+    (["--student-fraction", "0"], "--student-fraction must be a number in (0, 1]"),
+    (["--student-fraction", "1.5"], "--student-fraction must be a number in (0, 1]"),
+    (["--student-fraction", "-0.1"], "--student-fraction must be a number in (0, 1]"),
 ])
 def test_bad_fraction_exits_2_before_any_work(tmp_path, capsys, flags, message):
     results = tmp_path / "results"

@@ -213,14 +213,25 @@ def test_files_without_a_state_dict_get_one_clear_line(src, tmp_path):
     path = save({"opt": argparse.Namespace(model="resnet8"), "model": src.state_dict()}, tmp_path / "last.pth")
     with pytest.raises(TeacherError, match=r"argparse\.Namespace.*refused to unpickle"):
         import_teacher("resnet8", path, 100)
-    # a file torch cannot parse at all says so
+    # a file torch cannot parse at all: what was expected and what is there, in our words (not torch's text)
     good = save(src.state_dict(), tmp_path / "good.pth")
     (tmp_path / "cut.pth").write_bytes(good.read_bytes()[:300])
-    for bad in (tmp_path / "cut.pth", tmp_path / "junk.pth"):
-        if bad.name == "junk.pth":
-            bad.write_bytes(b"<html>404 Not Found</html>")
-        with pytest.raises(TeacherError, match="unreadable: torch cannot parse it .*re-download"):
-            import_teacher("resnet8", bad, 100)
+    legacy = save(src.state_dict(), tmp_path / "legacy.pth", legacy=True)
+    (tmp_path / "cut_legacy.pth").write_bytes(legacy.read_bytes()[:300])
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "junk.pth").write_bytes(b"<html>404 Not Found</html>")
+    expected = ("a PyTorch checkpoint of the model's weights (torch.save of its state_dict, or of a dict holding it as "
+                "'model' or 'state_dict')")
+    found = {"cut.pth": "a zip archive cut short (300 bytes, no end-of-archive record): truncated",
+             "cut_legacy.pth": "a pickle stream (300 bytes) that torch cannot read: a legacy torch file cut short or "
+                               "corrupt",
+             "empty.pth": "an empty file (0 bytes)",
+             "junk.pth": "26 bytes that are neither a zip archive nor a pickle stream (starting b'<html>404 Not Fo')"}
+    for name, what in found.items():
+        with pytest.raises(TeacherError) as e:
+            import_teacher("resnet8", tmp_path / name, 100)
+        assert str(e.value) == (f"teacher checkpoint {tmp_path / name} is unreadable: expected {expected}, found "
+                                f"{what}; re-download or re-save it, or pass another file")
     with pytest.raises(TeacherError, match="not found"):
         import_teacher("resnet8", tmp_path / "missing.pth", 100)
 
@@ -466,3 +477,20 @@ def test_an_imported_teacher_is_refused_for_other_inputs(cifar100, tmp_path):
                             "remove it to train one (python -m benchmarks.teachers forget resnet8 --dataset cifar100)")
     teacher, info = get_teacher("resnet8", data, Recipe(), 0, CPU, store, log=lambda m: None)  # the import's
     assert info["source"] == "imported" and info["inputs"]["normalize"] is True
+
+
+def test_a_truncated_imported_teacher_is_one_line_in_our_words(cifar100, tmp_path):
+    data_root, data = cifar100
+    ckpt = tmp_path / "in" / "resnet8_vanilla" / "ckpt_epoch_240.pth"
+    save(repdistiller_state(source_model("resnet8", seed=5)), ckpt)
+    store = tmp_path / "t"
+    assert main(["import", str(tmp_path / "in"), "--data-root", str(data_root), "--teacher-dir", str(store),
+                 "--device", "cpu"]) == 0
+    stored = imported_teacher_path(store, "cifar100", "resnet8")
+    stored.write_bytes(stored.read_bytes()[:2000])
+    with pytest.raises(TeacherError) as e:
+        get_teacher("resnet8", data, Recipe(), 0, CPU, store, log=lambda m: None)
+    assert str(e.value) == (f"imported teacher {stored} is unreadable: expected the teacher's weights as kdbench saves "
+                            f"them, found a zip archive cut short (2000 bytes, no end-of-archive record): truncated; "
+                            f"re-import it (python -m benchmarks.teachers import ...) or remove it (python -m "
+                            f"benchmarks.teachers forget resnet8 --dataset cifar100)")

@@ -136,8 +136,8 @@ def test_sweeps_expand_as_a_product_with_stable_unique_ids(tmp_path):
     (["--sweep", "nosuch.T=1"], "unknown method 'nosuch'"),
     (["--sweep", "kd.T=[1,2]"], "numbers, booleans or strings"),
     (["--sweep", "train.lr=0.1,0.2"], "unknown method 'train'"),
-    (["--val-fraction", "1"], "val_fraction must be a number in [0, 1)"),
-    (["--val-fraction", "-0.1"], "val_fraction must be a number in [0, 1)"),
+    (["--val-fraction", "1"], "--val-fraction must be a number in [0, 1)"),
+    (["--val-fraction", "-0.1"], "--val-fraction must be a number in [0, 1)"),
 ])
 def test_bad_sweeps_and_fractions_exit_2_before_any_work(tmp_path, capsys, flags, message):
     results = tmp_path / "results"

@@ -14,7 +14,7 @@ import torch
 
 from methods import HyperparameterError, UnknownMethodError, method_stages, validate_method
 
-from ..config import ConfigError, OneLineParser, flags_for
+from ..config import ConfigError, OneLineParser, check_given, flags_for, split_list
 from ..data import DataError
 from ..grid import environment as grid_environment, pick_device
 from ..models import UnknownModelError, create_model
@@ -76,6 +76,7 @@ def resolve(args: argparse.Namespace) -> SpeedOptions:
     """The parsed flags, resolved once into a frozen ``SpeedOptions``: defaults filled (full or --quick; its
     ``reductions`` say what --quick reduced), the pair split, the methods listed, the sizes checked. ``workers``
     stays None when not given (its default depends on the device, ``_main`` fills it). ``args`` is not changed."""
+    check_given(dataset=args.dataset, data_root=args.data_root, out=args.out)  # never the default instead
     flags = flags_for(SpeedOptions, args)
     base = QUICK if args.quick else FULL
     reductions = []
@@ -97,11 +98,10 @@ def resolve(args: argparse.Namespace) -> SpeedOptions:
     if args.pair.count(":") != 1:
         raise ConfigError(f"--pair must be teacher:student, got {args.pair!r}")
     flags["teacher"], flags["student"] = (s.strip() for s in args.pair.split(":"))
-    flags["method_list"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    if not flags["method_list"]:
-        raise ConfigError("--methods is empty")
-    if min(flags["steps"], flags["repeats"], flags["batch_size"]) < 1 or flags["warmup"] < 0:
-        raise ConfigError("--steps, --repeats and --batch-size must be >= 1, --warmup >= 0")
+    flags["method_list"] = tuple(split_list("--methods", args.methods, "vanilla,kd"))
+    for name, least in (("steps", 1), ("repeats", 1), ("batch_size", 1), ("warmup", 0)):
+        if flags[name] < least:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= {least}, got {flags[name]}")
     return SpeedOptions(**flags, reductions=tuple(reductions))
 
 
