@@ -178,9 +178,9 @@ def parse_idx(kind: str, path: Path, data: bytes, magic: int, dims: int) -> np.n
     shape = struct.unpack(f">{dims}I", data[4:header])
     size = int(np.prod(shape, dtype=np.int64))
     if len(data) - header != size:
-        raise DataError(f"{kind}: {path} holds {len(data) - header} bytes after its header, expected "
-                        f"{' x '.join(map(str, shape))} = {size} (the sizes its header gives): a truncated or "
-                        f"damaged file")
+        sizes = " x ".join(map(str, shape)) + (f" = {size}" if dims > 1 else "")
+        raise DataError(f"{kind}: {path} holds {len(data) - header} bytes after its header, expected {sizes} (the "
+                        f"sizes its header gives): a truncated or damaged file")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
 
 

@@ -230,6 +230,14 @@ def test_truncated_raw_images(tmp_path, capsys):
         f"header gives): a truncated or damaged file")
 
 
+def test_bytes_past_what_the_header_announces(tmp_path, capsys):
+    good = idx_bytes()["train-labels-idx1-ubyte"]
+    root, path = damaged(tmp_path, "train-labels-idx1-ubyte", gzip.compress(good + bytes(3)))
+    assert run_bad(tmp_path, capsys, root) == (
+        f"FashionMNIST: {path} holds 23 bytes after its header, expected 20 (the sizes its header gives): a "
+        f"truncated or damaged file")
+
+
 def test_a_file_shorter_than_its_header(tmp_path, capsys):
     root, path = damaged(tmp_path, "t10k-images-idx3-ubyte", b"\x00\x00\x08\x03\x00", gz=False)
     assert run_bad(tmp_path, capsys, root, kind="MNIST") == (
@@ -328,9 +336,10 @@ def test_download_fills_torchvision_layout_and_is_read(tmp_path, monkeypatch, ca
     assert all(torch.equal(a, b) for a, b in zip(tensors(data), expected_tensors(files)))
     assert capsys.readouterr().err == (f"MNIST: read {tmp_path / 'MNIST' / 'raw'} (torchvision layout; 20 train, "
                                        f"10 test images)\n")
-    calls.clear()  # present now: no second download
-    load_dataset("MNIST", data_root=tmp_path, download=True)
-    assert calls == []
+    calls.clear()  # files in any layout: nothing downloaded
+    write_files(tmp_path / "flat", files, gz=True)
+    load_dataset("MNIST", data_root=tmp_path / "flat", download=True)
+    assert calls == [] and not (tmp_path / "flat" / "MNIST").exists()
 
 
 def test_download_offline_is_one_line(tmp_path, monkeypatch, capsys):
