@@ -359,3 +359,21 @@ def test_download_offline_is_one_line(tmp_path, monkeypatch, capsys):
         f"error: FashionMNIST: --download into {tmp_path / 'd' / 'FashionMNIST' / 'raw'} failed (RuntimeError: "
         f"Error downloading train-images-idx3-ubyte.gz: {tried}); check this machine's internet access, or fetch "
         f"the four files elsewhere and pass --data-root to their folder\n")
+
+
+def test_a_damaged_download_is_named_by_the_reader(tmp_path, monkeypatch, capsys):
+    """torchvision downloads all four files, then fails parsing a damaged one: the reader's line names it."""
+    import torchvision.datasets.mnist
+
+    files = idx_bytes()
+    files["t10k-images-idx3-ubyte"] = files["t10k-images-idx3-ubyte"][:-28]
+
+    def fake_download(url, download_root, filename, md5):
+        Path(download_root, filename.removesuffix(".gz")).write_bytes(files[filename.removesuffix(".gz")])
+
+    monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive", fake_download)
+    with pytest.raises(DataError) as e:
+        load_dataset("FashionMNIST", data_root=tmp_path, download=True)
+    assert str(e.value) == (f"FashionMNIST: {tmp_path / 'FashionMNIST' / 'raw' / 't10k-images-idx3-ubyte'} holds 7812 "
+                            f"bytes after its header, expected 10 x 28 x 28 = 7840 (the sizes its header gives): a "
+                            f"truncated or damaged file")
