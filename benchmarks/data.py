@@ -1,5 +1,5 @@
-"""Datasets: digits (embedded default), CIFAR-10/100 and MNIST/FashionMNIST (torchvision, from
---data-root), ImageFolder.
+"""Datasets: digits (embedded default), CIFAR-10/100 (torchvision, from --data-root), MNIST/FashionMNIST (the
+idx files in torchvision's, the Debian package's or Zalando's layout: ``idx_data``), ImageFolder.
 
 In-memory datasets (digits, CIFAR, MNIST) keep their uint8 images on the training
 device and augment whole batches there (airbench-style): RepDistiller's CIFAR
@@ -32,6 +32,7 @@ import dataclasses
 import inspect
 from dataclasses import dataclass, field
 import pickle
+import sys
 import urllib.error
 from pathlib import Path
 from typing import Iterator
@@ -41,8 +42,9 @@ import torch
 import torch.nn.functional as F
 
 from .augment import VIEWS
-from .datacommon import DataError
+from .datacommon import DataError, folder_contents
 from .folder_data import FolderData
+from .idx_data import load_idx
 
 __all__ = ["DATASETS", "AUGMENTS", "DataError", "InMemoryData", "load_dataset", "list_datasets", "stratified_split",
            "for_students", "with_validation"]
@@ -331,19 +333,6 @@ def _present_files(cls):
     return Present
 
 
-def _found(folder: Path) -> str:
-    """What is actually at ``folder``, in a few words (for the error messages)."""
-    if not folder.exists():
-        return "no such folder"
-    if not folder.is_dir():
-        return "a file, not a folder"
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
-    if not names:
-        return "an empty folder"
-    shown = ", ".join(names[:8]) + (f", ... ({len(names)} entries)" if len(names) > 8 else "")
-    return f"a folder holding {shown}"
-
-
 def _download_failed(kind: str, download: bool, error: Exception, root: Path) -> None:
     """A DataError naming the download, not the files, when ``--download`` could not reach the server."""
     if download and isinstance(error, (urllib.error.URLError, ConnectionError, TimeoutError)):
@@ -376,14 +365,14 @@ def _load_cifar(kind: str, data_root: str | Path | None, download: bool) -> InMe
     except RuntimeError as e:
         if "not found" in str(e).lower() or "corrupted" in str(e).lower():
             raise DataError(
-                f"{kind}: dataset not found or corrupted under {where}; {expected}, found {_found(where)}. "
+                f"{kind}: dataset not found or corrupted under {where}; {expected}, found {folder_contents(where)}. "
                 f"Pass --data-root DIR (the folder that contains {folder}/), or add --download to fetch it"
             ) from None
         raise
     except Exception as e:  # unreadable pickles, truncated files
         _download_failed(kind, download, e, root)
         raise DataError(f"{kind}: could not read the files under {where} ({type(e).__name__}: {e}); "
-                        f"{expected}, found {_found(where)}") from None
+                        f"{expected}, found {folder_contents(where)}") from None
 
     def as_tensor(ds):
         x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
@@ -415,50 +404,27 @@ def load_cifar100(data_root=None, download=False, augment: str | None = None, no
     return with_options(_load_cifar("cifar100", data_root, download), "crop_flip", augment, normalize)
 
 
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
 def _load_mnist(kind: str, data_root, download: bool) -> InMemoryData:
-    """torchvision's MNIST / FashionMNIST from ``<data_root>/<kind>/raw/`` (the four uncompressed idx files).
+    """MNIST / FashionMNIST from the four idx files in any layout a user has (``idx_data.load_idx``); one line on
+    stderr says which folder was read.
 
     The 28x28 gray images are repeated on 3 channels, as the digits are, so every model of the
     zoo (and torchvision's resnet34, ImageNet weights included) runs on them unchanged; a
     3-channel first conv over three equal channels computes what a 1-channel conv with the
     summed kernel would (the authors' ``Net(input_channels=1)``), with 2x more weights there.
+    ``describe()`` gains ``content_sha`` (a hash of the four decompressed files): the same images give the
+    same teacher key whichever folder or layout held them, other images another one.
     """
-    from torchvision import datasets
+    mean, std = {"MNIST": (MNIST_MEAN, MNIST_STD), "FashionMNIST": (FASHION_MEAN, FASHION_STD)}[kind]
+    idx = load_idx(kind, data_root, download)
+    print(idx.summary(kind), file=sys.stderr)
 
-    cls, mean, std = {"MNIST": (datasets.MNIST, MNIST_MEAN, MNIST_STD),
-                      "FashionMNIST": (datasets.FashionMNIST, FASHION_MEAN, FASHION_STD)}[kind]
-    root = Path(data_root or "data").expanduser()
-    where = root / kind / "raw"
-    expected = (f"expected torchvision's {kind} raw files {', '.join(MNIST_FILES)} (uncompressed idx format: "
-                f"uint8 images N x 28 x 28, uint8 labels 0..9) in {where}")
-    try:
-        train = cls(str(root), train=True, download=download)
-        test = cls(str(root), train=False, download=download)
-    except RuntimeError as e:
-        if "not found" in str(e).lower():
-            raise DataError(f"{kind}: dataset not found or corrupted under {where}; {expected}, found {_found(where)}. "
-                            f"Pass --data-root DIR (the folder that contains {kind}/raw/), "
-                            f"or add --download to fetch it") from None
-        raise DataError(f"{kind}: could not read the files under {where} ({e}); {expected}, "
-                        f"found {_found(where)}") from None
-    except Exception as e:  # truncated files, wrong magic numbers (torchvision asserts)
-        _download_failed(kind, download, e, root)
-        raise DataError(f"{kind}: could not read the files under {where} ({type(e).__name__}: {e}); "
-                        f"{expected}, found {_found(where)}") from None
-    out = []
-    for ds in (train, test):
-        x, y = ds.data, ds.targets.to(torch.int64)
-        if x.dtype != torch.uint8 or x.dim() != 3 or x.shape[1:] != (28, 28) or len(x) != len(y) \
-                or len(y) == 0 or int(y.min()) < 0 or int(y.max()) > 9:
-            raise DataError(f"{kind}: the files under {where} do not hold 10-class 28x28 gray images "
-                            f"(found {x.dtype} images of shape {tuple(x.shape[1:])}, {len(x)} images, "
-                            f"{len(y)} labels); {expected}")
-        out += [x[:, None].repeat(1, 3, 1, 1).contiguous(), y]
-    return InMemoryData(kind, *out, num_classes=10, mean=mean, std=std, pad=4, flip=False)
+    def three_channels(images: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(images)[:, None].repeat(1, 3, 1, 1).contiguous()
+
+    return InMemoryData(kind, three_channels(idx.train_images), torch.from_numpy(idx.train_labels),
+                        three_channels(idx.test_images), torch.from_numpy(idx.test_labels), num_classes=10,
+                        mean=mean, std=std, pad=4, flip=False, extra_desc={"content_sha": idx.content_sha})
 
 
 def load_mnist(data_root=None, download=False, augment: str | None = None, normalize: bool = True,
