@@ -51,8 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", help="comma-separated teacher:student pairs, e.g. resnet32x4:resnet8x4")
     p.add_argument("--seeds", help="comma-separated student seeds, e.g. 0,1,2")
     p.add_argument("--dataset", help=f"override the preset's dataset ({', '.join(list_datasets())})")
-    p.add_argument("--data-root", help="folder holding the dataset (CIFAR: the folder containing cifar-100-python/)")
-    p.add_argument("--download", action="store_true", help="download CIFAR into --data-root if missing")
+    p.add_argument("--data-root", help="folder holding the dataset (CIFAR: the folder containing cifar-100-python/; "
+                                       "MNIST, FashionMNIST: torchvision's, the Debian package's or Zalando's "
+                                       "layout, see README)")
+    p.add_argument("--download", action="store_true",
+                   help="download CIFAR, MNIST or FashionMNIST into --data-root (default ./data) if missing")
     p.add_argument("--epochs", type=int, help="student epochs (shorthand for --set train.epochs=N; the teachers' "
                    "too where the preset's [teacher_train] sets none, as in cifar100)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
