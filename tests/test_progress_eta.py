@@ -120,6 +120,17 @@ def test_a_one_epoch_grid_gives_no_estimate_after_it_finished(capsys, tmp_path):
     assert lines[6].startswith("done in ") and len(lines) == 7
 
 
+def test_a_failed_runs_epochs_are_done_not_left(capsys, tmp_path):
+    """kd diverges in its first step: the epochs it will never train count as done (untimed), so the progress
+    ends at its total, not at 0/2 with time "left"."""
+    assert main(["--results", str(tmp_path), "--grid", "g", "--methods", "kd", "--epochs", "2",
+                 "--set", "train.lr=1e30", "--set", "teacher_train.lr=0.05", *TINY]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines if line.startswith("progress: ")] == [
+        "progress: 2/2 student epochs (100%)"]
+    assert "1 run failed: kd__resnet8-resnet8__s0 (errors in " in lines[-2]
+
+
 def test_progress_shows_the_stage_and_a_cohort_is_one_line_with_its_resumed_runs(monkeypatch, capsys, tmp_path):
     """ab trains a 1-epoch init stage first: the cohort's stream has 3 epochs for a 2-epoch grid. The display says
     where each run is instead of "ep 3"; a resumed cohort is one line saying who resumes where."""
