@@ -513,9 +513,10 @@ class GridRunner:
         if self.estimated or self.progress is None or not self.progress.remaining.timed:
             return
         self.estimated = True
-        left, timing = self.progress.remaining.text(), self.progress.remaining
-        if left is not None:
-            self.log(f"estimate: {left}, at {timing.student_s / timing.timed:.1f}s per student epoch so far")
+        remaining = self.progress.remaining
+        left = remaining.text()
+        if left is not None:  # the first epoch may have been the last
+            self.log(f"estimate: {left}, at {remaining.student_s / remaining.timed:.1f}s per student epoch so far")
 
     def student_recipe(self, spec: RunSpec) -> Recipe:
         return student_recipe(self.cfg, spec.student)

@@ -395,7 +395,7 @@ class TeacherSource:
 def teacher_source(arch: str, data_desc: dict, recipe: Recipe, seed: int, teacher_dir: Path,
                    ckpt: str | Path | None = None, amp: str = "fp32") -> TeacherSource:
     """Where ``get_teacher`` will take ``arch``'s teacher from, in its order, without reading any weights; a
-    cache entry counts once its ``.json`` is there (written last, so its presence means a complete entry)."""
+    cache entry counts when its weights and its ``.json`` (written last: a complete entry) are there."""
     if ckpt is not None:
         return TeacherSource("file", Path(ckpt))
     found = _read_imported(teacher_dir, data_desc, arch)
