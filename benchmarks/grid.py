@@ -48,9 +48,10 @@ from .curves import CurveWriter, Curves, WandbProject, WandbWriter, curves_dir
 from .data import for_students, load_dataset, with_validation
 from .locks import FileLock
 from .models import create_model
-from .progress import hms, make_progress
+from .progress import make_progress, plural
 from .recorder import RunCheckpoint, RunRecorder
-from .teachers import IMPORTED, TeacherError, get_teacher, inspect_teacher_checkpoint, teacher_identity, teacher_path
+from .teachers import (IMPORTED, TeacherError, TeacherSource, get_teacher, inspect_teacher_checkpoint, teacher_identity,
+                       teacher_source)
 from .train import FastPaths, Recipe, StudentRun, freeze, seed_for, train_cohort
 
 
@@ -133,6 +134,41 @@ def cohorts(specs: list[RunSpec], together: bool = True) -> dict[tuple, list[Run
     for s in specs:
         out.setdefault(cohort_key(s, together), []).append(s)
     return out
+
+
+def position(run: StudentRun, epoch: int) -> str:
+    """Where stream epoch ``epoch`` (0-based) is in ``run``: ``stage init 3/10`` in a pre-training stage, else
+    ``ep 12/40`` of the recipe's epochs (a stage's epochs come first, so the stream runs past the recipe's)."""
+    stage, at = run.stage_at(epoch)
+    return f"stage {stage.name} {at + 1}/{stage.epochs}" if stage is not None else f"ep {at + 1}/{run.recipe.epochs}"
+
+
+def cohort_position(runs: list[tuple[str, str]]) -> str:
+    """The position of a cohort's runs (``(label, position)`` each): ``ep 12/40`` where they agree; else that of
+    most of them, then the others' with their labels: ``ep 12/40, ab stage init 3/10``."""
+    groups: dict[str, list[str]] = {}
+    for label, at in runs:
+        groups.setdefault(at, []).append(label)
+    most = max(groups, key=lambda at: len(groups[at]))
+    return ", ".join(at if at == most else f"{','.join(labels)} {at}" for at, labels in groups.items())
+
+
+def cohort_line(runs: list[tuple[RunSpec, StudentRun]]) -> str:
+    """The log line of a cohort about to train (one line, not one per run): ``cohort T:S s0: 5 runs``, then the
+    runs that resume and where (``, 2 resumed: kd, crd from ep 3/40; ab from stage init 4/10``); a lone run
+    is named."""
+    first = runs[0][0]
+    text = f"cohort {first.pair} s{first.seed}: {plural(len(runs), 'run')}"
+    text += f" ({first.label})" if len(runs) == 1 else ""
+    resumed: dict[str, list[str]] = {}
+    for spec, run in runs:
+        if run.epochs_done:  # a checkpoint after its last epoch (killed before its record): nothing to train
+            at = f"from {position(run, run.epochs_done)}" if run.epochs_done < run.total_epochs else "all epochs done"
+            resumed.setdefault(at, []).append(spec.label)
+    if resumed:
+        text += (f", {sum(map(len, resumed.values()))} resumed: "
+                 + "; ".join(f"{', '.join(labels)} {at}" for at, labels in resumed.items()))
+    return text
 
 
 def shard(specs: list[RunSpec], index: int, count: int) -> list[RunSpec]:
@@ -410,14 +446,16 @@ class GridRunner:
         self.write_grid()
         todo = [s for s in specs if not self.is_done(s)]
         if self.stale_moved:
-            self.log(f"{self.stale_moved} record(s) made under another protocol moved to "
+            self.log(f"{plural(self.stale_moved, 'record')} made under another protocol moved to "
                      f"{self.results_dir / 'runs' / 'stale'}; their runs are redone")
-        self.log(f"grid {self.cfg['grid']}: {len(specs)} runs, {len(specs) - len(todo)} already complete, "
+        self.log(f"grid {self.cfg['grid']}: {plural(len(specs), 'run')}, {len(specs) - len(todo)} already complete, "
                  f"{len(todo)} to run on {self.device} -> {self.results_dir}")
+        sources = self.teacher_sources(todo)
         if todo:
-            self.log(self.plan(todo))
+            self.log(self.plan(todo, sources))
         if not self.options.quiet and todo:
-            self.progress = make_progress(sum(self.run_epochs(s) for s in todo), "student epoch")
+            self.progress = make_progress(sum(self.run_epochs(s) for s in todo), "student epoch",
+                                          teachers={t: s.epochs for t, s in sources.items() if s.kind == "train"})
         self.estimated = False
         teachers: dict[str, tuple[torch.nn.Module, dict]] = {}
         for cohort in cohorts(todo, together=not self.options.no_cohort).values():
@@ -426,17 +464,23 @@ class GridRunner:
             try:
                 busy = [s.run_id for s in cohort if s not in mine]
                 if busy:
-                    self.log(f"skipping {len(busy)} run(s) another process is training: {', '.join(busy)}")
+                    self.log(f"skipping {plural(len(busy), 'run')} another process is training: {', '.join(busy)}")
                 mine = [s for s in mine if not self.is_done(s)]  # finished by another process meanwhile
+                if self.progress is not None:  # done by others: counted, not timed
+                    self.progress.skip(sum(self.run_epochs(s) for s in cohort if s not in mine))
                 if not mine:
                     continue
                 if self.threads.source == "auto" and self.device.type == "cpu":
                     self.choose_threads()  # a job that started or ended beside this one since the last cohort
                 t = mine[0].teacher
                 if t not in teachers:
+                    if self.progress is not None:
+                        self.progress.remaining.teacher_begins()  # the teacher's time is not the students'
                     teachers[t] = get_teacher(t, self.data, teacher_recipe(self.cfg, t), self.cfg["teacher_seed"],
                                               self.device, self.teacher_dir, self.teacher_ckpts.get(t), self.log,
                                               fast=self.fast, checkpoint_every=self.checkpoint_every)
+                    if self.progress is not None:
+                        self.progress.remaining.teacher_ready(t, teachers[t][1])
                     if teachers[t][1]["key"] != self.teacher_keys[t]:  # e.g. an import replaced it meanwhile
                         raise TeacherError(f"teacher {t} changed while this grid ran ({self.teacher_keys[t]} -> "
                                            f"{teachers[t][1]['key']}); rerun the command")
@@ -450,7 +494,7 @@ class GridRunner:
         if not self.options.no_report:
             self.write_report()
         if self.failed:
-            self.log(f"{len(self.failed)} run(s) failed: {', '.join(self.failed)} "
+            self.log(f"{plural(len(self.failed), 'run')} failed: {', '.join(self.failed)} "
                      f"(errors in {self.results_dir}/report.md)")
             return 1
         return 0
@@ -463,33 +507,31 @@ class GridRunner:
         if before is not None and before.threads != self.threads.threads:
             self.log(f"{self.threads.describe()}, was {before.threads}")
 
-    def plan(self, todo: list[RunSpec]) -> str:
-        """What will happen: runs, cohorts, student epochs, and where each teacher comes from."""
+    def teacher_sources(self, specs: list[RunSpec] | None = None) -> dict[str, TeacherSource]:
+        """Where each teacher of ``specs`` (default: the grid's) will come from, as ``get_teacher`` will find it
+        now: imported from a file or via the teacher store, cached, or to be trained; nothing is read or trained."""
+        archs = dict.fromkeys(s.teacher for s in specs) if specs is not None else self.teacher_keys
+        return {t: teacher_source(t, self.data.describe(), teacher_recipe(self.cfg, t), self.cfg["teacher_seed"],
+                                  self.teacher_dir, self.teacher_ckpts.get(t), self.fast["amp"]) for t in archs}
+
+    def plan(self, todo: list[RunSpec], sources: Mapping[str, TeacherSource]) -> str:
+        """What will happen: runs, cohorts, student epochs, and where each teacher comes from (``sources``)."""
         groups = cohorts(todo, together=not self.options.no_cohort)
         epochs = sum(self.run_epochs(s) for s in todo)
-        teachers = []
-        for t in dict.fromkeys(s.teacher for s in todo):
-            recipe = teacher_recipe(self.cfg, t)
-            if t in self.cfg.get("teachers", {}):
-                teachers.append(f"{t} imported")
-            elif teacher_path(self.teacher_dir, self.data.describe(), t, recipe, self.cfg["teacher_seed"],
-                              self.fast["amp"]).exists():
-                teachers.append(f"{t} cached")
-            else:
-                teachers.append(f"{t} to train ({recipe.epochs} epochs)")
-        return (f"plan: {len(todo)} runs as {len(groups)} cohort(s), {epochs} student epochs on {self.device}, "
-                f"{self.threads.describe()}; "
-                f"teachers: {', '.join(teachers)}; an estimate follows the first epoch")
+        teachers = "".join(f"; teacher {t} {source.describe()}" for t, source in sources.items())
+        return (f"plan: {plural(len(todo), 'run')} as {plural(len(groups), 'cohort')}, "
+                f"{plural(epochs, 'student epoch')} on {self.device}, {self.threads.describe()}{teachers}; "
+                f"an estimate follows the first student epoch")
 
-    def estimate(self, runs: list[StudentRun]) -> None:
-        """Once, after the first trained epoch: the students' remaining time at that epoch's pace."""
-        if self.estimated or self.progress is None or not runs:
+    def estimate(self) -> None:
+        """Once, after the first student epoch trained: the time left, if any (``progress.Remaining``)."""
+        if self.estimated or self.progress is None or not self.progress.remaining.timed:
             return
         self.estimated = True
-        per_run_epoch = sum(r.history[-1]["time_s"] + r.history[-1]["eval_time_s"] for r in runs) / len(runs)
-        left = self.progress.total - self.progress.n
-        self.log(f"estimate: about {hms(per_run_epoch * left)} for the {left} student epochs left "
-                 f"({per_run_epoch:.1f}s per run-epoch in the first cohort; teachers still to train not included)")
+        remaining = self.progress.remaining
+        left = remaining.text()
+        if left is not None:  # the first epoch may have been the last
+            self.log(f"estimate: {left}, at {remaining.student_s / remaining.timed:.1f}s per student epoch so far")
 
     def student_recipe(self, spec: RunSpec) -> Recipe:
         return student_recipe(self.cfg, spec.student)
@@ -588,6 +630,7 @@ class GridRunner:
         """Train ``cohort`` (same pair and seed); runs resumed at different epochs train as separate cohorts."""
         groups: dict[int, list[tuple[RunSpec, StudentRun, RunRecorder]]] = {}
         data_states: dict[int, Any] = {}
+        built: list[tuple[RunSpec, StudentRun]] = []
         for spec in cohort:
             try:
                 run = self.build_run(spec, teacher)
@@ -603,9 +646,11 @@ class GridRunner:
             if data_state is not None:
                 data_states[run.epochs_done] = data_state
             groups.setdefault(run.epochs_done, []).append((spec, run, recorder))
-            self.log(f"run {spec.run_id}: start at epoch {run.epochs_done + 1}")
+            built.append((spec, run))
             if self.progress is not None:
-                self.progress.update(run.epochs_done)
+                self.progress.skip(run.epochs_done)  # trained before this process: counted, not timed
+        if built:
+            self.log(cohort_line(built))
         for start, members in sorted(groups.items()):
             generator = torch.Generator().manual_seed(seed_for(cohort[0].seed, "data"))
             if start in data_states:
@@ -652,10 +697,12 @@ class GridRunner:
                 if alive:
                     best = max(alive, key=lambda r: r.history[-1]["test_top1"])
                     s0 = specs[runs[0].run_id][0]
-                    self.progress.set_postfix_str(f"{s0.pair} s{s0.seed} ep {epoch + 1}: best {best.method.name} "
+                    at = cohort_position([(specs[r.run_id][0].label, position(r, epoch))
+                                          for r in all_runs if r.error is None and r.epochs_done == epoch + 1])
+                    self.progress.set_postfix_str(f"{s0.pair} s{s0.seed} {at}: best {specs[best.run_id][0].label} "
                                                   f"{best.history[-1]['test_top1']:.1f}%")
                 self.progress.update(sum(r.epochs_done == epoch + 1 for r in all_runs))
-                self.estimate(alive)
+                self.estimate()
 
         train_cohort(runs, self.student_data, self.device, teacher=teacher, data_generator=generator,
                      on_epoch_end=on_epoch_end, fast=self.fast)
@@ -710,13 +757,15 @@ class GridRunner:
         rec.error = records.RunError(type(error).__name__, message)
         self.recorder(spec, trains=False).write(rec)
         if self.progress is not None:
-            self.progress.update(self.run_epochs(spec))
+            self.progress.skip(self.run_epochs(spec))  # done without training: counted, not timed
 
     def fail(self, spec: RunSpec, recorder: RunRecorder | None, error: BaseException, at,
              run: StudentRun | None = None):
         """Record ``spec``'s run failed: its record (``recorder``'s, or a bare one for a run that never
         started) with the error."""
         self.failed.append(spec.run_id)
+        if self.progress is not None:  # the epochs it will not train: counted, not timed
+            self.progress.skip(self.run_epochs(spec) - (run.epochs_done if run is not None else 0))
         message = records.error_line(error)
         self.log(f"{spec.run_id}: FAILED: {type(error).__name__}: {message}")
         if recorder is None:

@@ -4,12 +4,17 @@ Log lines go through ``log`` so a bar stays one line (tqdm clears the bar, print
 on the bar's own stream, then redraws the bar below it); off a terminal, carriage-return redraws would
 fill a log with fragments, so ``LineProgress`` prints one complete line at most every ``interval``
 seconds (and at the end), with the elapsed time and an estimate of what is left.
+
+The estimate (``Remaining``) comes from timed work only: the students' pace from the student epochs this
+process trained (a resumed run's epochs, a run that cannot run its pair, count as done but took no time),
+over the time spent outside the teachers; the teachers still to train at the pace of one this grid trained,
+or "estimating..." until one is.
 """
 from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 from tqdm.auto import tqdm
 
@@ -20,32 +25,128 @@ def hms(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
-class LineProgress:
-    def __init__(self, total: int, unit: str, file: TextIO, interval: float = 30.0,
+def plural(count: int, noun: str) -> str:
+    """``1 run``, ``2 runs``, ``0 student epochs``: a count and its noun, in the plural unless the count is 1."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+class Remaining:
+    """What is left of a grid's students (``total`` run-epochs) and of its teachers still to train
+    (``teachers``: arch -> epochs), and how long it should take.
+
+    ``trained(n)``: n student epochs trained now; ``counted(n)``: n counted as done without training (resumed,
+    not applicable, failed); ``teacher_begins()`` / ``teacher_ready(arch, info)`` around getting a teacher
+    (``teachers.get_teacher``), whose time is not the students'.
+    """
+
+    def __init__(self, total: int, teachers: Mapping[str, int] | None = None,
                  clock: Callable[[], float] = time.monotonic):
+        self.total, self.clock = total, clock
+        self.start = clock()
+        self.done = 0  # student epochs done, trained or not
+        self.timed = 0  # student epochs trained by this process
+        self.student_s = 0.0  # the time they took: elapsed at the last one, less the teachers' time
+        self.teachers_left = dict(teachers or {})
+        self.teacher_s = 0.0  # time spent getting teachers (trained, waited for or loaded)
+        self.teacher_epoch_s: list[float] = []  # seconds per epoch of each teacher trained (train and eval)
+        self.teacher_since: float | None = None
+
+    def trained(self, n: int) -> None:
+        self.done += n
+        self.timed += n
+        self.student_s = self.clock() - self.start - self.teacher_s
+
+    def counted(self, n: int) -> None:
+        self.done += n
+
+    def teacher_begins(self) -> None:
+        self.teacher_since = self.clock()
+
+    def teacher_ready(self, arch: str, info: Mapping[str, Any]) -> None:
+        """``arch``'s teacher is there (``info``: ``get_teacher``'s); one trained now sets the teachers' pace."""
+        if self.teacher_since is not None:
+            self.teacher_s += self.clock() - self.teacher_since
+            self.teacher_since = None
+        self.teachers_left.pop(arch, None)
+        if info.get("source") == "trained" and info.get("epochs") and info.get("time_s") is not None:
+            self.teacher_epoch_s.append(info["time_s"] / info["epochs"])
+
+    def students_s(self) -> float | None:
+        """Seconds for the student epochs left, at the pace of those trained; None before one was."""
+        return self.student_s / self.timed * (self.total - self.done) if self.timed else None
+
+    def teachers_s(self) -> float | None:
+        """Seconds for the teachers left, at the mean pace per epoch of those trained; None before one was."""
+        if not self.teacher_epoch_s:
+            return None
+        return sum(self.teachers_left.values()) * sum(self.teacher_epoch_s) / len(self.teacher_epoch_s)
+
+    def text(self) -> str | None:
+        """``about 0:30 left``; ``about 5:30 left (students 0:30, 1 teacher to train 5:00)``;
+        ``students: estimating...; 1 teacher to train: about 5:00``; None when nothing is left."""
+        if self.done >= self.total:  # every student epoch done: no teacher is needed either
+            return None
+        parts = [("students", self.students_s())]
+        if self.teachers_left:
+            parts.append((f"{plural(len(self.teachers_left), 'teacher')} to train", self.teachers_s()))
+        known = [s for _, s in parts if s is not None]
+        if len(known) == len(parts):
+            text = f"about {hms(sum(known))} left"
+            return text + (f" ({', '.join(f'{name} {hms(s)}' for name, s in parts)})" if len(parts) > 1 else "")
+        out = []
+        for name, s in parts:
+            guess = "estimating..." if s is None else f"about {hms(s)}" + (" left" if name == "students" else "")
+            out.append(f"{name}: {guess}")
+        return "; ".join(out)
+
+
+class Counting:
+    """What both displays count: ``update(n)``, n student epochs trained (timed); ``skip(n)``, n done without
+    training (a resumed run's, a run that cannot run its pair, a failed run's rest): counted, not timed."""
+
+    remaining: Remaining
+
+    def update(self, n: int = 1) -> None:
+        self.remaining.trained(n)
+        self.advance(n)
+
+    def skip(self, n: int) -> None:
+        if n:  # a run that starts afresh: nothing to count, nothing to show
+            self.remaining.counted(n)
+            self.advance(n)
+
+    def advance(self, n: int) -> None:
+        raise NotImplementedError
+
+
+class LineProgress(Counting):
+    def __init__(self, total: int, unit: str, file: TextIO, interval: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic, teachers: Mapping[str, int] | None = None):
         self.total, self.unit, self.file, self.interval, self.clock = total, unit, file, interval, clock
+        self.remaining = Remaining(total, teachers, clock)
         self.n = 0
         self.postfix = ""
         self.start = clock()
         self.last_print = self.start
-        self.printed: str | None = None
+        self.printed: str | None = None  # the last line printed
+        self.printed_left = False  # whether it gave an estimate
 
-    def line(self) -> str:
-        elapsed = self.clock() - self.start
-        text = f"progress: {self.n}/{self.total} {self.unit}s ({100 * self.n / max(self.total, 1):.0f}%), " \
-               f"{hms(elapsed)} elapsed"
-        if 0 < self.n < self.total:
-            text += f", about {hms(elapsed / self.n * (self.total - self.n))} left"
-        return text + (f"; {self.postfix}" if self.postfix else "")
+    def line(self, final: bool = False) -> str:
+        """The progress line; ``final``: the grid is over, so no estimate (whatever was not done never will be)."""
+        text = f"progress: {self.n}/{plural(self.total, self.unit)} ({100 * self.n / max(self.total, 1):.0f}%), " \
+               f"{hms(self.clock() - self.start)} elapsed"
+        left = None if final else self.remaining.text()
+        return text + (f", {left}" if left else "") + (f"; {self.postfix}" if self.postfix else "")
 
-    def update(self, n: int = 1) -> None:
+    def advance(self, n: int) -> None:
         self.n += n
         if self.clock() - self.last_print >= self.interval:
             self.print_line()
 
-    def print_line(self) -> None:
+    def print_line(self, final: bool = False) -> None:
         self.last_print = self.clock()
-        self.printed = self.line()
+        self.printed = self.line(final)
+        self.printed_left = not final and self.remaining.text() is not None
         self.write(self.printed)
 
     def set_postfix_str(self, text: str) -> None:
@@ -59,21 +160,46 @@ class LineProgress:
         self.write(msg)
 
     def close(self) -> None:
-        if self.printed is None or not self.printed.startswith(f"progress: {self.n}/"):
-            self.print_line()  # the final count, unless the last line already said it
+        # the final count, without an estimate, unless the last line already said just that
+        if self.printed is None or not self.printed.startswith(f"progress: {self.n}/") or self.printed_left:
+            self.print_line(final=True)
 
 
-class BarProgress(tqdm):
+class BarProgress(Counting, tqdm):
     """tqdm's bar, with ``log``: the line goes to the bar's own stream, so tqdm clears the bar first and
-    redraws it after (``tqdm.write`` to another stream would leave the bar's fragment on the line)."""
+    redraws it after (``tqdm.write`` to another stream would leave the bar's fragment on the line).
+
+    The bar shows ``Remaining``'s estimate, not tqdm's: tqdm's rate counts a resumed run's epochs and the
+    time a teacher trained."""
+
+    BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
+    def __init__(self, *args, teachers: Mapping[str, int] | None = None, **kwargs):
+        super().__init__(*args, bar_format=self.BAR_FORMAT, **kwargs)
+        self.remaining = Remaining(self.total, teachers)
+        self.best = ""
+        tqdm.set_postfix_str(self, self.remaining.text() or "")  # "estimating..." until a student epoch is timed
+
+    def advance(self, n: int) -> None:
+        tqdm.set_postfix_str(self, "; ".join(t for t in (self.remaining.text(), self.best) if t), refresh=False)
+        tqdm.update(self, n)
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        self.best = s
+        tqdm.set_postfix_str(self, "; ".join(t for t in (self.remaining.text(), s) if t), refresh=refresh)
+
+    def close(self) -> None:
+        tqdm.set_postfix_str(self, getattr(self, "best", ""), refresh=False)  # the grid is over: no estimate
+        tqdm.close(self)
 
     def log(self, msg: str) -> None:
         self.write(msg, file=self.fp)
 
 
-def make_progress(total: int, unit: str, file: TextIO | None = None):
-    """A tqdm bar when ``file`` (default: the current stderr) is a terminal, else ``LineProgress``."""
+def make_progress(total: int, unit: str, file: TextIO | None = None, teachers: Mapping[str, int] | None = None):
+    """A tqdm bar when ``file`` (default: the current stderr) is a terminal, else ``LineProgress``;
+    ``teachers``: the teachers still to train (arch -> epochs), for the estimate."""
     file = file or sys.stderr
     if file.isatty():
-        return BarProgress(total=total, unit=unit, desc="students", dynamic_ncols=True, file=file)
-    return LineProgress(total, unit, file)
+        return BarProgress(total=total, unit=unit, desc="students", dynamic_ncols=True, file=file, teachers=teachers)
+    return LineProgress(total, unit, file, teachers=teachers)

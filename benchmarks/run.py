@@ -14,7 +14,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -32,7 +32,8 @@ from .grid import GridRunner, RunnerOptions, RunSpec, cohorts, expand, parse_sha
 from .cpus import check_threads, choose_threads
 from .scaleout import LaunchOptions, launch
 from .models import UnknownModelError, create_model, list_models
-from .teachers import TeacherError
+from .progress import plural
+from .teachers import TeacherError, TeacherSource
 
 BAD_INPUT = (ConfigError, UnknownMethodError, UnknownModelError, HyperparameterError, DataError, TeacherError)
 
@@ -290,16 +291,14 @@ def print_listing() -> None:
 
 
 def print_grid(cfg: dict[str, Any], specs: list[RunSpec], teacher_keys: dict[str, str],
-               together: bool = True) -> None:
-    print(f"grid {cfg['grid']} (preset {cfg['preset']}, dataset {cfg['dataset']}): {len(specs)} runs")
+               teacher_sources: Mapping[str, TeacherSource], together: bool = True) -> None:
+    """``--dry-run``'s listing; ``teacher_sources``: where each teacher comes from (``GridRunner.teacher_sources``:
+    imported from a file or via the teacher store, cached by an earlier grid, or to be trained)."""
+    print(f"grid {cfg['grid']} (preset {cfg['preset']}, dataset {cfg['dataset']}): {plural(len(specs), 'run')}")
     for arch, key in teacher_keys.items():
-        if arch in cfg["teacher_ckpts"]:
-            where = f"imported from {cfg['teacher_ckpts'][arch]}"
-        else:
-            where = "imported (teacher store)" if arch in cfg.get("teachers", {}) else "trained by kdbench"
-        print(f"  teacher {arch}: {where}, key {key}")
+        print(f"  teacher {arch}: {teacher_sources[arch].describe()}, key {key}")
     if together:
-        print(f"  trained as {len(cohorts(specs))} cohorts (one per pair and seed; "
+        print(f"  trained as {plural(len(cohorts(specs)), 'cohort')} (one per pair and seed; "
               f"--no-cohort: one run at a time)")
     else:
         print("  trained one run at a time (--no-cohort)")
@@ -331,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = GridRunner(cfg, RunnerOptions.from_namespace(args))
         # the runner's config: the resolved one with the teachers' identities and the grid's final name
         if args.dry_run:
-            print_grid(runner.cfg, specs, runner.teacher_keys, together=not args.no_cohort)
+            print_grid(runner.cfg, specs, runner.teacher_keys, runner.teacher_sources(), together=not args.no_cohort)
             print(f"  {choose_threads(args.threads, args.workers).describe()}")
             return 0
         if args.executor or args.workers > 1 or args.gpus:

@@ -46,6 +46,7 @@ import csv
 import hashlib
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -58,6 +59,7 @@ from .config import ConfigError, OneLineParser, check_given, fingerprint, pick_d
 from .data import DataError, dataset_loader, load_dataset
 from .locks import FileLock
 from .models import create_model, list_models
+from .progress import plural
 from .recorder import RunCheckpoint
 from .records import read_json, write_json
 from .train import FastPaths, Recipe, StudentRun, evaluate, freeze, seed_for, train_cohort
@@ -373,13 +375,45 @@ def _read_imported(teacher_dir: Path, data_desc: dict, arch: str) -> tuple[Path,
     return path, meta
 
 
+@dataclass(frozen=True)
+class TeacherSource:
+    """Where ``get_teacher`` will take a teacher from: ``kind`` "file" (``--teacher-ckpt``: ``path``), "store"
+    (imported with ``python -m benchmarks.teachers import``: the stored ``path``, imported from ``origin``),
+    "cache" (trained by kdbench earlier: the cache file ``path``) or "train" (``epochs`` epochs, into ``path``)."""
+    kind: str
+    path: Path
+    epochs: int | None = None
+    origin: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == "file":
+            return f"imported from {self.path}"
+        if self.kind == "store":
+            return f"imported via the teacher store ({self.path}" + (f", from {self.origin})" if self.origin else ")")
+        if self.kind == "cache":
+            return f"cached in {self.path} (trained by kdbench earlier)"
+        return f"to be trained by kdbench ({plural(self.epochs or 0, 'epoch')}) into {self.path}"
+
+
+def teacher_source(arch: str, data_desc: dict, recipe: Recipe, seed: int, teacher_dir: Path,
+                   ckpt: str | Path | None = None, amp: str = "fp32") -> TeacherSource:
+    """Where ``get_teacher`` will take ``arch``'s teacher from, in its order, without reading any weights; a
+    cache entry counts when its weights and its ``.json`` (written last: a complete entry) are there."""
+    if ckpt is not None:
+        return TeacherSource("file", Path(ckpt))
+    found = _read_imported(teacher_dir, data_desc, arch)
+    if found is not None:
+        return TeacherSource("store", found[0], origin=found[1].get("path"))
+    path = teacher_path(teacher_dir, data_desc, arch, recipe, seed, amp)
+    if path.exists() and path.with_suffix(".json").exists():
+        return TeacherSource("cache", path)
+    return TeacherSource("train", path, recipe.epochs)
+
+
 def teacher_available(teacher_dir: Path, data_desc: dict, arch: str, recipe: Recipe, seed: int,
                       amp: str = "fp32") -> bool:
-    """Whether ``get_teacher`` finds the teacher without training it: imported for the dataset, or in the
-    trained cache (its ``.json`` is written last, so its presence means a complete entry)."""
-    if _read_imported(teacher_dir, data_desc, arch) is not None:
-        return True
-    return teacher_path(teacher_dir, data_desc, arch, recipe, seed, amp).with_suffix(".json").exists()
+    """Whether ``get_teacher`` finds the teacher without training it: imported for the dataset, or cached."""
+    return teacher_source(arch, data_desc, recipe, seed, teacher_dir, amp=amp).kind != "train"
 
 
 def teacher_identity(arch: str, data_desc: dict, recipe: Recipe, seed: int, teacher_dir: Path, num_classes: int,
@@ -477,7 +511,7 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
             log(f"teacher {arch}: cache entry {e}; retraining it")
         except Exception as e:  # as is a stale one
             log(f"teacher {arch}: cache entry {path} unreadable ({type(e).__name__}); retraining it")
-    log(f"teacher {arch}: training ({recipe.epochs} epochs, seed {seed}) -> {path}")
+    log(f"teacher {arch}: training ({plural(recipe.epochs, 'epoch')}, seed {seed}) -> {path}")
     torch.manual_seed(seed_for(seed, "teacher", "init", arch))  # not a student's: seed_for(seed, "init", arch)
     model = create_model(arch, num_classes=data.num_classes).to(device)
     method = build_method("vanilla", BuildContext(None, None, data.num_classes, data.train_labels))  # type: ignore[arg-type]
@@ -506,7 +540,7 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
     write_json(meta_path, info)
     checkpoint.remove()
     checkpoints.remove_strays(path)  # a kill during an earlier attempt's write of the teacher file (we hold its lock)
-    log(f"teacher {arch}: test top-1 {info['top1']:.2f} after {recipe.epochs} epochs ({run.time_s:.0f}s)")
+    log(f"teacher {arch}: test top-1 {info['top1']:.2f} after {plural(recipe.epochs, 'epoch')} ({run.time_s:.0f}s)")
     return freeze(model), info
 
 
@@ -603,7 +637,7 @@ def import_folder(root: str | Path, data, teacher_dir: Path, device: torch.devic
     for w in warnings:
         err(w)
     if rows:
-        out(f"imported {len(rows)} teacher(s) into {teacher_dir / name / 'imported'}; every grid on {name} now "
+        out(f"imported {plural(len(rows), 'teacher')} into {teacher_dir / name / 'imported'}; every grid on {name} now "
             f"uses them (remove one: python -m benchmarks.teachers forget ARCH --dataset {name})")
     return status if rows else 1
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks import records
+from benchmarks.progress import plural
 
 from . import aggregate as agg
 from . import significance as sig
@@ -16,10 +17,6 @@ from . import tables
 from .aggregate import NoResultsError, load_results
 
 __all__ = ["build_report", "render_report", "NoResultsError", "load_results"]
-
-
-def _n(k: int, word: str) -> str:
-    return f"{k} {word}{'' if k == 1 else 's'}"
 
 
 def _header(res: agg.Results) -> str:
@@ -30,9 +27,9 @@ def _header(res: agg.Results) -> str:
         if c[s]:
             runs += f", {c[s]} {s.replace('_', ' ')}"
     rows = len(agg.method_order(g))
-    methods = _n(len(g.methods), 'method') + (f" ({rows} with their swept values)" if g.swept else "")
-    runs += (f" (of {c['expected']} expected = {methods} × {_n(len(g.pairs), 'pair')}"
-             f" × {_n(len(g.seeds), 'seed')})")
+    methods = plural(len(g.methods), 'method') + (f" ({rows} with their swept values)" if g.swept else "")
+    runs += (f" (of {c['expected']} expected = {methods} × {plural(len(g.pairs), 'pair')}"
+             f" × {plural(len(g.seeds), 'seed')})")
     proto = agg.protocol_summary(g.config)
     epochs = sorted({int(e) for e in res.complete["epochs"].dropna()})
     if epochs and "epochs=" not in proto:

@@ -7,6 +7,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from benchmarks.config import teacher_recipe
+from benchmarks.progress import plural
 
 from . import aggregate as agg
 from . import protocol as proto
@@ -237,7 +238,7 @@ def fmt_paired(mean: float, lo: float, hi: float, n: int) -> str:
 
 
 def _seed_count(lo: int, hi: int) -> str:
-    return _n(lo, "seed") if lo == hi else f"{lo}–{hi} seeds"
+    return plural(lo, "seed") if lo == hi else f"{lo}–{hi} seeds"
 
 
 def _friedman_part(res: agg.Results, fr: sig.Friedman, figure) -> str:
@@ -357,16 +358,12 @@ def _diff_table(student: dict, teacher: dict) -> str:
     for (key, ours, ref), (rids, pairs) in sorted(rows.items(), key=lambda kv: first[kv[0][0]]):
         what = []
         if rids:
-            what.append(f"{len(rids)} of {_n(n_runs, 'student run')}")
+            what.append(f"{len(rids)} of {plural(n_runs, 'student run')}")
         if pairs:
-            what.append(f"{len(pairs)} of {_n(n_pairs, 'teacher')}")
+            what.append(f"{len(pairs)} of {plural(n_pairs, 'teacher')}")
         out.append([f"`{key}`", esc(ours), esc(ref), ", ".join(what)])
     return md_table(["setting", "this grid", "published protocol", "affects"], out,
                     ["left", "right", "right", "left"])
-
-
-def _n(k: int, word: str) -> str:
-    return f"{k} {word}{'' if k == 1 else 's'}"
 
 
 PROTOCOL_TEXT = (
@@ -533,7 +530,7 @@ def teacher_warnings(groups: dict) -> list[str]:
     out = []
     for p, gs in groups.items():
         if len(gs) > 1:
-            which = ", ".join(f"`{esc(tid)}` ({_n(len(rids), 'run')})" for tid, _, rids in gs)
+            which = ", ".join(f"`{esc(tid)}` ({plural(len(rids), 'run')})" for tid, _, rids in gs)
             out.append(f"> **WARNING: pair {pair_label(p)} mixes {len(gs)} different teachers** ({which}): "
                        "its rows compare students distilled from different teachers, and its numbers "
                        "should not be read as one cell.")

@@ -66,7 +66,7 @@ def test_cli_off_a_terminal_prints_plain_lines_and_a_plan(capsys, tmp_path):
     assert "\r" not in err
     lines = err.splitlines()
     plan = next(line for line in lines if line.startswith("plan: "))
-    assert plan.startswith(f"plan: 2 runs as 1 cohort(s), 4 student epochs on cpu, threads: {THREADS} "
-                           f"(OMP_NUM_THREADS); teachers: resnet8 ")
+    assert plan.startswith(f"plan: 2 runs as 1 cohort, 4 student epochs on cpu, threads: {THREADS} (OMP_NUM_THREADS); "
+                           "teacher resnet8 to be trained by kdbench (1 epoch) into ")
     assert any(line.startswith("estimate: about ") for line in lines)
     assert lines[-2].startswith("progress: 4/4 student epochs (100%)")  # then "done in ..."

@@ -43,7 +43,7 @@ def test_another_teacher_checkpoint_is_never_answered_with_the_first_ones_result
     sha_a = weights_fingerprint(a.state_dict())
     assert f"teacher resnet8: imported from {tmp_path}/A.pth, key imported-{sha_a[:12]}" in out_a
     code, _, err = run_cli(capsys, "--results", str(res), "--teacher-ckpt", f"resnet8={tmp_path}/A.pth", *TINY)
-    assert code == 0 and "1 runs, 0 already complete, 1 to run" in err
+    assert code == 0 and "1 run, 0 already complete, 1 to run" in err
     rec_a = records.read_json(records.record_path(res / grid_a, "kd__resnet8-resnet8__s0"))
     assert rec_a["teacher_info"]["weights_sha"] == sha_a and rec_a["teacher_info"]["file"] == "A.pth"
     assert rec_a["teacher_info"]["key"] == f"imported-{sha_a[:12]}" and rec_a["teacher_info"]["source"] == "imported"
@@ -54,14 +54,14 @@ def test_another_teacher_checkpoint_is_never_answered_with_the_first_ones_result
     grid_b = out_b.split()[1]
     assert grid_b != grid_a
     code, _, err = run_cli(capsys, "--results", str(res), "--teacher-ckpt", f"resnet8={tmp_path}/B.pth", *TINY)
-    assert code == 0 and "1 runs, 0 already complete, 1 to run" in err
+    assert code == 0 and "1 run, 0 already complete, 1 to run" in err
     rec_b = records.read_json(records.record_path(res / grid_b, "kd__resnet8-resnet8__s0"))
     assert rec_b["teacher_info"]["weights_sha"] == weights_fingerprint(b.state_dict()) != sha_a
 
     # the same weights saved in another layout (bare state dict) are the same teacher: A's results are reused
     torch.save(a.state_dict(), tmp_path / "A_bare.pth")
     code, _, err = run_cli(capsys, "--results", str(res), "--teacher-ckpt", f"resnet8={tmp_path}/A_bare.pth", *TINY)
-    assert code == 0 and "1 runs, 1 already complete, 0 to run" in err
+    assert code == 0 and "1 run, 1 already complete, 0 to run" in err
 
 
 def test_named_grid_with_another_teacher_moves_old_records_to_stale(capsys, tmp_path):
@@ -71,12 +71,12 @@ def test_named_grid_with_another_teacher_moves_old_records_to_stale(capsys, tmp_
     for name in ("A", "B"):
         code, _, err = run_cli(capsys, "--results", str(res), "--grid", "mine",
                                "--teacher-ckpt", f"resnet8={tmp_path}/{name}.pth", *TINY)
-        assert code == 0 and "1 runs, 0 already complete, 1 to run" in err, err
+        assert code == 0 and "1 run, 0 already complete, 1 to run" in err, err
         runs = res / "mine" / "runs"
         if name == "A":
             first = {p.name: p.read_bytes() for p in runs.iterdir() if p.is_file() and p.suffix != ".lock"}
             first_curves = sorted(p.name for p in (res / "mine" / "tensorboard" / RID).iterdir())
-    assert "1 record(s) made under another protocol moved to" in err and "runs/stale" in err
+    assert "1 record made under another protocol moved to" in err and "runs/stale" in err
     # every file of the old run moved, unchanged, to runs/stale/<its fingerprint>/ (the rerun overwrote none)
     [stale] = list((runs / "stale").iterdir())
     old = records.read_json(stale / f"{RID}.json")

@@ -455,7 +455,7 @@ def test_import_of_a_folder_with_one_bad_file_imports_the_rest_and_exits_1(cifar
     captured = capsys.readouterr()
     errors = captured.err.splitlines()
     assert len(errors) == 1 and errors[0].startswith("error: resnet14: ") and str(bad) in errors[0], errors
-    assert "imported 1 teacher(s)" in captured.out and "error" not in captured.out
+    assert "imported 1 teacher into " in captured.out and "error" not in captured.out
     assert imported_teacher_path(store, "cifar100", "resnet8").is_file()
     assert not imported_teacher_path(store, "cifar100", "resnet14").exists()
 

@@ -108,7 +108,7 @@ def test_grid_follows_the_load_cohort_by_cohort(tmp_path, monkeypatch, capsys):
     finally:
         torch.set_num_threads(THREADS)
     err = capsys.readouterr().err
-    assert "plan: 2 runs as 2 cohort(s), 2 student epochs on cpu, threads: 2 (auto: 2 usable CPUs, 0.0 busy " \
+    assert "plan: 2 runs as 2 cohorts, 2 student epochs on cpu, threads: 2 (auto: 2 usable CPUs, 0.0 busy " \
            "with other work; --threads N fixes it)" in err
     assert "threads: 1 (auto: 2 usable CPUs, 1.0 busy with other work; --threads N fixes it), was 2" in err
     envs = [records.read_json(records.record_path(tmp_path / "g", records.run_id("vanilla", "resnet8", "resnet8",

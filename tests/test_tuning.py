@@ -91,7 +91,7 @@ def test_split_is_recomputed_identically_on_resume(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(checkpoints, "save_run", real)
     capsys.readouterr()
     assert main(["--results", str(res), "--grid", "g", *argv]) == 0
-    assert "start at epoch 2" in capsys.readouterr().err
+    assert "cohort resnet8:resnet8 s0: 2 runs, 2 resumed: kd[T=2], kd[T=4] from ep 2/2\n" in capsys.readouterr().err
     for rid in ("kd[T=2]__resnet8-resnet8__s0", "kd[T=4]__resnet8-resnet8__s0"):
         a = records.read_json(records.record_path(ref / "g", rid))
         b = records.read_json(records.record_path(res / "g", rid))
