@@ -35,8 +35,8 @@ from .costs import cuda_step_peak, optimizer_state_bytes, tensor_bytes
 from .fidelity import CalibrationBins, TeacherTest, agreement_count, kl_sum
 from .steptimer import StepTimer, section
 
-__all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "eval_metrics", "val_top1",
-           "TeacherTest", "StepTimer", "seed_for", "freeze",
+__all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "eval_metrics",
+           "val_top1", "TeacherTest", "StepTimer", "seed_for", "freeze",
            "draw_views", "view_generator", "compute_terms", "compute_stage_terms", "stage_modes",
            "weigh_terms", "unique_trainable"]
 
