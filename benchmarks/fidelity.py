@@ -12,7 +12,8 @@ Per evaluation, on the test set:
 
 The teacher's side of these (its log-probabilities, predictions, and its own ECE) is a ``TeacherTest``:
 computed on first use, by one pass of the frozen teacher over the test batches, and kept for every later
-evaluation of every run that holds the same object (``train_cohort`` makes one per cohort). That is exact:
+evaluation of every run that holds the same object (``train_cohort`` makes one per cohort, or uses the one its
+caller keeps for every cohort of that teacher: ``train_cohort(teacher_test=...)``). That is exact:
 a frozen teacher is in eval mode (BatchNorm reads its running statistics, which nothing updates) and the
 test batches are neither shuffled nor augmented, so each pass would give the same bits; a solo run makes
 its own pass over the same batches (same batch size, same order) and gets the same bits too.

@@ -35,8 +35,8 @@ from .costs import cuda_step_peak, optimizer_state_bytes, tensor_bytes
 from .fidelity import CalibrationBins, TeacherTest, agreement_count, kl_sum
 from .steptimer import StepTimer, section
 
-__all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "eval_metrics", "val_top1",
-           "TeacherTest", "StepTimer", "seed_for", "freeze",
+__all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "eval_metrics",
+           "val_top1", "TeacherTest", "StepTimer", "seed_for", "freeze",
            "draw_views", "view_generator", "compute_terms", "compute_stage_terms", "stage_modes",
            "weigh_terms", "unique_trainable"]
 
@@ -592,6 +592,7 @@ def train_cohort(
     on_step: Callable[[], None] | None = None,
     fast: dict[str, Any] | None = None,
     step_timer: StepTimer | None = None,
+    teacher_test: TeacherTest | None = None,
 ) -> list[StudentRun]:
     """Train ``runs`` together on one batch stream; a run that fails is set aside, the others go on.
 
@@ -607,6 +608,11 @@ def train_cohort(
     ``step_timer`` (``benchmarks.steptimer.StepTimer``): time the parts of every step (batch draw, teacher
     forward, each run's prepare, student forward, extra fetch, losses, backward, optimizer), not the
     evaluations; without it the loop computes the same bits.
+
+    ``teacher_test``: the teacher's test outputs (``TeacherTest`` of this ``teacher`` and ``data``) kept by the
+    caller for every cohort it trains with that teacher, so the teacher passes over the test set once for all of
+    them instead of once per cohort (a resnet32x4 over CIFAR-100's 10,000 test images: minutes on a CPU); the
+    same bits either way (``benchmarks.fidelity``). Without it the cohort makes its own.
     """
     if not runs:
         return runs
@@ -629,8 +635,13 @@ def train_cohort(
             r.model.forward_kd = torch.compile(r.model.forward_kd)
     if teacher is not None and fast["channels_last"]:
         teacher.to(memory_format=torch.channels_last)
+    if teacher_test is not None and (teacher_test.teacher is not teacher or teacher_test.data is not data
+                                     or torch.device(teacher_test.device) != torch.device(device)):
+        raise ValueError("teacher_test holds the test outputs of another teacher, data set or device: pass "
+                         "TeacherTest(teacher, data, device) of this cohort's")
     # the teacher's test outputs for every evaluation of the cohort's runs: one test pass, on first use
-    teacher_test = TeacherTest(teacher, data, device) if teacher is not None else None
+    if teacher_test is None and teacher is not None:
+        teacher_test = TeacherTest(teacher, data, device)
     for epoch in range(runs[0].epochs_done, max(r.total_epochs for r in runs)):
         active = [r for r in runs if r.error is None and epoch < r.total_epochs]
         if not active:

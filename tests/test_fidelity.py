@@ -289,3 +289,29 @@ def test_old_records_still_report(tmp_path):
     assert "_skipped: no complete run records its agreement with the teacher._" in text
     assert not (root / "figures" / "top1_vs_agreement.png").exists()
     assert table_rows(section(text, 1))  # the other sections are as before
+
+
+def test_a_teacher_test_shared_by_cohorts_passes_once_and_changes_no_bit(small_digits, teacher):
+    """Two cohorts (seeds 0 and 1) handed one TeacherTest: one teacher pass over the test set for both, and
+    every number as with a TeacherTest of their own."""
+    shared = TeacherTest(teacher, small_digits, CPU)
+    for seed in (0, 1):
+        own = make_runs(["kd"], small_digits, teacher, epochs=2, seed=seed)
+        given = make_runs(["kd"], small_digits, teacher, epochs=2, seed=seed)
+        for runs, teacher_test in ((own, None), (given, shared)):
+            train_cohort(runs, small_digits, CPU, teacher=teacher, teacher_test=teacher_test,
+                         data_generator=torch.Generator().manual_seed(seed_for(seed, "data")))
+        assert_bitwise_equal(own[0], given[0])  # test_agreement and test_kl_teacher included
+        assert own[0].teacher_ece == given[0].teacher_ece is not None
+        assert "test_agreement" in given[0].history[-1]
+    assert shared.passes == 1
+
+
+def test_a_teacher_test_of_another_teacher_or_data_is_refused(small_digits, teacher):
+    other = freeze(create_model("resnet8", num_classes=10))
+    for wrong in (TeacherTest(other, small_digits, CPU), TeacherTest(teacher, load_dataset("digits"), CPU)):
+        runs = make_runs(["kd"], small_digits, teacher, epochs=1)
+        with pytest.raises(ValueError, match="teacher_test holds the test outputs of another teacher, data set or "
+                                             "device"):
+            train_cohort(runs, small_digits, CPU, teacher=teacher, teacher_test=wrong)
+        assert runs[0].epochs_done == 0 and wrong.passes == 0
