@@ -52,6 +52,7 @@ from .progress import make_progress, plural
 from .recorder import RunCheckpoint, RunRecorder
 from .teachers import (IMPORTED, TeacherError, TeacherSource, get_teacher, inspect_teacher_checkpoint, teacher_identity,
                        teacher_source)
+from .fidelity import TeacherTest
 from .train import FastPaths, Recipe, StudentRun, freeze, seed_for, train_cohort
 
 
@@ -458,6 +459,7 @@ class GridRunner:
                                           teachers={t: s.epochs for t, s in sources.items() if s.kind == "train"})
         self.estimated = False
         teachers: dict[str, tuple[torch.nn.Module, dict]] = {}
+        teacher_tests: dict[str, TeacherTest] = {}
         for cohort in cohorts(todo, together=not self.options.no_cohort).values():
             locks = [FileLock(records.record_path(self.results_dir, s.run_id).with_suffix(".lock")) for s in cohort]
             mine = [s for s, lock in zip(cohort, locks) if lock.acquire()]
@@ -484,7 +486,9 @@ class GridRunner:
                     if teachers[t][1]["key"] != self.teacher_keys[t]:  # e.g. an import replaced it meanwhile
                         raise TeacherError(f"teacher {t} changed while this grid ran ({self.teacher_keys[t]} -> "
                                            f"{teachers[t][1]['key']}); rerun the command")
-                self.run_cohort(mine, *teachers[t])
+                    # the teacher's test outputs (agreement, KL, its ECE): one pass per grid, not per cohort
+                    teacher_tests[t] = TeacherTest(teachers[t][0], self.student_data, self.device)
+                self.run_cohort(mine, *teachers[t], teacher_test=teacher_tests[t])
             finally:
                 for lock in locks:
                     lock.release()
@@ -626,7 +630,8 @@ class GridRunner:
         model, method = build_student(spec, spec_overrides(self.cfg, spec), self.student_data, teacher, self.device)
         return StudentRun(spec.run_id, model, method, self.student_recipe(spec), spec.seed)
 
-    def run_cohort(self, cohort: list[RunSpec], teacher, teacher_info: dict) -> None:
+    def run_cohort(self, cohort: list[RunSpec], teacher, teacher_info: dict,
+                   teacher_test: TeacherTest | None = None) -> None:
         """Train ``cohort`` (same pair and seed); runs resumed at different epochs train as separate cohorts."""
         groups: dict[int, list[tuple[RunSpec, StudentRun, RunRecorder]]] = {}
         data_states: dict[int, Any] = {}
@@ -655,7 +660,7 @@ class GridRunner:
             generator = torch.Generator().manual_seed(seed_for(cohort[0].seed, "data"))
             if start in data_states:
                 generator.set_state(data_states[start])
-            self.train_group(members, teacher, generator)
+            self.train_group(members, teacher, generator, teacher_test)
 
     def start_recording(self, spec: RunSpec, run: StudentRun, recorder: RunRecorder, rec: records.RunRecord) -> None:
         """``recorder`` (resumed or not) starts ``run``'s files with ``rec`` and its curves; a resumed run keeps
@@ -682,7 +687,8 @@ class GridRunner:
         except (OSError, records.RecordError):
             return None
 
-    def train_group(self, members, teacher, generator: torch.Generator) -> None:
+    def train_group(self, members, teacher, generator: torch.Generator,
+                    teacher_test: TeacherTest | None = None) -> None:
         specs = {run.run_id: (spec, recorder) for spec, run, recorder in members}
         runs = [run for _, run, _ in members]
         scope = start_host_memory(self.device)
@@ -705,7 +711,7 @@ class GridRunner:
                 self.estimate()
 
         train_cohort(runs, self.student_data, self.device, teacher=teacher, data_generator=generator,
-                     on_epoch_end=on_epoch_end, fast=self.fast)
+                     on_epoch_end=on_epoch_end, fast=self.fast, teacher_test=teacher_test)
         shared = cohort_cost([r.run_id for r in runs], scope)
         for r in runs:
             spec, recorder = specs[r.run_id]

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from benchmarks import grid as grid_module
 from benchmarks.data import InMemoryData, load_dataset
 from benchmarks.fidelity import CalibrationBins, TeacherTest, ece_percent
 from benchmarks.models import create_model
@@ -315,3 +316,27 @@ def test_a_teacher_test_of_another_teacher_or_data_is_refused(small_digits, teac
                                              "device"):
             train_cohort(runs, small_digits, CPU, teacher=teacher, teacher_test=wrong)
         assert runs[0].epochs_done == 0 and wrong.passes == 0
+
+
+def test_a_grid_passes_its_teacher_over_the_test_set_once(tmp_path, monkeypatch):
+    """Two seeds (two cohorts) of one pair: one teacher pass over the test set for the grid, and every run's
+    agreement equal to a grid of that seed alone (which makes its own pass)."""
+    made = []
+
+    class Counted(TeacherTest):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(grid_module, "TeacherTest", Counted)
+    tiny = ["--pairs", "resnet8:resnet8", "--epochs", "1", "--set", "teacher_train.epochs=1", "--quiet", "--no-report",
+            "--methods", "vanilla,kd"]
+    assert main(["--results", str(tmp_path / "both"), "--grid", "g", "--seeds", "0,1", *tiny]) == 0
+    assert len(made) == 1 and made[0].passes == 1
+    assert main(["--results", str(tmp_path / "one"), "--grid", "g", "--seeds", "1", *tiny]) == 0
+    for method in ("vanilla", "kd"):
+        rid = run_id(method, "resnet8", "resnet8", 1)
+        both, one = (read_json(record_path(tmp_path / r / "g", rid)) for r in ("both", "one"))
+        (b,), (o,) = both["history"], one["history"]
+        assert (b["test_agreement"], b["test_kl_teacher"]) == (o["test_agreement"], o["test_kl_teacher"])
+        assert both["teacher_info"]["ece"] == one["teacher_info"]["ece"]
