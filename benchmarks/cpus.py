@@ -26,8 +26,6 @@ from typing import Callable, Mapping
 
 import torch
 
-from .config import ConfigError
-
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 SAMPLE_SECONDS = 0.2
 
@@ -167,17 +165,83 @@ def choose_threads(requested: int | None = None, workers: int = 1, environ: Mapp
     if omp.isdigit() and int(omp) >= 1:
         return ThreadChoice(int(omp), "OMP_NUM_THREADS", usable, share)
     found = (busy or busy_cpus)(cpus)
-    # other work on k of the usable CPUs leaves usable - k for this process (rounded: 0.3 busy is noise)
-    free = share if found is None else min(share, round(usable - found))
-    return ThreadChoice(max(1, free), "auto", usable, share, found)
+    return ThreadChoice(free_threads(share, usable, found), "auto", usable, share, found)
 
 
-def use_threads(choice: ThreadChoice) -> ThreadChoice:
+def free_threads(share: int, usable: int, busy: float | None) -> int:
+    """Threads for this process when other work keeps ``busy`` of the ``usable`` CPUs busy: what it leaves, rounded
+    half up (0.3 CPU busy is noise; one busy CPU of two leaves one), at most this process's share, at least 1."""
+    return max(1, share if busy is None else min(share, math.floor(usable - busy + 0.5)))
+
+
+def own_ticks(stat: Path = Path("/proc/self/stat")) -> int | None:
+    """This process's CPU time so far, all threads, in the clock ticks ``/proc/stat`` counts in (utime + stime)."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    except (OSError, IndexError):
+        return None
+    return int(fields[11]) + int(fields[12])
+
+
+class LoadFollower:
+    """An ``auto`` thread count that follows the load while the process trains: at each ``look`` (the training loop
+    looks once an epoch), the CPUs that other processes kept busy since the previous look decide the count again.
+
+    Why: a sample taken before training cannot see a job that starts later, and two copies of a grid started
+    together both find the machine idle, take every CPU and then slow each other tenfold. Looking costs no wait:
+    the CPUs' busy ticks (``/proc/stat``) less this process's own CPU time (``/proc/self/stat``) over the interval.
+    """
+
+    def __init__(self, choice: ThreadChoice, cpus: list[int], log: Callable[[str], None] | None = None,
+                 sample: Callable[[], dict[int, tuple[int, int]]] = cpu_times,
+                 own: Callable[[], int | None] = own_ticks):
+        self.choice, self.cpus, self.log, self.sample, self.own = choice, cpus, log, sample, own
+        self.last = (sample(), own())
+
+    def others_busy(self) -> float | None:
+        """CPUs of ``cpus`` kept busy by other processes since the previous call (None where unreadable)."""
+        now = (self.sample(), self.own())
+        (before, own_before), (after, own_after) = self.last, now
+        self.last = now
+        if own_before is None or own_after is None or any(c not in before or c not in after for c in self.cpus):
+            return None
+        ticks = sum(after[c][1] - before[c][1] for c in self.cpus) / len(self.cpus)  # one CPU's ticks elapsed
+        if ticks <= 0:
+            return None
+        busy = sum(after[c][0] - before[c][0] for c in self.cpus) - (own_after - own_before)
+        return max(0.0, busy / ticks)
+
+    def look(self) -> ThreadChoice:
+        """Set the thread count for what the load is now; a change is logged. Returns the choice in force."""
+        busy = self.others_busy()
+        threads = free_threads(self.choice.share, self.choice.usable, busy)
+        if busy is not None and threads != self.choice.threads:
+            before, self.choice = self.choice.threads, ThreadChoice(threads, "auto", self.choice.usable,
+                                                                     self.choice.share, busy)
+            torch.set_num_threads(threads)
+            if self.log is not None:
+                self.log(f"{self.choice.describe()}, was {before}")
+        return self.choice
+
+
+_follower: LoadFollower | None = None
+
+
+def follow_load(choice: ThreadChoice, log: Callable[[str], None] | None = None) -> ThreadChoice:
+    """Use ``choice`` now and, if it is ``auto``, let the training loop follow the load from here (``look``);
+    a fixed count (``--threads``, ``OMP_NUM_THREADS``) stays as it is."""
+    global _follower
     torch.set_num_threads(choice.threads)
+    _follower = LoadFollower(choice, affinity_cpus(), log, cpu_times, own_ticks) if choice.source == "auto" else None
     return choice
 
 
-def check_threads(value: int | None) -> None:
-    """``--threads``: a positive count, one line before any work."""
-    if value is not None and value < 1:
-        raise ConfigError(f"--threads must be >= 1 (CPU threads per process), got {value}")
+def look_at_load() -> ThreadChoice | None:
+    """The training loop's look, once an epoch: the choice now in force (None when no ``auto`` count is followed)."""
+    return _follower.look() if _follower is not None else None
+
+
+def stop_following() -> None:
+    """The thread count stays as it is from here (a grid's end: later work in the process is not the grid's)."""
+    global _follower
+    _follower = None

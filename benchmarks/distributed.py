@@ -64,10 +64,10 @@ from .data import load_dataset
 from .folder_data import _Indexed
 from .models import create_model
 from .recorder import RunCheckpoint, RunRecorder
-from .cpus import check_threads, choose_threads, use_threads
+from .cpus import choose_threads, follow_load
 from .grid import (GridRunner, RunnerOptions, RunSpec, build_student, cohort_cost, environment, split_data,
                    start_host_memory)
-from .run import BAD_INPUT, build_parser, print_listing, resolve
+from .run import BAD_INPUT, build_parser, check_threads, print_listing, resolve
 from .teachers import TeacherError, get_teacher, teacher_available, teacher_path
 from .train import StudentRun, compute_terms, freeze, seed_for, train_cohort
 
@@ -362,7 +362,7 @@ def train(cfg: Mapping[str, Any], spec: RunSpec, runner: GridRunner, options: Ru
     rank, world = dist.get_rank(), dist.get_world_size()
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if rank == 0 else (lambda msg: None)
     # the ranks on this node share its CPUs (torchrun sets OMP_NUM_THREADS=1 unless the user set it)
-    threads = use_threads(choose_threads(options.threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+    threads = follow_load(choose_threads(options.threads, int(os.environ.get("LOCAL_WORLD_SIZE", 1))), log)
     recipe = student_recipe(cfg, spec.student)
     done = [False]
     if rank == 0:

@@ -41,7 +41,7 @@ from reports import build_report
 
 from . import records
 from .costs import MB, peak_rss_mb, reset_peak_rss
-from .cpus import ThreadChoice, choose_threads, use_threads
+from .cpus import ThreadChoice, choose_threads, follow_load, look_at_load, stop_following
 from .config import (ConfigError, FrozenConfig, data_split, fingerprint, flags_for, grid_name, method_overrides,
                      parse_pair, pick_device, protocol, student_recipe, teacher_recipe, thaw)
 from .curves import CurveWriter, Curves, WandbProject, WandbWriter, curves_dir
@@ -472,8 +472,9 @@ class GridRunner:
                     self.progress.skip(sum(self.run_epochs(s) for s in cohort if s not in mine))
                 if not mine:
                     continue
-                if self.threads.source == "auto" and self.device.type == "cpu":
-                    self.choose_threads()  # a job that started or ended beside this one since the last cohort
+                if self.threads.source == "auto":  # a job that started or ended beside this one: the new runs' env
+                    self.threads = look_at_load() or self.threads
+                    self.env = environment(self.device, self.threads)
                 t = mine[0].teacher
                 if t not in teachers:
                     if self.progress is not None:
@@ -492,6 +493,7 @@ class GridRunner:
             finally:
                 for lock in locks:
                     lock.release()
+        stop_following()
         if self.progress is not None:
             self.progress.close()
             self.progress = None
@@ -504,12 +506,10 @@ class GridRunner:
         return 0
 
     def choose_threads(self) -> None:
-        """Size (or resize) this process's intra-op threads (``cpus.choose_threads``); a change is logged."""
-        before = getattr(self, "threads", None)
-        self.threads = use_threads(choose_threads(self.options.threads))
+        """Size this process's intra-op threads (``cpus.choose_threads``); under ``auto`` the training loop then
+        follows the load epoch by epoch (``cpus.follow_load``), each change logged."""
+        self.threads = follow_load(choose_threads(self.options.threads), self.log)
         self.env = environment(self.device, self.threads)
-        if before is not None and before.threads != self.threads.threads:
-            self.log(f"{self.threads.describe()}, was {before.threads}")
 
     def teacher_sources(self, specs: list[RunSpec] | None = None) -> dict[str, TeacherSource]:
         """Where each teacher of ``specs`` (default: the grid's) will come from, as ``get_teacher`` will find it

@@ -29,7 +29,7 @@ from .config import (ConfigError, FrozenConfig, OneLineParser, apply_set, check_
 from . import records
 from .data import DataError, check_data_options, dataset_loader, list_datasets
 from .grid import GridRunner, RunnerOptions, RunSpec, cohorts, expand, parse_shard, shard, spec_overrides
-from .cpus import check_threads, choose_threads
+from .cpus import choose_threads
 from .scaleout import LaunchOptions, launch
 from .models import UnknownModelError, create_model, list_models
 from .progress import plural
@@ -276,6 +276,12 @@ def check_flags(workers: int, shards: int | None, gpus: str | None, executor: st
     if teacher_dir is not None and Path(teacher_dir).exists() and not Path(teacher_dir).is_dir():
         raise ConfigError(f"--teacher-dir {teacher_dir} is a file, not a folder; choose a folder "
                           f"(default: <results>/teachers)")
+
+
+def check_threads(value: int | None) -> None:
+    """``--threads``: a positive count, one line before any work."""
+    if value is not None and value < 1:
+        raise ConfigError(f"--threads must be >= 1 (CPU threads per process), got {value}")
 
 
 def print_listing() -> None:

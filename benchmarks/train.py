@@ -31,6 +31,7 @@ from torch import nn
 
 from methods import Batch, Distiller, Progress, Stage, ViewOutput
 
+from .cpus import look_at_load
 from .costs import cuda_step_peak, optimizer_state_bytes, tensor_bytes
 from .fidelity import CalibrationBins, TeacherTest, agreement_count, kl_sum
 from .steptimer import StepTimer, section
@@ -482,6 +483,7 @@ class StudentRun:
             "time_s": train_time,
             "eval_time_s": time.perf_counter() - t0,
             "images_per_s": self._seen / train_time if train_time > 0 else math.nan,
+            "threads": torch.get_num_threads(),  # float sums depend on it; --threads auto may change it by epoch
         }
         self.history.append(entry)
         self.epochs_done = epoch + 1
@@ -646,6 +648,7 @@ def train_cohort(
         active = [r for r in runs if r.error is None and epoch < r.total_epochs]
         if not active:
             break
+        look_at_load()  # under --threads auto, the thread count follows the machine's load (benchmarks/cpus.py)
         for r in active:
             r.begin_epoch(epoch)
         use_teacher = teacher is not None and any(r.method.needs_teacher for r in active)

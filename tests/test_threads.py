@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from benchmarks import cpus, records
-from benchmarks.cpus import ThreadChoice, busy_cpus, cgroup_cpu_limit, choose_threads, cpu_times, usable_cpus
+from benchmarks.cpus import (LoadFollower, ThreadChoice, busy_cpus, cgroup_cpu_limit, choose_threads, cpu_times,
+                             usable_cpus)
 from benchmarks.run import main
 
 from conftest import THREADS
@@ -96,25 +97,68 @@ TINY = ["--pairs", "resnet8:resnet8", "--methods", "vanilla", "--epochs", "1", "
         "--no-report"]
 
 
-def test_grid_follows_the_load_cohort_by_cohort(tmp_path, monkeypatch, capsys):
-    # a job starts beside the grid after its first cohort: the second cohort trains with one thread
+def test_others_busy_by_hand_and_a_look_changes_the_count():
+    samples = iter([{0: (100, 1000), 1: (100, 1000)}, {0: (180, 1100), 1: (170, 1100)},
+                    {0: (200, 1200), 1: (190, 1200)}])
+    own = iter([50, 100, 140])
+    said = []
+    follower = LoadFollower(ThreadChoice(2, "auto", 2, 2, 0.0), [0, 1], said.append, lambda: next(samples),
+                            lambda: next(own))
+    try:
+        # busy ticks 80 + 70 = 150, this process's own 50: others kept 100 ticks of one CPU's 100 busy
+        assert follower.look() == ThreadChoice(1, "auto", 2, 2, 1.0) and torch.get_num_threads() == 1
+        assert said == ["threads: 1 (auto: 2 usable CPUs, 1.0 busy with other work; --threads N fixes it), was 2"]
+        # then 20 + 20 busy, 40 of them this process's own: the other job ended, both CPUs are this one's again
+        assert follower.look() == ThreadChoice(2, "auto", 2, 2, 0.0) and torch.get_num_threads() == 2
+        assert len(said) == 2 and said[1].endswith(", was 1")
+    finally:
+        torch.set_num_threads(THREADS)
+
+
+class FakeMachine:
+    """/proc/stat and /proc/self/stat of a 2-CPU machine whose other job keeps ``others`` CPUs busy, 100 ticks of
+    each CPU passing between two looks; this process's own time is left out of both (it adds as much to each)."""
+
+    def __init__(self, schedule):
+        self.schedule, self.looks, self.busy, self.total = schedule, 0, 0.0, 0
+
+    def cpu_times(self):
+        others = self.schedule(self.looks)
+        self.looks += 1
+        self.busy += 50 * others
+        self.total += 100
+        return {0: (round(self.busy), self.total), 1: (round(self.busy), self.total)}
+
+
+def test_grid_follows_the_load_epoch_by_epoch(tmp_path, monkeypatch, capsys):
+    # the machine is idle when the grid starts; a job then keeps one CPU busy for a while and ends
     monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(cpus, "_follower", None)  # left as found, whatever the grid leaves
     monkeypatch.setattr(cpus, "affinity_cpus", lambda: [0, 1])
     monkeypatch.setattr(cpus, "cgroup_cpu_limit", lambda: None)
-    loads = iter([0.0, 0.0, 1.0])  # run start, cohort s0, cohort s1
-    monkeypatch.setattr(cpus, "busy_cpus", lambda c: next(loads))
+    monkeypatch.setattr(cpus, "busy_cpus", lambda c: 0.0)
+    machine = FakeMachine(lambda look: 1.0 if 1 <= look < 4 else 0.0)
+    monkeypatch.setattr(cpus, "cpu_times", machine.cpu_times)
+    monkeypatch.setattr(cpus, "own_ticks", lambda: 0)
     try:
-        assert main(["--results", str(tmp_path), "--grid", "g", "--seeds", "0,1", *TINY]) == 0
+        assert main(["--results", str(tmp_path), "--grid", "g", "--seeds", "0,1", "--epochs", "3", "--pairs",
+                     "resnet8:resnet8", "--methods", "vanilla", "--set", "teacher_train.epochs=1", "--no-report"]) == 0
     finally:
         torch.set_num_threads(THREADS)
     err = capsys.readouterr().err
-    assert "plan: 2 runs as 2 cohorts, 2 student epochs on cpu, threads: 2 (auto: 2 usable CPUs, 0.0 busy " \
+    assert "plan: 2 runs as 2 cohorts, 6 student epochs on cpu, threads: 2 (auto: 2 usable CPUs, 0.0 busy " \
            "with other work; --threads N fixes it)" in err
-    assert "threads: 1 (auto: 2 usable CPUs, 1.0 busy with other work; --threads N fixes it), was 2" in err
-    envs = [records.read_json(records.record_path(tmp_path / "g", records.run_id("vanilla", "resnet8", "resnet8",
-                                                                                  s)))["env"] for s in (0, 1)]
-    assert [(e["threads"], e["threads_source"], e["busy_cpus"]) for e in envs] == [(2, "auto", 0.0),
-                                                                                  (1, "auto", 1.0)]
+    changes = [line for line in err.splitlines() if line.startswith("threads: ")]
+    assert changes == ["threads: 1 (auto: 2 usable CPUs, 1.0 busy with other work; --threads N fixes it), was 2",
+                       "threads: 2 (auto: 2 usable CPUs, 0.0 busy with other work; --threads N fixes it), was 1"]
+    # looks: the follower's start (0), cohort s0 (1), the teacher's epoch (2), s0's 3 epochs (3-5), cohort s1 (6), ...
+    recs = [records.read_json(records.record_path(tmp_path / "g", records.run_id("vanilla", "resnet8", "resnet8", s)))
+            for s in (0, 1)]
+    assert [h["threads"] for h in recs[0]["history"]] == [1, 2, 2]
+    assert [h["threads"] for h in recs[1]["history"]] == [2, 2, 2]
+    assert (recs[0]["env"]["threads"], recs[0]["env"]["busy_cpus"]) == (1, 1.0)  # as its cohort started
+    assert recs[1]["env"]["threads"] == 2
+    assert cpus._follower is None  # the grid's end stops following
 
 
 def test_threads_flag_is_used_and_recorded(tmp_path, capsys):
