@@ -8,9 +8,10 @@ instead of 8 s beside a second job (issue #31), and two copies of a small digits
 - counts the CPUs it may use: its affinity mask (``taskset``, Slurm's ``--cpus-per-task``), capped by its
   cgroup CPU quota (containers, ``docker --cpus``), rounded down;
 - divides them between the local workers it is one of (``--workers N``);
-- leaves out the CPUs that other processes keep busy, sampled from ``/proc/stat`` over a fifth of a second
-  while this process waits (a grid samples again before each cohort, so a job that starts or ends beside it
-  is followed at the next cohort).
+- leaves out the CPUs that other processes keep busy: sampled from ``/proc/stat`` over a fifth of a second
+  before it starts, then followed while it trains (``LoadFollower``: once an epoch, from the ticks other
+  processes used since the previous look), so a job that starts or ends beside it, or a second copy of the
+  grid started at the same moment, changes the count within an epoch.
 
 ``--threads N`` or ``OMP_NUM_THREADS`` fix the number instead. The thread count changes the order of float
 sums, so bitwise reproduction needs the same count: every record says how many threads trained it and why.
