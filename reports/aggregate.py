@@ -41,6 +41,7 @@ __all__ = [
     "teacher_ece",
     "FIDELITY_COLUMNS",
     "method_order",
+    "not_applicable_cells",
     "tuned_choice",
     "protocol_summary",
     "count_stale",
@@ -406,6 +407,16 @@ def method_order(grid: Grid) -> list[str]:
     swept value, ``kd[T=2]``, in sweep order)."""
     methods = ([VANILLA] if VANILLA in grid.methods else []) + [m for m in grid.methods if m != VANILLA]
     return [label for m in methods for label in grid.labels(m)]
+
+
+def not_applicable_cells(res: Results) -> dict[tuple[str, str], str]:
+    """(method, pair) -> why, for the cells whose in-grid runs all say the method cannot run the pair."""
+    g = res.in_grid
+    out = {}
+    for (m, p), runs in g.groupby(["method", "pair"], sort=False):
+        if len(runs) and (runs["status"] == "not_applicable").all():
+            out[(str(m), str(p))] = str(runs["error_message"].iloc[0])
+    return dict(sorted(out.items()))
 
 
 def tuned_choice(res: Results) -> pd.DataFrame:

@@ -25,16 +25,6 @@ VIEWS_MARK = "‡"
 NOT_APPLICABLE = "n/a"
 
 
-def not_applicable_cells(res: agg.Results) -> dict[tuple[str, str], str]:
-    """(method, pair) -> why, for the cells whose in-grid runs all say the method cannot run the pair."""
-    g = res.in_grid
-    out = {}
-    for (m, p), runs in g.groupby(["method", "pair"], sort=False):
-        if len(runs) and (runs["status"] == "not_applicable").all():
-            out[(str(m), str(p))] = str(runs["error_message"].iloc[0])
-    return dict(sorted(out.items()))
-
-
 def methods_with_views(res: agg.Results) -> dict[str, str]:
     """Method -> the other views its complete runs trained on (``"strong"``), for those that have any."""
     done = res.complete
@@ -106,7 +96,7 @@ def accuracy_tables(res: agg.Results, stats: pd.DataFrame, teacher: dict[str, li
         marks[p] = agg.best_and_indistinguishable(col)
     parts = []
     viewed = methods_with_views(res)
-    na = not_applicable_cells(res)
+    na = agg.not_applicable_cells(res)
     for title, pairs in _pair_groups(res.grid):
         headers = ["method"] + [pair_label(p) for p in pairs]
         rows = [["teacher"] + [_teacher_cell(teacher.get(p, [])) for p in pairs]]
@@ -242,6 +232,9 @@ def _seed_count(lo: int, hi: int) -> str:
 
 def _friedman_part(res: agg.Results, fr: sig.Friedman, figure) -> str:
     left = []
+    for m, pairs in fr.methods_not_applicable.items():
+        left.append(f"method {m} (not applicable on {', '.join(pair_label(p) for p in pairs)}: the test leaves "
+                    f"the method out and keeps the pair{'' if len(pairs) == 1 else 's'})")
     if fr.methods_left_out:
         left.append(f"method{'' if len(fr.methods_left_out) == 1 else 's'} "
                     f"{', '.join(fr.methods_left_out)} (no complete run)")

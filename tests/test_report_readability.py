@@ -1,0 +1,142 @@
+"""Issue 31: the report read as a new user would. Figures that stay readable at the default grid's 31
+methods on 2 pairs and at the cifar100 preset's 13 pairs (size, font, nothing cut, every method named, no
+two lines or points alike), titles that say only what the axes show, the summary the report opens with,
+the Friedman test with a method that cannot run a pair, and imported teachers told apart.
+
+The records are synthetic and every expected number is computed in the comments.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+from matplotlib.colors import to_rgb
+from matplotlib.text import Text
+from seaborn.external import husl
+
+from benchmarks.config import load_preset
+from benchmarks.records import record_path, run_id, write_json
+from reports import aggregate as agg
+from reports import build_report, figures, tables
+from reports import significance as sig
+
+from test_reports import make_results
+
+METHODS = load_preset("cifar100")["methods"]  # the 31 methods of the default and cifar100 grids
+PAIRS_2 = load_preset("digits")["pairs"]  # resnet20:resnet8, wrn_16_2:wrn_16_1
+PAIRS_13 = load_preset("cifar100")["pairs"]
+COLLAPSING = ("pair", "mlkd+ls")
+EPOCHS = 6
+SEEDS = [0, 1]
+MIN_FONT_PT = 8.0
+
+
+def final_top1(m: str, i: int, seed: int) -> float:
+    """Last-epoch top-1 of method m on pair number i: vanilla 70 + i; the others within ±2 of it; the two
+    collapsing methods 3 + 0.1 i; plus 0.3 per seed for everyone (the same shift: it cancels in Δ)."""
+    if m in COLLAPSING:
+        base = 3.0 + 0.1 * i
+    else:
+        base = 70.0 + i + (0.0 if m == "vanilla" else ((METHODS.index(m) * 7) % 11 - 5) * 0.4)
+    return base + 0.3 * seed
+
+
+def write_grid(root: Path, methods: list[str], pairs: list[str], top1=final_top1, seeds=SEEDS,
+               not_applicable: dict[str, str] | None = None, teacher_info=None) -> Path:
+    """A grid of complete runs whose test top-1 climbs linearly to ``top1(method, pair index, seed)`` over
+    EPOCHS epochs; ``not_applicable``: method -> the pair it cannot run (a "not applicable" record)."""
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / "grid.json", {"name": root.name, "preset": "test", "dataset": "cifar100", "methods": methods,
+                                    "pairs": pairs, "seeds": seeds, "config": {"train": {"epochs": EPOCHS}}})
+    for m in methods:
+        for i, p in enumerate(pairs):
+            t, s = p.split(":")
+            for seed in seeds:
+                rec = {"schema": 1, "run_id": run_id(m, t, s, seed), "method": m, "teacher": t, "student": s,
+                       "pair": p, "seed": seed, "dataset": "cifar100", "preset": "test",
+                       "config": {"train": {"epochs": EPOCHS}}}
+                if (not_applicable or {}).get(m) == p:
+                    rec.update(status="not_applicable", error={"type": "PairNotSupported",
+                                                               "message": f"{m} needs equal channel counts"})
+                    write_json(record_path(root, rec["run_id"]), rec)
+                    continue
+                v = top1(m, i, seed)
+                history = [{"epoch": e, "test_top1": v * e / EPOCHS} for e in range(1, EPOCHS + 1)]
+                history[-1]["test_agreement"] = 50.0 + 0.5 * v
+                info = teacher_info(p) if teacher_info else {"key": f"{t}-k", "top1": 80.0 + i}
+                rec.update(status="complete", teacher_info=info,
+                           metrics={"top1_last": v, "top1_best": v, "best_epoch": EPOCHS, "epochs": EPOCHS},
+                           history=history, cost={"time_s": 60.0 + METHODS.index(m), "epoch_time_s": 10.0})
+                write_json(record_path(root, rec["run_id"]), rec)
+    return root
+
+
+def all_figures(res: agg.Results) -> dict:
+    last = agg.cell_stats(res, "top1_last")
+    pal = figures.palette(agg.method_order(res.grid))
+    with figures._style():
+        return {
+            "bars": figures.bars_figure(res, last, agg.teacher_top1(res), pal),
+            "heatmap": figures.heatmap_figure(agg.mean_table(last)),
+            "curves": figures.curves_figure(res),
+            "cost": figures.cost_figure(res, agg.mean_table(last), agg.cost_table(res), pal),
+            "fidelity": figures.fidelity_figure(res, last, agg.cell_stats(res, "agreement_last"), pal),
+            "cd": figures.cd_figure(sig.friedman_test(res, last), pal),
+        }
+
+
+@pytest.fixture(scope="module", params=[2, 13], ids=["31x2", "31x13"])
+def big(request, tmp_path_factory):
+    """The default grid's 31 methods on 2 pairs (fsp cannot run the wrn pair) or the cifar100 preset's 13."""
+    pairs = PAIRS_2 if request.param == 2 else PAIRS_13
+    root = write_grid(tmp_path_factory.mktemp("big") / f"g{request.param}", METHODS, pairs,
+                      not_applicable={"fsp": pairs[1]})
+    res = agg.load_results(root)
+    return res, all_figures(res)
+
+
+def luv_distance(a, b) -> float:
+    """Euclidean distance in CIELUV (computed here, not with the figure module's helper)."""
+    la, lb = (husl.xyz_to_luv(husl.rgb_to_xyz(to_rgb(c))) for c in (a, b))
+    return math.dist(la, lb)
+
+
+def assert_distinct(styles: list[tuple], what: str) -> None:
+    """styles: (name, colour, line style or marker); two entries of the same style must differ in colour by
+    at least 30 in CIELUV (tab10's closest two: 42; the palette's vanilla and pair: 8)."""
+    for (n1, c1, s1), (n2, c2, s2) in itertools.combinations(styles, 2):
+        if s1 == s2:
+            assert luv_distance(c1, c2) >= 30.0, f"{what}: {n1} and {n2} look alike ({c1}, {c2}, {s1!r})"
+
+
+# ---------------------------------------------------------------------------- Friedman and a method that is n/a
+def test_friedman_leaves_out_a_not_applicable_method_not_its_pair(tmp_path):
+    P = PAIRS_13[:3]
+    # crd > kd > vanilla on every pair; fsp cannot run the second pair
+    order = {"vanilla": 0.0, "kd": 1.0, "crd": 2.0, "fsp": 0.5}
+    root = write_grid(tmp_path / "na", ["vanilla", "kd", "fsp", "crd"], P, seeds=[0, 1],
+                      top1=lambda m, i, s: 70.0 + i + order[m] + 0.1 * s, not_applicable={"fsp": P[1]})
+    res = agg.load_results(root)
+    fr = sig.friedman_test(res, agg.cell_stats(res, "top1_last"))
+    assert fr.methods == ["vanilla", "kd", "crd"] and fr.pairs == P and fr.pairs_left_out == []
+    assert fr.methods_not_applicable == {"fsp": [P[1]]} and fr.methods_left_out == []
+    # 3 pairs, ranks crd 1, kd 2, vanilla 3 in each: chi2 = N(k - 1) = 3 x 2 = 6 on 2 df, p = exp(-3) = 0.0498
+    assert math.isclose(fr.statistic, 6.0) and math.isclose(fr.pvalue, math.exp(-3.0))
+    text = build_report(root).read_text(encoding="utf-8")
+    part = text[text.index("**Across pairs: Friedman test"):]
+    assert ("Friedman test over 3 methods, one block per pair: χ²(2) = 6.00, p = 0.0498. It rests on 3 pairs × 2 "
+            "seeds per cell (18 complete runs; grid seeds 0, 1), last-epoch top-1. Left out: method fsp (not "
+            "applicable on wrn_40_2 → wrn_40_1: the test leaves the method out and keeps the pair).") in part
+    # on 2 pairs the test still needs a third, and says 2 pairs, not the 1 where fsp also ran
+    root = write_grid(tmp_path / "na2", ["vanilla", "kd", "fsp", "crd"], PAIRS_2, seeds=[0],
+                      top1=lambda m, i, s: 70.0 + order[m], not_applicable={"fsp": PAIRS_2[1]})
+    res = agg.load_results(root)
+    fr = sig.friedman_test(res, agg.cell_stats(res, "top1_last"))
+    assert fr.note == ("not tested: 2 pairs where every method has a complete run, the Friedman test needs at "
+                       "least 3 (one block per pair)")
+    assert tables.significance_section(res, fr, {}).startswith(
+        "**Across pairs: Friedman test and critical-difference diagram**\n\n_Friedman test and critical-difference "
+        f"diagram {fr.note}._ Left out: method fsp (not applicable on wrn_16_2 → wrn_16_1: the test leaves the "
+        "method out and keeps the pair).")
