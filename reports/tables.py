@@ -465,15 +465,26 @@ def grid_teacher_recipe(grid: agg.Grid, teacher: str) -> tuple[dict, int | None]
     return recipe, seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
+def imported_file(info: dict) -> str | None:
+    """An imported teacher's checkpoint as ``folder/file`` (RepDistiller names every teacher
+    ``ckpt_epoch_240.pth``: its folder, ``resnet56_vanilla``, is what tells them apart), from the record's
+    ``path``; the bare ``file`` when no path was recorded."""
+    path = info.get("path")
+    if path:
+        parts = [x for x in str(path).replace("\\", "/").split("/") if x]
+        return "/".join(parts[-2:]) if parts else None
+    return info.get("file") or None
+
+
 def teacher_description(info: dict, fallback: tuple[dict, int | None] = ({}, None)) -> str:
     """Who made a teacher, from a record's ``teacher_info`` (older records lack some fields:
     a kdbench-trained teacher's recipe and seed then come from ``fallback``, grid.json's, and say so)."""
     source = info.get("source")
     if source == "imported":
-        path = info.get("path")
-        file = info.get("file") or (str(path).replace("\\", "/").rsplit("/", 1)[-1] if path else None)
         sha = info.get("weights_sha")
-        out = "imported: " + (f"`{esc(file)}`" if file else "file not recorded")
+        where = imported_file(info)
+        out = "imported: " + (f"`{esc(where)}`" if where else "file not recorded")
+        out += f" as {esc(info['arch'])}" if info.get("arch") else ", architecture not recorded"
         out += f", weights sha256 `{str(sha)[:12]}`" if sha else ", weights hash not recorded"
         return out
     if source in ("trained", "cache"):
@@ -542,8 +553,9 @@ def teacher_section(res: agg.Results, groups: dict) -> str:
             rows.append([pair_label(p), t, "no record names it", DASH, DASH])
         for tid, info, rids in gs:
             top1 = agg._num(info.get("top1"))
-            rows.append([pair_label(p), t, teacher_description(info, grid_teacher_recipe(res.grid, t)),
-                         _f(top1, ".2f"), f"`{esc(tid)}`"])
+            # the pair's teacher is the architecture the grid loaded the weights into (older records lack "arch")
+            described = teacher_description({**info, "arch": info.get("arch") or t}, grid_teacher_recipe(res.grid, t))
+            rows.append([pair_label(p), t, described, _f(top1, ".2f"), f"`{esc(tid)}`"])
     return md_table(["pair", "teacher", "made by", "test top-1", "key"], rows,
                     ["left", "left", "left", "right", "left"])
 

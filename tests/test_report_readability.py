@@ -140,3 +140,30 @@ def test_friedman_leaves_out_a_not_applicable_method_not_its_pair(tmp_path):
         "**Across pairs: Friedman test and critical-difference diagram**\n\n_Friedman test and critical-difference "
         f"diagram {fr.note}._ Left out: method fsp (not applicable on wrn_16_2 → wrn_16_1: the test leaves the "
         "method out and keeps the pair).")
+
+
+# ---------------------------------------------------------------------------- imported teachers
+def test_imported_repdistiller_teachers_are_told_apart(tmp_path):
+    # RepDistiller's zoo names every teacher ckpt_epoch_240.pth in a folder per architecture; the record
+    # (benchmarks.teachers: path, file, weights_sha, arch) keeps where it came from
+    sha = {PAIRS_2[0]: "a1" * 32, PAIRS_2[1]: "b2" * 32}
+
+    def info(pair):
+        arch = pair.split(":")[0]
+        return {"source": "imported", "path": f"/data/zoo/{arch}_vanilla/ckpt_epoch_240.pth",
+                "file": "ckpt_epoch_240.pth", "weights_sha": sha[pair], "key": "imported-" + sha[pair][:12],
+                "arch": arch, "top1": 80.0}
+    root = write_grid(tmp_path / "imp", ["vanilla", "kd"], PAIRS_2, seeds=[0], teacher_info=info)
+    text = build_report(root).read_text(encoding="utf-8")
+    rows = {r[0]: r[1:] for r in (
+        [c.strip() for c in line.strip("|").split("|")] for line in text.split("**Teachers**")[1].split("\n\n")[1]
+        .splitlines()[2:])}
+    assert rows["resnet20 → resnet8"][:2] == [
+        "resnet20", "imported: `resnet20_vanilla/ckpt_epoch_240.pth` as resnet20, weights sha256 `a1a1a1a1a1a1`"]
+    assert rows["wrn_16_2 → wrn_16_1"][:2] == [
+        "wrn_16_2", "imported: `wrn_16_2_vanilla/ckpt_epoch_240.pth` as wrn_16_2, weights sha256 `b2b2b2b2b2b2`"]
+    # a Windows path, and a record with the bare file only
+    assert tables.imported_file({"path": "C:\\zoo\\vgg13_vanilla\\ckpt_epoch_240.pth"}) == \
+        "vgg13_vanilla/ckpt_epoch_240.pth"
+    assert tables.imported_file({"file": "ckpt_epoch_240.pth"}) == "ckpt_epoch_240.pth"
+    assert tables.imported_file({}) is None

@@ -454,11 +454,13 @@ def test_teacher_description_trained_cached_imported():
         "×0.1 at 150/180/210, wd 0.0005")
     sha = "0123456789abcdef" * 4
     assert teacher_description({"source": "imported", "file": "resnet32x4_vanilla.pth", "weights_sha": sha,
-                                "path": "/w/x/resnet32x4_vanilla.pth"}) == (
-        "imported: `resnet32x4_vanilla.pth`, weights sha256 `0123456789ab`")
-    # older records: no file, no hash, no recipe
+                                "path": "/w/x/resnet32x4_vanilla.pth", "arch": "resnet32x4"}) == (
+        "imported: `x/resnet32x4_vanilla.pth` as resnet32x4, weights sha256 `0123456789ab`")
+    # older records: no file, no hash, no recipe, no architecture
     assert teacher_description({"source": "imported", "path": "/w/ckpt/wrn_40_2.pth"}) == (
-        "imported: `wrn_40_2.pth`, weights hash not recorded")
+        "imported: `ckpt/wrn_40_2.pth`, architecture not recorded, weights hash not recorded")
+    assert teacher_description({"source": "imported", "file": "a.pth", "arch": "resnet8"}) == (
+        "imported: `a.pth` as resnet8, weights hash not recorded")
     assert teacher_description({"source": "trained"}) == (
         "trained by kdbench: epochs not recorded, seed not recorded, recipe not recorded")
     assert teacher_description({"source": "trained"}, ({**recipe, "epochs": 20}, 0)) == (
@@ -487,8 +489,9 @@ def test_teacher_table_and_mixed_teacher_warning(tmp_path):
     assert rows[1] == ["resnet32x4 → resnet8x4", "resnet32x4", "trained by kdbench: 240 epochs, seed 0, batch 64, "
                        "lr 0.05, ×0.1 at 150/180/210, wd 0.0005", "79.42", "`t-main`"]
     assert rows[2][4] == "`t-other`"
-    assert rows[3] == ["vgg13 → MobileNetV2", "vgg13", "imported: `vgg13.pth`, weights sha256 `feedfacecafe`",
-                       "74.64", "`imported-1a2b3c`"]
+    # the record names no architecture: the pair's teacher is the one its weights were loaded into
+    assert rows[3] == ["vgg13 → MobileNetV2", "vgg13", "imported: `w/vgg13.pth` as vgg13, weights sha256 "
+                       "`feedfacecafe`", "74.64", "`imported-1a2b3c`"]
     warn = tables.teacher_warnings(groups)
     assert warn == ["> **WARNING: pair resnet32x4 → resnet8x4 mixes 2 different teachers** (`t-main` (8 runs), "
                     "`t-other` (1 run)): its rows compare students distilled from different teachers, and its "
