@@ -34,6 +34,8 @@ __all__ = [
     "best_and_indistinguishable",
     "mean_table",
     "gain_table",
+    "collapsed_cells",
+    "COLLAPSE_FRACTION",
     "average_ranks",
     "cost_table",
     "cohort_memory_table",
@@ -498,6 +500,23 @@ def gain_table(means: pd.DataFrame, reference: str) -> pd.DataFrame | None:
     if reference not in means.index:
         return None
     return means - means.loc[reference]
+
+
+COLLAPSE_FRACTION = 0.5  # a cell whose mean top-1 is below this fraction of vanilla's on its pair collapsed
+
+
+def collapsed_cells(means: pd.DataFrame) -> dict[tuple[str, str], tuple[float, float]]:
+    """(method, pair) -> (its mean top-1, vanilla's) for every cell whose mean is below ``COLLAPSE_FRACTION``
+    of the vanilla student's on the same pair (grid order; empty without a vanilla row)."""
+    if VANILLA not in means.index:
+        return {}
+    out = {}
+    for m in means.index:
+        for p in means.columns:
+            v, ref = float(means.at[m, p]), float(means.at[VANILLA, p])
+            if m != VANILLA and not (math.isnan(v) or math.isnan(ref)) and v < COLLAPSE_FRACTION * ref:
+                out[(str(m), str(p))] = (v, ref)
+    return out
 
 
 def average_ranks(means: pd.DataFrame) -> pd.DataFrame:

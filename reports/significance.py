@@ -20,7 +20,7 @@ import scipy.stats
 
 from . import aggregate as agg
 
-__all__ = ["ALPHA", "MIN_METHODS", "MIN_PAIRS", "Friedman", "friedman_test", "paired_differences"]
+__all__ = ["ALPHA", "MIN_METHODS", "MIN_PAIRS", "Friedman", "friedman_test", "paired_differences", "interval_side"]
 
 ALPHA = 0.05
 MIN_METHODS = 3  # scipy's Friedman test needs three groups; two methods are compared within pairs
@@ -121,3 +121,11 @@ def paired_differences(res: agg.Results, reference: str, metric: str = "top1_las
             rows.append({"method": m, "pair": p, "n": n, "mean": mean, "std": std,
                          "lo": mean - half, "hi": mean + half})
     return pd.DataFrame(rows, columns=["method", "pair", "n", "mean", "std", "lo", "hi"]).set_index(["method", "pair"])
+
+
+def interval_side(n: int, lo: float, hi: float) -> int:
+    """+1 when a paired difference's 95% interval lies above 0, -1 when below, 0 when it holds 0 or there is
+    no interval (fewer than 2 seeds): "beyond seed noise" in section 9's bold cells and in the summary."""
+    if n < 2 or math.isnan(lo) or math.isnan(hi):
+        return 0
+    return 1 if lo > 0 else -1 if hi < 0 else 0

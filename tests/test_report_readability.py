@@ -111,6 +111,77 @@ def assert_distinct(styles: list[tuple], what: str) -> None:
             assert luv_distance(c1, c2) >= 30.0, f"{what}: {n1} and {n2} look alike ({c1}, {c2}, {s1!r})"
 
 
+# ---------------------------------------------------------------------------- the summary
+def test_summary_opens_the_report_with_hand_computed_lines(tmp_path):
+    root = make_results(tmp_path / "unit")
+    text = build_report(root).read_text(encoding="utf-8")
+    head, rest = text.split("\n\n**Grid**\n\n", 1)
+    assert rest.startswith("- **Dataset**") and "## 1." not in head
+    # Pair A (resnet32x4 → resnet8x4): crd 75.00 best, kd 73.50 next: 1.50 ahead. kd's interval 73.5 ± 1.2421
+    # (t(.975, 2) = 4.3027, 4.3027 x 0.5 / sqrt 3) overlaps crd's 75 ± 2.4841: †; vanilla's 70.5 ± 1.2421 does
+    # not (4.5 > 3.73). crd - vanilla per seed: 4, 4.5, 5 -> mean 4.50, sd 0.5, half 1.2421: [+3.26, +5.74].
+    # Pair B (vgg13 → MobileNetV2): kd 69.50 (seeds 0, 1) best, crd 68.50 next: 1.00 ahead; with 2 seeds the
+    # half-width is t(.975, 1) = 12.706 x 0.7071 / sqrt 2 = 6.353: crd and vanilla both †. kd - vanilla per
+    # seed: 5, 5 -> +5.00 [+5.00, +5.00] (2).
+    # Against vanilla: kd A 3, 3, 3 and B 5, 5; crd A as above and B 4, 4: every interval above 0.
+    assert head == (
+        "# KD benchmark report: unit\n\n**Summary** (last-epoch top-1)\n\n"
+        "- **Best per pair** (mean top-1, table 1; its lead over the next method; the paired difference vs vanilla "
+        "with its 95% interval, section 9): resnet32x4 → resnet8x4: crd 75.00, 1.50 ahead of kd, 1 other within "
+        "noise of it (†); vs vanilla +4.50 [+3.26, +5.74] (3); vgg13 → MobileNetV2: kd 69.50, 1.00 ahead of crd, "
+        "2 others within noise of it (†); vs vanilla +5.00 [+5.00, +5.00] (2).\n"
+        "- **Against vanilla beyond seed noise** (the paired 95% interval clear of 0, section 9's bold cells): "
+        "**above** on 2 of 2 pairs: kd, crd; **below** none.\n"
+        "- **Collapsed** (mean top-1 below 0.5 × vanilla's on the same pair): none.\n"
+        "- **Across pairs** (Friedman test, section 9): not tested: 2 pairs where every method has a complete "
+        "run, the Friedman test needs at least 3 (one block per pair).")
+    # the same numbers as the tables they summarise
+    assert "| crd      |     **75.00 ± 1.00 (3)** |" in text
+    assert "**+4.50 [+3.26, +5.74] (3)**" in text[text.index("## 9."):]
+
+
+def _summary(root: Path) -> list[str]:
+    res = agg.load_results(root)
+    last = agg.cell_stats(res, "top1_last")
+    text = tables.summary_section(res, last, sig.paired_differences(res, agg.VANILLA), sig.friedman_test(res, last))
+    return text.split("\n\n", 1)[1].splitlines()
+
+
+def test_summary_collapses_below_and_across_pairs(tmp_path):
+    P = PAIRS_13[:3]
+    # vanilla 70, 60, 50 (+0.5 a seed); kd 1 above it everywhere; pair 5 on the first pair (below half of
+    # 70.5), exactly half of vanilla's mean on the second (30.25 = 0.5 x 60.5: not below), 10 on the third
+    # (10.5 < 25.25); crd 0.5 below vanilla, the same each seed (an interval [-0.5, -0.5])
+    van = [70.0, 60.0, 50.0]
+    extra = {"vanilla": lambda i: 0.0, "kd": lambda i: 1.0, "crd": lambda i: -0.5,
+             "pair": lambda i: [5.0, 30.25, 10.5][i] - van[i] - 0.5}
+    root = write_grid(tmp_path / "c", ["vanilla", "kd", "crd", "pair"], P, seeds=[0, 1, 2],
+                      top1=lambda m, i, s: (van[i] + 0.5 * s + extra[m](i)) if m != "pair" else
+                      van[i] + 0.5 + extra[m](i))
+    best, against, collapsed, across = _summary(root)
+    assert against == ("- **Against vanilla beyond seed noise** (the paired 95% interval clear of 0, section 9's "
+                       "bold cells): **above** on 3 of 3 pairs: kd; **below** on 3 of 3 pairs: crd, pair.")
+    assert collapsed == ("- **Collapsed** (mean top-1 below 0.5 × vanilla's on the same pair): pair (2 of 3 pairs; "
+                         "lowest 5.00 against vanilla's 70.50 on wrn_40_2 → wrn_16_2).")
+    # ranks kd 1, vanilla 2, crd 3, pair 4 on every pair: chi2 = N(k - 1) = 3 x 3 = 9 on 3 df, p = 0.0293
+    assert across == ("- **Across pairs** (Friedman test, section 9): p = 0.0293 over 4 methods and 3 pairs, the "
+                      "methods differ (p < 0.05): section 9 says which.")
+    # kd's and vanilla's intervals are ± 4.3027 x 0.5 / sqrt 3 = 1.2421, crd's too: vanilla (1.00 below) and crd
+    # (1.50 below) overlap kd's, pair (sd 0, far below) does not
+    assert best.endswith("wrn_40_2 → wrn_16_2: kd 71.50, 1.00 ahead of vanilla, 2 others within noise of it (†); "
+                         "vs vanilla +1.00 [+1.00, +1.00] (3); wrn_40_2 → wrn_40_1: kd 61.50, 1.00 ahead of "
+                         "vanilla, 2 others within noise of it (†); vs vanilla +1.00 [+1.00, +1.00] (3); resnet56 → "
+                         "resnet20: kd 51.50, 1.00 ahead of vanilla, 2 others within noise of it (†); vs vanilla "
+                         "+1.00 [+1.00, +1.00] (3).")
+    # no vanilla row: nothing to compare with, and the best carries no paired difference
+    root = write_grid(tmp_path / "nov", ["kd", "crd", "at"], P[:1], seeds=[0],
+                      top1=lambda m, i, s: {"kd": 70.0, "crd": 71.0, "at": 69.0}[m])
+    best, against, collapsed, across = _summary(root)
+    assert best.endswith("section 9): wrn_40_2 → wrn_16_2: crd 71.00, 1.00 ahead of kd.")
+    assert against.endswith("bold cells): no `vanilla` row in this grid: nothing to compare with.")
+    assert collapsed.endswith("same pair): no `vanilla` row in this grid: nothing to compare with.")
+
+
 # ---------------------------------------------------------------------------- Friedman and a method that is n/a
 def test_friedman_leaves_out_a_not_applicable_method_not_its_pair(tmp_path):
     P = PAIRS_13[:3]
@@ -129,6 +200,7 @@ def test_friedman_leaves_out_a_not_applicable_method_not_its_pair(tmp_path):
     assert ("Friedman test over 3 methods, one block per pair: χ²(2) = 6.00, p = 0.0498. It rests on 3 pairs × 2 "
             "seeds per cell (18 complete runs; grid seeds 0, 1), last-epoch top-1. Left out: method fsp (not "
             "applicable on wrn_40_2 → wrn_40_1: the test leaves the method out and keeps the pair).") in part
+    assert "fsp left out (not applicable on some pair)" in text.split("**Grid**")[0]
     # on 2 pairs the test still needs a third, and says 2 pairs, not the 1 where fsp also ran
     root = write_grid(tmp_path / "na2", ["vanilla", "kd", "fsp", "crd"], PAIRS_2, seeds=[0],
                       top1=lambda m, i, s: 70.0 + order[m], not_applicable={"fsp": PAIRS_2[1]})
