@@ -111,6 +111,152 @@ def assert_distinct(styles: list[tuple], what: str) -> None:
             assert luv_distance(c1, c2) >= 30.0, f"{what}: {n1} and {n2} look alike ({c1}, {c2}, {s1!r})"
 
 
+# ---------------------------------------------------------------------------- every figure
+def assert_sane(made: dict) -> None:
+    """Each figure at most MAX_FIGURE_PX a side, every visible text at least MIN_FONT_PT, nothing drawn past
+    the figure's edges (a legend or a title cut off)."""
+    for key, fig in made.items():
+        w, h = fig.get_size_inches() * fig.dpi
+        assert w <= figures.MAX_FIGURE_PX and h <= figures.MAX_FIGURE_PX, f"{key}: {w:.0f} x {h:.0f} px"
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        tight, box = fig.get_tightbbox(r), fig.bbox  # tight: inches; box: pixels
+        assert tight.x0 * fig.dpi >= -1 and tight.y0 * fig.dpi >= -1, f"{key}: cut at the left or bottom"
+        assert tight.x1 * fig.dpi <= box.x1 + 1 and tight.y1 * fig.dpi <= box.y1 + 1, f"{key}: cut at the right or top"
+        small = [(t.get_text(), t.get_fontsize()) for t in fig.findobj(Text)
+                 if t.get_visible() and t.get_text().strip() and (t.axes is None or t.axes.get_visible())
+                 and t.get_fontsize() < MIN_FONT_PT]
+        assert small == [], f"{key}: text below {MIN_FONT_PT} pt"
+
+
+def test_every_figure_is_sane_in_size_legible_and_uncut(big):
+    res, figs = big
+    made = {k: f for k, f in figs.items() if not isinstance(f, str)}
+    # the 2-pair grid has no Friedman test (2 blocks), so no diagram; the 13-pair grid has all six
+    assert set(made) == ({"bars", "heatmap", "curves", "cost", "fidelity", "cd"} if len(res.grid.pairs) == 13
+                         else {"bars", "heatmap", "curves", "cost", "fidelity"})
+    assert_sane(made)
+
+
+def test_small_grids_fit_their_titles_and_legends(tmp_path):
+    # test_reports' unit grid (3 methods, 2 pairs) and 3 methods on 3 pairs (every figure, the diagram too):
+    # narrow figures whose titles are wider than the panels
+    unit = agg.load_results(make_results(tmp_path / "unit"))
+    three = agg.load_results(write_grid(tmp_path / "three", ["vanilla", "kd", "crd"], PAIRS_13[:3]))
+    for res, expect in ((unit, {"bars", "heatmap", "curves", "cost"}),
+                        (three, {"bars", "heatmap", "curves", "cost", "fidelity", "cd"})):
+        made = {k: f for k, f in all_figures(res).items() if not isinstance(f, str)}
+        assert set(made) == expect
+        assert_sane(made)
+
+
+def test_bars_name_every_method_in_grid_order_and_mark_not_applicable(big):
+    res, figs = big
+    fig = figs["bars"]
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == len(res.grid.pairs)
+    for ax in panels:  # the y-axis is shared: every panel's rows are the methods, top to bottom
+        assert list(ax.get_yticks()) == list(range(len(METHODS))) and ax.get_ylim() == (len(METHODS) - 0.5, -0.5)
+        if ax.get_subplotspec().is_first_col():  # the names, left of each row of panels
+            assert [t.get_text() for t in ax.get_yticklabels()] == METHODS
+    bars = {(ax.get_title(), p.get_gid()) for ax in panels for p in ax.patches if p.get_gid()}
+    assert len(bars) == len(METHODS) * len(res.grid.pairs) - 1  # fsp has no bar on the pair it cannot run
+    na = [t for t in panels[1].texts if t.get_gid() == "n/a|fsp"]
+    assert len(na) == 1 and na[0].get_text() == "n/a" and na[0].get_position()[1] == METHODS.index("fsp")
+
+
+def _bars_claim_and_labels(root: Path):
+    res = agg.load_results(root)
+    with figures._style():
+        fig = figures.bars_figure(res, agg.cell_stats(res, "top1_last"), agg.teacher_top1(res),
+                                  figures.palette(agg.method_order(res.grid)))
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    return " ".join(fig._suptitle.get_text().split()), [ax.get_xlabel() for ax in panels], \
+        [ax.get_xlim()[0] for ax in panels]
+
+
+def test_bars_title_says_where_the_axis_starts_as_the_axes_show(big, tmp_path):
+    res, figs = big
+    # the big grid collapses (pair at 3 %): every panel's axis starts at 0, and the title says so
+    fig = figs["bars"]
+    assert all(ax.get_xlim()[0] == 0 for ax in fig.axes if ax.get_visible())
+    assert " ".join(fig._suptitle.get_text().split()) == ("Student top-1 by method, last epoch (bars = mean over "
+                                                          "seeds; every top-1 axis starts at 0)")
+    if len(res.grid.pairs) != 2:
+        return
+    # test_reports' unit grid, no collapse. Pair A: lowest value vanilla's 70.5 - 0.5 = 70.0, highest the
+    # teacher's 79.42: pad = max(0.08 x 9.42, 0.5) = 0.7536, 70.0 - 0.7536 = 69.25, above half of the axis'
+    # top (79.42 + 0.75) -> the multiple of 5 below, 65. Pair B: lowest 65.0 - 1.0 = 64.0, highest 74.64:
+    # pad 0.8512, 63.15 -> 60
+    title, labels, starts = _bars_claim_and_labels(make_results(tmp_path / "unit"))
+    assert starts == [65.0, 60.0]
+    assert labels == ["top-1 (%), axis from 65", "top-1 (%), axis from 60"]
+    assert title.endswith("(bars = mean over seeds; the top-1 axis does not start at 0 (its label says where): "
+                          "compare bar ends, not lengths)")
+    # one pair collapses, the other does not: 1 of 2 axes starts above 0
+    mixed = write_grid(tmp_path / "mixed", ["vanilla", "kd", "pair"], PAIRS_2,
+                       top1=lambda m, i, s: 5.0 if (m, i) == ("pair", 0) else 70.0 + s + (m == "kd"))
+    title, labels, starts = _bars_claim_and_labels(mixed)
+    assert starts[0] == 0.0 and starts[1] > 0 and labels[0] == "top-1 (%)"
+    assert labels[1] == f"top-1 (%), axis from {starts[1]:g}"
+    assert title.endswith("(bars = mean over seeds; 1 of 2 top-1 axes do not start at 0 (their labels say where))")
+    # students at 15-17 % under an 80 % teacher: the values sit low on the axis, which starts at 0 (not at 10)
+    low = write_grid(tmp_path / "low", ["vanilla", "kd"], PAIRS_2[:1], top1=lambda m, i, s: 15.0 + s + (m == "kd"))
+    title, labels, starts = _bars_claim_and_labels(low)
+    assert (starts, labels) == ([0.0], ["top-1 (%)"]) and title.endswith("every top-1 axis starts at 0)")
+
+
+def test_curves_are_small_multiples_with_distinct_pair_lines(big):
+    res, figs = big
+    fig, pairs = figs["curves"], res.grid.pairs
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == (["vanilla: test top-1 (%)"]
+                                                 + [f"{m} − vanilla (pp)" for m in METHODS[1:]])
+    labels = [tables.pair_label(p) for p in pairs]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == labels + (["mean over pairs"] if len(pairs) >= 3 else []) + ["vanilla (difference 0)"]
+    for ax in panels:
+        m = ax.get_title().split()[0].rstrip(":")
+        drawn = [ln for ln in ax.lines if ln.get_gid() == m]
+        assert [ln.get_label() for ln in drawn] == [lab for lab, p in zip(labels, pairs)
+                                                    if not (m == "fsp" and p == pairs[1])]
+        assert_distinct([(ln.get_label(), ln.get_color(), ln.get_linestyle()) for ln in ax.lines], m)
+    # every Δ panel shares one scale; the collapsing methods leave it and say how far: the lowest Δ is the
+    # last epoch of the last pair, (3 + 0.1 i) - (70 + i) = -67 - 0.9 i: -67.9 (2 pairs), -77.8 (13 pairs)
+    scales = {ax.get_ylim() for ax in panels[1:]}
+    assert len(scales) == 1
+    low = -67.0 - 0.9 * (len(pairs) - 1)
+    for ax in panels[1:]:
+        notes = [t.get_text() for t in ax.texts]
+        m = ax.get_title().split()[0]
+        assert notes == ([f"off scale: down to {low:+.1f}"] if m in COLLAPSING else []), m
+
+
+def test_fidelity_legend_names_every_method_and_no_two_points_look_alike(big):
+    res, figs = big
+    fig = figs["fidelity"]
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == METHODS
+    fig.canvas.draw()
+    inside = legend.get_window_extent(fig.canvas.get_renderer())
+    assert inside.x0 >= 0 and inside.y0 >= 0 and inside.x1 <= fig.bbox.x1 and inside.y1 <= fig.bbox.y1
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title().split("\n")[0] for ax in panels] == [tables.pair_label(p) for p in res.grid.pairs]
+    for ax in panels:
+        points = [(c.get_gid().split("|")[0], c.get_facecolor()[0], figures.method_markers(METHODS)[
+            c.get_gid().split("|")[0]]) for c in ax.collections if c.get_gid()]
+        assert len(points) == len(METHODS) - (ax is panels[1])  # fsp: no point where it cannot run
+        assert_distinct(points, ax.get_title())
+
+
+def test_method_markers_separate_close_colours():
+    marks = figures.method_markers(METHODS)
+    # vanilla, pair and mlkd+ls have nearly one colour (CIELUV 8 and 10 apart): three different markers
+    assert len({marks["vanilla"], marks["pair"], marks["mlkd+ls"]}) == 3
+    assert marks["vanilla"] == "o" and marks["kd"] == "o"  # the first of each colour keeps the circle
+    assert_distinct([(m, figures.method_color(m), marks[m]) for m in METHODS], "markers")
+
+
 # ---------------------------------------------------------------------------- the summary
 def test_summary_opens_the_report_with_hand_computed_lines(tmp_path):
     root = make_results(tmp_path / "unit")
