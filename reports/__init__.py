@@ -36,8 +36,6 @@ def _header(res: agg.Results) -> str:
         proto = (proto + ", " if proto else "") + "epochs run=" + "/".join(map(str, epochs))
     n_same = sum(agg.is_same_arch(*agg.parse_pair(p)) for p in g.pairs)
     lines = [
-        f"# KD benchmark report: {g.name}",
-        "",
         f"- **Dataset**: {g.dataset} · **preset**: {g.preset} · **seeds**: {', '.join(map(str, g.seeds)) or '–'}",
         f"- **Runs**: {runs}",
         f"- **Methods**: {', '.join(g.methods) or '–'} · **pairs**: {len(g.pairs)} "
@@ -80,7 +78,9 @@ def render_report(res: agg.Results, published=None) -> str:
     figs = [f for f in figs if f.key != "cd"]  # drawn in section 9, beside its test
 
     groups = tables.teacher_groups(res)
-    sec = [_header(res)]
+    sec = [f"# KD benchmark report: {res.grid.name}",
+           tables.summary_section(res, last, paired[agg.VANILLA], friedman),
+           "**Grid**\n\n" + _header(res)]
     sec += tables.teacher_warnings(groups)
     sec.append("**Teachers**\n\n" + tables.teacher_section(res, groups)
                + "\n\nEach pair's teacher as its runs' records name it; test top-1 on this grid's test set.")

@@ -34,6 +34,8 @@ __all__ = [
     "best_and_indistinguishable",
     "mean_table",
     "gain_table",
+    "collapsed_cells",
+    "COLLAPSE_FRACTION",
     "average_ranks",
     "cost_table",
     "cohort_memory_table",
@@ -41,6 +43,7 @@ __all__ = [
     "teacher_ece",
     "FIDELITY_COLUMNS",
     "method_order",
+    "not_applicable_cells",
     "tuned_choice",
     "protocol_summary",
     "count_stale",
@@ -408,6 +411,16 @@ def method_order(grid: Grid) -> list[str]:
     return [label for m in methods for label in grid.labels(m)]
 
 
+def not_applicable_cells(res: Results) -> dict[tuple[str, str], str]:
+    """(method, pair) -> why, for the cells whose in-grid runs all say the method cannot run the pair."""
+    g = res.in_grid
+    out = {}
+    for (m, p), runs in g.groupby(["method", "pair"], sort=False):
+        if len(runs) and (runs["status"] == "not_applicable").all():
+            out[(str(m), str(p))] = str(runs["error_message"].iloc[0])
+    return dict(sorted(out.items()))
+
+
 def tuned_choice(res: Results) -> pd.DataFrame:
     """Per (method, pair), grid order: the row label whose mean validation top-1 at the last epoch (over its
     complete seeds) is highest, the first in sweep order on a tie, never looking at the test set. Columns:
@@ -487,6 +500,23 @@ def gain_table(means: pd.DataFrame, reference: str) -> pd.DataFrame | None:
     if reference not in means.index:
         return None
     return means - means.loc[reference]
+
+
+COLLAPSE_FRACTION = 0.5  # a cell whose mean top-1 is below this fraction of vanilla's on its pair collapsed
+
+
+def collapsed_cells(means: pd.DataFrame) -> dict[tuple[str, str], tuple[float, float]]:
+    """(method, pair) -> (its mean top-1, vanilla's) for every cell whose mean is below ``COLLAPSE_FRACTION``
+    of the vanilla student's on the same pair (grid order; empty without a vanilla row)."""
+    if VANILLA not in means.index:
+        return {}
+    out = {}
+    for m in means.index:
+        for p in means.columns:
+            v, ref = float(means.at[m, p]), float(means.at[VANILLA, p])
+            if m != VANILLA and not (math.isnan(v) or math.isnan(ref)) and v < COLLAPSE_FRACTION * ref:
+                out[(str(m), str(p))] = (v, ref)
+    return out
 
 
 def average_ranks(means: pd.DataFrame) -> pd.DataFrame:

@@ -16,6 +16,7 @@ import scikit_posthocs as sp
 import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from seaborn.external import husl
 
@@ -24,11 +25,15 @@ from methods import list_methods, modified_methods
 
 from . import aggregate as agg
 from . import significance as sig
+from . import tables
 
 __all__ = ["FigureResult", "make_figures", "FIGURE_FILES", "DPI", "method_color", "palette", "make_palette",
-           "heatmap_scale", "nemenyi", "nemenyi_differences"]
+           "method_markers", "pair_styles", "heatmap_scale", "nemenyi", "nemenyi_differences", "MAX_FIGURE_PX"]
 
 DPI = 120
+# no side of a saved figure is longer (about 17 in at DPI): a large grid wraps into rows of panels and
+# columns of legend entries instead of growing a strip as wide as its method list
+MAX_FIGURE_PX = 2000
 FIGURE_FILES = {
     "bars": "top1_bars.png",
     "heatmap": "gain_heatmap.png",
@@ -37,7 +42,6 @@ FIGURE_FILES = {
     "fidelity": "top1_vs_agreement.png",
     "cd": "critical_difference.png",
 }
-PAIR_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "8", "d")
 _RC = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
     "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.titlesize": 11,
@@ -65,6 +69,34 @@ def _new_fig(w: float, h: float) -> Figure:
     fig = Figure(figsize=(w, h), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def _fit(fig: Figure, text: str, size_pt: float, margin_in: float = 0.2) -> str:
+    """``text`` with each of its lines wrapped at spaces to the figure's width less ``margin_in``, measured
+    in the font it is drawn in: a title never runs past the edges of a narrow figure."""
+    renderer = fig.canvas.get_renderer()
+    prop = FontProperties(size=size_pt)
+    room = (fig.get_size_inches()[0] - margin_in) * fig.dpi
+
+    def width(s: str) -> float:
+        return renderer.get_text_width_height_descent(s, prop, ismath=False)[0]
+
+    out = []
+    for line in text.split("\n"):
+        current = ""
+        for word in line.split(" "):
+            trial = f"{current} {word}" if current else word
+            if current and width(trial) > room:
+                out.append(current)
+                current = word
+            else:
+                current = trial
+        out.append(current)
+    return "\n".join(out)
+
+
+def _suptitle(fig: Figure, text: str) -> None:
+    fig.suptitle(_fit(fig, text, mpl.rcParams["figure.titlesize"]))
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -131,22 +163,33 @@ def method_color(name: str) -> tuple[float, float, float]:
     return colours[slot]
 
 
+MIN_COLOUR_DISTANCE = 30.0  # CIELUV: two method colours closer than this differ in marker too
+METHOD_MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*", "<", ">", "h", "p")
+
+
+def _luv(rgb) -> tuple[float, float, float]:
+    return tuple(husl.xyz_to_luv(husl.rgb_to_xyz(tuple(rgb))))
+
+
+def method_markers(methods: list[str]) -> dict[str, str]:
+    """Method -> marker, for a panel that tells methods apart by their points alone: in list order, each
+    method takes the first marker that no earlier method of a colour closer than ``MIN_COLOUR_DISTANCE``
+    holds (the colour stays ``method_color``'s). 31 methods of the default grid need 4 markers."""
+    out: dict[str, str] = {}
+    for m in methods:
+        c = _luv(method_color(m))
+        for k in METHOD_MARKERS:
+            if all(math.dist(c, _luv(method_color(o))) >= MIN_COLOUR_DISTANCE for o, ko in out.items() if ko == k):
+                out[m] = k
+                break
+        else:
+            out[m] = METHOD_MARKERS[len(out) % len(METHOD_MARKERS)]
+    return out
+
+
 def palette(methods: list[str]) -> dict[str, tuple]:
     """Method -> colour; a method's colour does not depend on which other methods are listed."""
     return {m: method_color(m) for m in methods}
-
-
-def _facet_grid(n: int, max_cols: int = 3) -> tuple[int, int]:
-    ncols = min(n, max_cols)
-    return math.ceil(n / ncols), ncols
-
-
-def _rotate(ax, labels: list[str], axis: str = "x") -> None:
-    long = sum(len(s) for s in labels) > 28 or max((len(s) for s in labels), default=0) > 8
-    if axis == "x":
-        ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels(labels, rotation=35 if long or len(labels) > 4 else 0,
-                           ha="right" if long or len(labels) > 4 else "center", rotation_mode="anchor")
 
 
 def _pair_title(pair: str) -> str:
@@ -156,57 +199,88 @@ def _pair_title(pair: str) -> str:
 
 
 # ---------------------------------------------------------------------------- bar chart
+def _wrap(n: int, max_cols: int) -> tuple[int, int]:
+    """(rows, cols) of n panels: at most max_cols a row, and the rows as evenly filled as that allows."""
+    rows = math.ceil(n / min(n, max_cols))
+    return rows, math.ceil(n / rows)
+
+
+def _axis_start(low: float, high: float) -> float:
+    """Where a top-1 axis running up to ``high`` starts: at the multiple of 5 below its lowest value when the
+    values sit in the upper half of the axis (70-80 % students: their differences would vanish from 0), at
+    0 otherwise."""
+    return 5.0 * math.floor(low / 5.0) if low > 0.5 * high else 0.0
+
+
+def bars_claim(axes: list) -> str:
+    """What the bar chart's title says about its top-1 axes, read from their limits (never assumed)."""
+    cut = [ax for ax in axes if ax.get_xlim()[0] > 0]
+    if not cut:
+        return "every top-1 axis starts at 0"
+    if len(cut) == len(axes):
+        return "the top-1 axis does not start at 0 (its label says where): compare bar ends, not lengths"
+    return f"{len(cut)} of {len(axes)} top-1 axes do not start at 0 (their labels say where)"
+
+
 def bars_figure(res: agg.Results, stats: pd.DataFrame, teacher: dict, pal: dict) -> Figure | str:
+    """One panel per pair, a horizontal bar per method (its name on the shared y-axis): the figure grows in
+    rows of panels, never into a strip as wide as the method list."""
     methods = agg.method_order(res.grid)
     pairs = [p for p in res.grid.pairs if stats.xs(p, level="pair")["n"].sum() > 0]
     if not pairs:
         return "no complete runs"
     done = res.complete.dropna(subset=["top1_last"])
-    nrows, ncols = _facet_grid(len(pairs), 3 if len(methods) <= 6 else 2)
-    fw = max(2.8, 0.42 * len(methods) + 1.3)
-    fig = _new_fig(fw * ncols + 1.5, 3.1 * nrows + 0.6)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    na = agg.not_applicable_cells(res)
+    nrows, ncols = _wrap(len(pairs), 7)
+    label_in = 0.2 + 0.065 * max(len(m) for m in methods)  # the method names, left of the first column
+    row_h = max(1.7, 0.16 * len(methods) + 0.9)
+    fig = _new_fig(label_in + 2.0 * ncols + 0.3, row_h * nrows + 1.0)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     for ax, p in zip(axes.flat, pairs):
         col = stats.xs(p, level="pair").reindex(methods)
         lo, hi = [], []
         for i, m in enumerate(methods):
             mean, std, n = col.at[m, "mean"], col.at[m, "std"], col.at[m, "n"]
             if n == 0:
+                if (m, p) in na:  # an empty row that is not a missing run
+                    ax.text(0.02, i, tables.NOT_APPLICABLE, transform=ax.get_yaxis_transform(), va="center", fontsize=8,
+                            color="0.35", gid=f"n/a|{m}")
                 continue
-            ax.bar(i, mean, width=0.7, color=pal[m], edgecolor="black", linewidth=0.5, zorder=2, gid=m)
+            ax.barh(i, mean, height=0.7, color=pal[m], edgecolor="black", linewidth=0.5, zorder=2, gid=m)
             if not math.isnan(std):
-                ax.errorbar(i, mean, yerr=std, fmt="none", ecolor="black", capsize=4, lw=1, zorder=3)
+                ax.errorbar(mean, i, xerr=std, fmt="none", ecolor="black", capsize=2.5, lw=0.9, zorder=3)
                 lo.append(mean - std)
                 hi.append(mean + std)
-            ys = done.loc[(done["method"] == m) & (done["pair"] == p), "top1_last"].to_numpy()
-            xs = i + (np.linspace(-0.17, 0.17, len(ys)) if len(ys) > 1 else np.zeros(len(ys)))
-            ax.scatter(xs, ys, s=12, color="white", edgecolor="black", linewidth=0.6, zorder=4)
-            lo += [mean, *ys]
-            hi += [mean, *ys]
+            xs = done.loc[(done["method"] == m) & (done["pair"] == p), "top1_last"].to_numpy()
+            ys = i + (np.linspace(-0.2, 0.2, len(xs)) if len(xs) > 1 else np.zeros(len(xs)))
+            ax.scatter(xs, ys, s=8, color="white", edgecolor="black", linewidth=0.5, zorder=4)
+            lo += [mean, *xs]
+            hi += [mean, *xs]
         tv = teacher.get(p) or []
         if tv:
             tmean = float(np.mean(tv))
-            ax.axhline(tmean, ls="--", color="0.35", lw=1, zorder=1)
+            ax.axvline(tmean, ls="--", color="0.35", lw=1, zorder=1)
             hi.append(tmean)
         span = max(hi) - min(lo)
-        pad = max(0.12 * span, 0.5)
-        ax.set_ylim(min(lo) - pad, max(hi) + pad)
-        ax.set_xlim(-0.6, len(methods) - 0.4)
-        _rotate(ax, methods)
+        pad = max(0.08 * span, 0.5)
+        start = _axis_start(min(lo) - pad, max(hi) + pad)
+        ax.set_xlim(start, max(hi) + pad)
+        ax.set_xlabel("top-1 (%)" if start == 0 else f"top-1 (%), axis from {start:g}")
         ax.set_title(_pair_title(p))
-        ax.grid(axis="x", visible=False)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("top-1, last epoch (%)")
+        ax.grid(axis="y", visible=False)
+    axes[0, 0].set_yticks(range(len(methods)), methods)
+    axes[0, 0].set_ylim(len(methods) - 0.5, -0.5)  # grid order from the top
     for ax in list(axes.flat)[len(pairs):]:
         ax.set_visible(False)
+    shown = [ax for ax in axes.flat if ax.get_visible()]
     handles = [
         Line2D([], [], ls="--", color="0.35", label="teacher"),
         Line2D([], [], marker="o", ls="none", markerfacecolor="white", markeredgecolor="black",
                markersize=4, label="one seed"),
-        Line2D([], [], color="black", marker="_", markersize=8, label="± std over seeds"),
+        Line2D([], [], color="black", marker="|", markersize=8, label="± std over seeds"),
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
-    fig.suptitle("Student top-1 by method, last epoch\n(bars = mean over seeds; y-axis does not start at 0)")
+    _suptitle(fig, f"Student top-1 by method, last epoch\n(bars = mean over seeds; {bars_claim(shown)})")
     return fig
 
 
@@ -261,7 +335,7 @@ def heatmap_figure(means: pd.DataFrame) -> Figure | str:
                       for i in range(vals.shape[0])], dtype=object)
     lo, hi = bool((clipped & (vals < 0)).any()), bool((clipped & (vals > 0)).any())
     extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[(lo, hi)]
-    fig = _new_fig(max(4.5, 1.05 * gains.shape[1] + 2.6), max(2.4, 0.42 * gains.shape[0] + 1.8))
+    fig = _new_fig(max(4.5, 0.85 * gains.shape[1] + 2.6), max(2.4, 0.24 * gains.shape[0] + 1.8))
     ax = fig.add_subplot()
     label = "Δ top-1 vs vanilla (pp)" + (f"\nclipped at ±{lim:.2f}; * = beyond" if clipped.any() else "")
     with warnings.catch_warnings():  # seaborn 0.13 calls Colormap.set_bad, deprecated in mpl 3.11
@@ -279,50 +353,112 @@ def heatmap_figure(means: pd.DataFrame) -> Figure | str:
 
 
 # ---------------------------------------------------------------------------- curves
-def curves_figure(res: agg.Results, teacher: dict, pal: dict) -> Figure | str:
+PAIR_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def pair_styles(pairs: list[str]) -> dict[str, dict]:
+    """Pair -> its line's colour and style in the curves figure: tab10's ten colours (the closest two 42
+    apart in CIELUV), then the same colours dashed, dotted...: no two pairs of a grid look alike."""
+    colours = mpl.colormaps["tab10"].colors
+    return {p: {"color": tuple(colours[i % len(colours)]), "ls": PAIR_LINESTYLES[(i // len(colours))
+                                                                               % len(PAIR_LINESTYLES)]}
+            for i, p in enumerate(pairs)}
+
+
+def _legend_ncols(labels: list[str], width_in: float, fontsize: float = 8.0) -> int:
+    """Columns of a legend below the panels: as many as the figure's width holds (a column is the widest
+    label, at about 0.6 em a character, and its handle)."""
+    column_in = 0.6 * fontsize / 72 * max(len(s) for s in labels) + 0.7
+    return max(1, min(len(labels), int(width_in // column_in)))
+
+
+def _integer_epochs(ax, first: int, last: int) -> None:
+    pad = max(0.5, 0.02 * (last - first))
+    ax.set_xlim(first - pad, last + pad)
+    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True, min_n_ticks=1, nbins=4))
+
+
+def curves_figure(res: agg.Results) -> Figure | str:
+    """Small multiples, one panel per method, one line per pair (mean over seeds). With a vanilla row, the
+    first panel is vanilla's test top-1 and every other panel its method minus vanilla, epoch by epoch, on
+    one shared scale (``heatmap_scale``'s rule over all the differences; a panel says when a line leaves
+    it): 31 methods make 31 readable panels, 13 pairs 13 lines a panel in 13 distinct styles."""
     hist = res.history
     if hist.empty:
         return "no per-epoch history in the complete runs"
     methods = [m for m in agg.method_order(res.grid) if m in set(hist["method"])]
     pairs = [p for p in res.grid.pairs if p in set(hist["pair"])]
     first, last = int(hist["epoch"].min()), int(hist["epoch"].max())
-    few = last - first + 1 <= 30  # short grids: markers on every epoch (one epoch: points, not a line)
-    pad = max(0.5, 0.02 * (last - first))
-    nrows, ncols = _facet_grid(len(pairs))
-    fig = _new_fig(3.9 * ncols + 1.6, 3.0 * nrows + 0.7)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax, p in zip(axes.flat, pairs):
-        sub = hist[hist["pair"] == p]
-        for m in methods:
-            g = sub[sub["method"] == m].groupby("epoch")["test_top1"]
-            if g.ngroups == 0:
+    few = last - first + 1 <= 10  # short grids: markers on every epoch (one epoch: points, not a line)
+    curve = hist.groupby(["method", "pair", "epoch"])["test_top1"].mean()
+    ref = agg.VANILLA if agg.VANILLA in methods and len(methods) > 1 else None
+    lines: dict[str, dict[str, pd.Series]] = {}
+    for m in methods:
+        lines[m] = {}
+        for p in pairs:
+            if (m, p) not in curve.index:
                 continue
-            mean, std, cnt = g.mean(), g.std(ddof=1), g.count()
-            ax.plot(mean.index, mean.to_numpy(), color=pal[m], lw=1.4, label=m, gid=m,
-                    marker="o" if few else None, markersize=3.5 if g.ngroups > 1 else 6)
-            ok = (cnt >= 2).to_numpy()
-            if ok.any() and g.ngroups > 1:
-                ax.fill_between(mean.index[ok], (mean - std)[ok], (mean + std)[ok], color=pal[m],
-                                alpha=0.2, lw=0)
-            elif ok.any():
-                ax.errorbar(mean.index[ok], mean[ok], yerr=std[ok], fmt="none", ecolor=pal[m], capsize=4, lw=1)
-        tv = teacher.get(p) or []
-        if tv:
-            ax.axhline(float(np.mean(tv)), ls="--", color="0.35", lw=1)
-        ax.set_title(_pair_title(p))
-        ax.set_xlabel("epoch")
-        ax.set_xlim(first - pad, last + pad)
-        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True, min_n_ticks=1))
-    for ax in axes[:, 0]:
-        ax.set_ylabel("test top-1 (%)")
-    for ax in list(axes.flat)[len(pairs):]:
+            c = curve.loc[(m, p)]
+            if ref is not None and m != ref:
+                if (ref, p) not in curve.index:
+                    continue  # no vanilla curve on this pair: no difference to draw
+                c = (c - curve.loc[(ref, p)]).dropna()
+            lines[m][p] = c
+    diffs = [c.to_numpy() for m in methods if m != ref for c in lines[m].values()]
+    values = np.concatenate(diffs) if diffs else np.zeros(0)
+    if ref is not None:
+        lim = heatmap_scale(values)[0] * 1.1 if values.size else 1.0
+        dlim = (-lim, lim)
+    else:
+        top = max(float(values.max()) if values.size else 0.0, 1.0)
+        dlim = (0.0, top * 1.05)
+    styles = pair_styles(pairs)
+    nrows, ncols = _wrap(len(methods), 6)
+    fig_w = 2.15 * ncols + 0.6
+    handles = [Line2D([], [], lw=1.4, marker="o" if few else None, markersize=3, label=tables.pair_label(p),
+                      **styles[p]) for p in pairs]
+    with_mean = len(pairs) >= 3
+    if with_mean:
+        handles.append(Line2D([], [], color="black", lw=2.2, label="mean over pairs"))
+    if ref is not None:
+        handles.append(Line2D([], [], color="0.3", lw=0.9, ls=(0, (1, 1)), label="vanilla (difference 0)"))
+    ncol = _legend_ncols([h.get_label() for h in handles], fig_w)
+    fig = _new_fig(fig_w, 1.6 * nrows + 0.75 + 0.2 * math.ceil(len(handles) / ncol))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, m in zip(axes.flat, methods):
+        for p, c in lines[m].items():
+            ax.plot(c.index, c.to_numpy(), lw=1.2, label=tables.pair_label(p), gid=m, clip_on=True,
+                    marker="o" if few else None, markersize=3 if len(c) > 1 else 5, **styles[p])
+        if with_mean and lines[m]:
+            mean = pd.concat(lines[m].values(), axis=1).mean(axis=1)
+            ax.plot(mean.index, mean.to_numpy(), color="black", lw=2.2, gid=f"{m}|mean", zorder=3,
+                    marker="o" if len(mean) == 1 else None, markersize=5)
+        _integer_epochs(ax, first, last)
+        ax.tick_params(labelbottom=True)
+        if m == ref:
+            ax.set_title(f"{m}: test top-1 (%)")
+            continue
+        ax.set_ylim(*dlim)
+        if ref is None:
+            ax.set_title(m)
+            continue
+        ax.axhline(0, color="0.3", lw=0.9, ls=(0, (1, 1)), zorder=1)
+        ax.set_title(f"{m} − {ref} (pp)")
+        own = np.concatenate([c.to_numpy() for c in lines[m].values()]) if lines[m] else np.zeros(0)
+        off = [f"down to {own.min():+.1f}"] if own.size and own.min() < dlim[0] else []
+        off += [f"up to {own.max():+.1f}"] if own.size and own.max() > dlim[1] else []
+        if off:
+            ax.text(0.03, 0.04, "off scale: " + ", ".join(off), transform=ax.transAxes, fontsize=8,
+                    va="bottom", ha="left", gid=f"{m}|off", bbox=dict(boxstyle="square,pad=0.15", fc="white",
+                                                                       ec="none", alpha=0.85))
+    for ax in list(axes.flat)[len(methods):]:
         ax.set_visible(False)
-    handles = [Line2D([], [], color=pal[m], lw=2, marker="o" if few else None, markersize=4, label=m)
-               for m in methods]
-    handles.append(Line2D([], [], ls="--", color="0.35", label="teacher"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), frameon=False)
-    band = "band" if last > first else "error bar"
-    fig.suptitle(f"Test top-1 over training (line = mean over seeds, {band} = ± std)")
+    for j in range(ncols):  # the lowest panel of each column
+        [ax for ax in axes[:, j] if ax.get_visible()][-1].set_xlabel("epoch")
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncol, frameon=False)
+    what = (f"{ref} (first panel), then each method minus {ref}, same pair, same epoch"
+            if ref is not None else "each method")
+    _suptitle(fig, f"Test top-1 over training: {what}\n(lines = mean over seeds, one per pair)")
     return fig
 
 
@@ -423,29 +559,38 @@ def _fidelity_points(res: agg.Results, last: pd.DataFrame, agreement: pd.DataFra
 
 
 def fidelity_figure(res: agg.Results, last: pd.DataFrame, agreement: pd.DataFrame, pal: dict) -> Figure | str:
+    """One panel per pair, one point per method in its colour and marker (``method_markers``); the legend
+    below the panels names every method, in as many columns as the width holds."""
     pts = _fidelity_points(res, last, agreement)
     if not pts:
         return "no complete run records its agreement with the teacher"
     pairs = list(dict.fromkeys(p for _, p, _, _ in pts))
-    marker = {p: PAIR_MARKERS[i % len(PAIR_MARKERS)] for i, p in enumerate(pairs)}
-    fig = _new_fig(6.4, 4.6)
-    ax = fig.add_subplot()
-    for m, p, x, y in pts:
-        ax.scatter([x], [y], s=55, marker=marker[p], color=pal[m], edgecolor="black", linewidth=0.6, zorder=3,
-                   gid=f"{m}|{p}")
-    xs, ys = np.array([q[2] for q in pts]), np.array([q[3] for q in pts])
-    xr, yr = (xs.max() - xs.min()) or 1.0, (ys.max() - ys.min()) or 1.0
-    ax.set_xlim(xs.min() - 0.1 * xr, xs.max() + 0.1 * xr)
-    ax.set_ylim(ys.min() - 0.1 * yr, ys.max() + 0.1 * yr)
-    ax.set_xlabel("top-1 agreement with the teacher (%)")
-    ax.set_ylabel("student top-1, last epoch (%)")
-    ax.set_title("Accuracy vs agreement with the teacher\n(one point per method and pair; means over seeds)")
     methods = list(dict.fromkeys(m for m, _, _, _ in pts))
-    handles = [Line2D([], [], marker="o", ls="none", markerfacecolor=pal[m], markeredgecolor="black", label=m)
-               for m in methods]
-    handles += [Line2D([], [], marker=marker[p], ls="none", markerfacecolor="0.8", markeredgecolor="black",
-                       label=agg.parse_pair(p)[0] + " → " + agg.parse_pair(p)[1]) for p in pairs]
-    fig.legend(handles=handles, loc="outside right upper", frameon=False)
+    marker = method_markers(methods)
+    nrows, ncols = _wrap(len(pairs), 4)
+    fig_w = 3.1 * ncols + 0.5
+    ncol = _legend_ncols(methods, fig_w)
+    fig = _new_fig(fig_w, 2.7 * nrows + 0.8 + 0.2 * math.ceil(len(methods) / ncol))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, pair in zip(axes.flat, pairs):
+        here = [q for q in pts if q[1] == pair]
+        for m, p, x, y in here:
+            ax.scatter([x], [y], s=40, marker=marker[m], color=pal[m], edgecolor="black", linewidth=0.5,
+                       zorder=3, gid=f"{m}|{p}")
+        xs, ys = np.array([q[2] for q in here]), np.array([q[3] for q in here])
+        xr, yr = (xs.max() - xs.min()) or 1.0, (ys.max() - ys.min()) or 1.0
+        ax.set_xlim(xs.min() - 0.1 * xr, xs.max() + 0.1 * xr)
+        ax.set_ylim(ys.min() - 0.1 * yr, ys.max() + 0.1 * yr)
+        ax.set_title(_pair_title(pair))
+        ax.set_xlabel("agreement with the teacher (%)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("student top-1 (%)")
+    for ax in list(axes.flat)[len(pairs):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], marker=marker[m], ls="none", markerfacecolor=pal[m], markeredgecolor="black",
+                      label=m) for m in methods]
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncol, frameon=False)
+    _suptitle(fig, "Accuracy vs agreement with the teacher, last epoch\n(one point per method; means over seeds)")
     return fig
 
 
@@ -466,17 +611,22 @@ def cd_figure(fr: sig.Friedman, pal: dict) -> Figure | str:
     if fr.note:
         return fr.note
     k = len(fr.methods)
-    fig = _new_fig(max(5.5, 0.55 * k + 3.5), 1.1 + 0.28 * ((k + 1) // 2 + k))
+    fig = _new_fig(max(5.5, 0.3 * k + 4.0), 3.0)
     ax = fig.add_subplot()
     art = sp.critical_difference_diagram(fr.ranks, nemenyi(fr), ax=ax, color_palette={m: pal[m] for m in fr.methods},
                                          label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}",
                                          label_props={"fontsize": 8}, marker_props={"edgecolor": "black", "s": 30})
+    for t in art["labels"]:  # black text: a light method colour (crd+kd's lilac) is unreadable on white
+        t.set_color("black")
     ax.set_xticks(range(1, k + 1))
     ax.grid(False)
     lo, hi = ax.get_ylim()
     ax.set_ylim(lo - 0.4, hi)  # room for the lowest label's lower half
-    ax.set_title(f"Average rank over {len(fr.pairs)} pairs (1 = best), last epoch; Friedman p = {fr.pvalue:.3g}\n"
-                 f"bars join methods the Nemenyi test does not tell apart (\u03b1 = {sig.ALPHA})", pad=14)
+    # one row of 0.2 in a label or crossbar level (the diagram stacks them downwards from 0)
+    fig.set_size_inches(fig.get_size_inches()[0], 1.3 + 0.2 * (hi - lo))
+    title = (f"Average rank over {len(fr.pairs)} pairs (1 = best), last epoch; Friedman p = {fr.pvalue:.3g}\n"
+             f"bars join methods the Nemenyi test does not tell apart (\u03b1 = {sig.ALPHA})")
+    ax.set_title(_fit(fig, title, mpl.rcParams["axes.titlesize"]), pad=14)
     # the labels sit outside the rank range, anchored in data units: measure them (after the constrained
     # layout has placed the axes) and widen the x range by as much on either side
     fig.canvas.draw()
@@ -515,8 +665,12 @@ def make_figures(res: agg.Results, last: pd.DataFrame, teacher: dict, cost: pd.D
          + HEATMAP_RULE + _heatmap_note(means),
          lambda: heatmap_figure(means)),
         ("curves", "Test accuracy over epochs",
-         "Per-epoch test top-1 of complete runs; line: mean over seeds, band: ± std (where ≥ 2 seeds).",
-         lambda: curves_figure(res, teacher, pal)),
+         "Per-epoch test top-1 of complete runs, one panel per method, one line per pair (mean over seeds; "
+         "seed noise: section 9). With a vanilla row, the first panel is vanilla's top-1 and each other panel "
+         "its method's top-1 minus vanilla's, same pair and epoch, on one scale clipped as the heatmap's (L "
+         "over every difference); a panel whose line leaves it says how far. With 3 pairs or more, the black "
+         "line is the mean over pairs.",
+         lambda: curves_figure(res)),
         ("cost", "Accuracy gain vs training cost",
          "x: the method's mean time per epoch over its complete runs; y: its mean gain over vanilla "
          "across pairs (mean top-1 when there is no vanilla row).",
@@ -525,7 +679,8 @@ def make_figures(res: agg.Results, last: pd.DataFrame, teacher: dict, cost: pd.D
     if agreement is not None:
         specs.append(("fidelity", "Accuracy vs agreement with the teacher",
                       "x: mean last-epoch top-1 agreement between student and teacher over seeds; y: mean "
-                      "last-epoch student top-1; one point per method (colour) and pair (marker).",
+                      "last-epoch student top-1; one panel per pair, one point per method (its colour; a "
+                      "second marker where two methods' colours are close).",
                       lambda: fidelity_figure(res, last, agreement, pal)))
     if friedman is not None:
         specs.append(("cd", "Critical-difference diagram", _cd_caption(friedman),

@@ -20,7 +20,7 @@ import scipy.stats
 
 from . import aggregate as agg
 
-__all__ = ["ALPHA", "MIN_METHODS", "MIN_PAIRS", "Friedman", "friedman_test", "paired_differences"]
+__all__ = ["ALPHA", "MIN_METHODS", "MIN_PAIRS", "Friedman", "friedman_test", "paired_differences", "interval_side"]
 
 ALPHA = 0.05
 MIN_METHODS = 3  # scipy's Friedman test needs three groups; two methods are compared within pairs
@@ -44,6 +44,8 @@ class Friedman:
     n_runs: int = 0  # complete runs behind the tested cells
     seeds: tuple[int, int] = (0, 0)  # fewest and most complete seeds of a tested cell
     methods_left_out: list[str] = field(default_factory=list)  # no complete run at all
+    # method -> the pairs it cannot run (its runs there say "not applicable"): left out, its pairs kept
+    methods_not_applicable: dict[str, list[str]] = field(default_factory=dict)
     pairs_left_out: list[str] = field(default_factory=list)  # some tested method lacks a complete run there
     note: str = ""
 
@@ -52,19 +54,25 @@ def friedman_test(res: agg.Results, stats: pd.DataFrame) -> Friedman:
     """Friedman test over methods, one block per grid pair where every method has a complete run.
 
     stats: ``agg.cell_stats`` of the metric (last-epoch top-1); a method's value in a pair is its mean
-    over seeds, the same number as tables 1 and 3. Methods without any complete run are left out first,
-    then the pairs that lack one of the remaining methods.
+    over seeds, the same number as tables 1 and 3. A method that cannot run some pair (``not applicable``:
+    FSP on unequal channels) is left out first, so that the pair, where every other method ran, stays a
+    block; then methods without any complete run; then the pairs that lack one of the remaining methods.
     """
     means = agg.mean_table(stats)
     counts = stats["n"].unstack("pair").reindex(index=means.index, columns=means.columns)
     methods = [m for m in agg.method_order(res.grid) if m in means.index]
+    cannot: dict[str, list[str]] = {}
+    for m, p in agg.not_applicable_cells(res):
+        cannot.setdefault(m, []).append(p)
+    cannot = {m: [p for p in res.grid.pairs if p in cannot[m]] for m in methods if m in cannot}
+    methods = [m for m in methods if m not in cannot]
     left_m = [m for m in methods if means.loc[m].isna().all()]
     methods = [m for m in methods if m not in left_m]
     pairs = [p for p in res.grid.pairs if p in means.columns and methods and means.loc[methods, p].notna().all()]
     left_p = [p for p in res.grid.pairs if p not in pairs]
     table = means.loc[methods, pairs].T if methods else pd.DataFrame(index=pairs, columns=methods, dtype=float)
     out = Friedman(methods=methods, pairs=pairs, table=table, ranks=pd.Series(dtype=float),
-                   methods_left_out=left_m, pairs_left_out=left_p)
+                   methods_left_out=left_m, methods_not_applicable=cannot, pairs_left_out=left_p)
     if len(methods) < MIN_METHODS:
         out.note = (f"not tested: {len(methods)} method{'' if len(methods) == 1 else 's'} with complete runs, "
                     f"the Friedman test needs at least {MIN_METHODS}")
@@ -113,3 +121,11 @@ def paired_differences(res: agg.Results, reference: str, metric: str = "top1_las
             rows.append({"method": m, "pair": p, "n": n, "mean": mean, "std": std,
                          "lo": mean - half, "hi": mean + half})
     return pd.DataFrame(rows, columns=["method", "pair", "n", "mean", "std", "lo", "hi"]).set_index(["method", "pair"])
+
+
+def interval_side(n: int, lo: float, hi: float) -> int:
+    """+1 when a paired difference's 95% interval lies above 0, -1 when below, 0 when it holds 0 or there is
+    no interval (fewer than 2 seeds): "beyond seed noise" in section 9's bold cells and in the summary."""
+    if n < 2 or math.isnan(lo) or math.isnan(hi):
+        return 0
+    return 1 if lo > 0 else -1 if hi < 0 else 0

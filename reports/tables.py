@@ -16,7 +16,7 @@ from . import significance as sig
 
 __all__ = ["md_table", "fmt_cell", "accuracy_tables", "gain_section", "fidelity_section", "published_section",
            "cost_section", "cohort_memory_section", "fmt_bytes", "inventory_section", "pair_label",
-           "significance_section", "fmt_paired", "sensitivity_section", "tuned_section"]
+           "significance_section", "fmt_paired", "sensitivity_section", "tuned_section", "summary_section"]
 
 DASH = "–"
 DAGGER = "†"
@@ -24,16 +24,6 @@ VIEWS_MARK = "‡"
 
 
 NOT_APPLICABLE = "n/a"
-
-
-def not_applicable_cells(res: agg.Results) -> dict[tuple[str, str], str]:
-    """(method, pair) -> why, for the cells whose in-grid runs all say the method cannot run the pair."""
-    g = res.in_grid
-    out = {}
-    for (m, p), runs in g.groupby(["method", "pair"], sort=False):
-        if len(runs) and (runs["status"] == "not_applicable").all():
-            out[(str(m), str(p))] = str(runs["error_message"].iloc[0])
-    return dict(sorted(out.items()))
 
 
 def methods_with_views(res: agg.Results) -> dict[str, str]:
@@ -107,7 +97,7 @@ def accuracy_tables(res: agg.Results, stats: pd.DataFrame, teacher: dict[str, li
         marks[p] = agg.best_and_indistinguishable(col)
     parts = []
     viewed = methods_with_views(res)
-    na = not_applicable_cells(res)
+    na = agg.not_applicable_cells(res)
     for title, pairs in _pair_groups(res.grid):
         headers = ["method"] + [pair_label(p) for p in pairs]
         rows = [["teacher"] + [_teacher_cell(teacher.get(p, [])) for p in pairs]]
@@ -227,6 +217,99 @@ def gain_section(res: agg.Results, means: pd.DataFrame) -> str:
     return md_table(headers, rows) + "\n\n" + note
 
 
+# ---------------------------------------------------------------------------- summary
+def _best_in_pair(res: agg.Results, last: pd.DataFrame, paired: pd.DataFrame | None, pair: str) -> str | None:
+    """'wrn_40_2 → wrn_16_2: crd 75.00, 1.50 ahead of kd, 1 other within noise (†); vs vanilla +4.50 [...]'."""
+    col = last.xs(pair, level="pair")
+    col = col[col["n"] > 0]
+    if col.empty:
+        return None
+    best, dagger = agg.best_and_indistinguishable(col)
+    best = [m for m in col.index if m in best]  # grid order
+    top = float(col.at[best[0], "mean"])
+    text = f"{' and '.join(best)} {top:.2f}" + (" (tied)" if len(best) > 1 else "")
+    rest = col.drop(index=best)
+    if rest.empty:
+        text += " (the only method with a complete run)"
+    else:
+        runner = rest["mean"].idxmax()  # the first in grid order on a tie
+        text += f", {top - float(rest.at[runner, 'mean']):.2f} ahead of {runner}"
+    if dagger:
+        text += f", {_n(len(dagger), 'other')} within noise of it (†)"
+    if paired is not None and len(best) == 1 and best[0] != agg.VANILLA:
+        d = paired.loc[(best[0], pair)]
+        text += f"; vs {agg.VANILLA} {fmt_paired(d['mean'], d['lo'], d['hi'], int(d['n']))}"
+    return f"{pair_label(pair)}: {text}"
+
+
+def _against_reference(paired: pd.DataFrame | None) -> str:
+    if paired is None:
+        return f"no `{agg.VANILLA}` row in this grid: nothing to compare with"
+    counts: dict[str, list[int]] = {}  # method -> [above, below, pairs with an interval]
+    for (m, _), d in paired.iterrows():
+        c = counts.setdefault(str(m), [0, 0, 0])
+        side = sig.interval_side(int(d["n"]), d["lo"], d["hi"])
+        c[0] += side > 0
+        c[1] += side < 0
+        c[2] += int(d["n"]) >= 2
+    if not any(c[2] for c in counts.values()):
+        return "no interval: no cell has 2 seeds where both runs are complete"
+    out = []
+    for side, word in ((0, "above"), (1, "below")):
+        groups: dict[tuple[int, int], list[str]] = {}  # (pairs beyond noise, pairs with an interval) -> methods
+        for m, c in counts.items():
+            if c[side]:
+                groups.setdefault((c[side], c[2]), []).append(m)  # grid order within a group
+        listed = "; ".join(f"on {k} of {_n(n, 'pair')}: {', '.join(ms)}"
+                           for (k, n), ms in sorted(groups.items(), key=lambda kv: (-kv[0][0] / kv[0][1], -kv[0][1])))
+        out.append(f"**{word}** {listed or 'none'}")
+    return "; ".join(out)
+
+
+def _collapses(means: pd.DataFrame) -> str:
+    if agg.VANILLA not in means.index:
+        return f"no `{agg.VANILLA}` row in this grid: nothing to compare with"
+    cells = agg.collapsed_cells(means)
+    if not cells:
+        return "none"
+    out = []
+    for m in dict.fromkeys(m for m, _ in cells):
+        mine = {p: v for (mm, p), v in cells.items() if mm == m}
+        both = int((means.loc[m].notna() & means.loc[agg.VANILLA].notna()).sum())
+        p_low, (v, ref) = min(mine.items(), key=lambda kv: kv[1][0])
+        out.append(f"{m} ({len(mine)} of {_n(both, 'pair')}; lowest {v:.2f} against vanilla's {ref:.2f} on "
+                   f"{pair_label(p_low)})")
+    return ", ".join(out)
+
+
+def _across_pairs(fr: sig.Friedman) -> str:
+    na = f"; {', '.join(fr.methods_not_applicable)} left out (not applicable on some pair)" \
+        if fr.methods_not_applicable else ""
+    if fr.note:
+        return fr.note + na
+    verdict = ("the methods differ (p < {a}): section 9 says which" if fr.pvalue < sig.ALPHA
+               else "no difference shown (p ≥ {a})").format(a=sig.ALPHA)
+    return f"p = {fr.pvalue:.3g} over {len(fr.methods)} methods and {len(fr.pairs)} pairs, {verdict}{na}"
+
+
+def summary_section(res: agg.Results, last: pd.DataFrame, paired: pd.DataFrame | None, fr: sig.Friedman) -> str:
+    """The report's first lines: the best method per pair (its lead and its paired interval vs vanilla), the
+    methods beyond seed noise against vanilla, the collapses and the test across pairs, each computed by the
+    same functions as tables 1 and 9 (``last``: ``cell_stats`` of last-epoch top-1; ``paired``:
+    ``paired_differences`` vs vanilla, None without a vanilla row)."""
+    best = [b for b in (_best_in_pair(res, last, paired, p) for p in res.grid.pairs) if b]
+    lines = [
+        "- **Best per pair** (mean top-1, table 1; its lead over the next method; the paired difference vs "
+        "vanilla with its 95% interval, section 9): " + ("; ".join(best) if best else "no complete run") + ".",
+        "- **Against vanilla beyond seed noise** (the paired 95% interval clear of 0, section 9's bold cells): "
+        + _against_reference(paired) + ".",
+        f"- **Collapsed** (mean top-1 below {agg.COLLAPSE_FRACTION:g} × vanilla's on the same pair): "
+        + _collapses(agg.mean_table(last)) + ".",
+        "- **Across pairs** (Friedman test, section 9): " + _across_pairs(fr) + ".",
+    ]
+    return "**Summary** (last-epoch top-1)\n\n" + "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------- is the gain real?
 def fmt_paired(mean: float, lo: float, hi: float, n: int) -> str:
     """'+0.42 [-0.10, +0.94] (3)'; '+0.42 (1)' for one seed (no interval); a dash without data."""
@@ -243,6 +326,9 @@ def _seed_count(lo: int, hi: int) -> str:
 
 def _friedman_part(res: agg.Results, fr: sig.Friedman, figure) -> str:
     left = []
+    for m, pairs in fr.methods_not_applicable.items():
+        left.append(f"method {m} (not applicable on {', '.join(pair_label(p) for p in pairs)}: the test leaves "
+                    f"the method out and keeps the pair{'' if len(pairs) == 1 else 's'})")
     if fr.methods_left_out:
         left.append(f"method{'' if len(fr.methods_left_out) == 1 else 's'} "
                     f"{', '.join(fr.methods_left_out)} (no complete run)")
@@ -286,7 +372,7 @@ def _paired_table(res: agg.Results, diffs: pd.DataFrame) -> str:
         for p in res.grid.pairs:
             d = diffs.loc[(m, p)]
             cell = fmt_paired(d["mean"], d["lo"], d["hi"], int(d["n"]))
-            if int(d["n"]) >= 2 and (d["lo"] > 0 or d["hi"] < 0):
+            if sig.interval_side(int(d["n"]), d["lo"], d["hi"]):
                 cell = f"**{cell}**"
             row.append(cell)
         rows.append(row)
@@ -469,15 +555,26 @@ def grid_teacher_recipe(grid: agg.Grid, teacher: str) -> tuple[dict, int | None]
     return recipe, seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
+def imported_file(info: dict) -> str | None:
+    """An imported teacher's checkpoint as ``folder/file`` (RepDistiller names every teacher
+    ``ckpt_epoch_240.pth``: its folder, ``resnet56_vanilla``, is what tells them apart), from the record's
+    ``path``; the bare ``file`` when no path was recorded."""
+    path = info.get("path")
+    if path:
+        parts = [x for x in str(path).replace("\\", "/").split("/") if x]
+        return "/".join(parts[-2:]) if parts else None
+    return info.get("file") or None
+
+
 def teacher_description(info: dict, fallback: tuple[dict, int | None] = ({}, None)) -> str:
     """Who made a teacher, from a record's ``teacher_info`` (older records lack some fields:
     a kdbench-trained teacher's recipe and seed then come from ``fallback``, grid.json's, and say so)."""
     source = info.get("source")
     if source == "imported":
-        path = info.get("path")
-        file = info.get("file") or (str(path).replace("\\", "/").rsplit("/", 1)[-1] if path else None)
         sha = info.get("weights_sha")
-        out = "imported: " + (f"`{esc(file)}`" if file else "file not recorded")
+        where = imported_file(info)
+        out = "imported: " + (f"`{esc(where)}`" if where else "file not recorded")
+        out += f" as {esc(info['arch'])}" if info.get("arch") else ", architecture not recorded"
         out += f", weights sha256 `{str(sha)[:12]}`" if sha else ", weights hash not recorded"
         return out
     if source in ("trained", "cache"):
@@ -546,8 +643,9 @@ def teacher_section(res: agg.Results, groups: dict) -> str:
             rows.append([pair_label(p), t, "no record names it", DASH, DASH])
         for tid, info, rids in gs:
             top1 = agg._num(info.get("top1"))
-            rows.append([pair_label(p), t, teacher_description(info, grid_teacher_recipe(res.grid, t)),
-                         _f(top1, ".2f"), f"`{esc(tid)}`"])
+            # the pair's teacher is the architecture the grid loaded the weights into (older records lack "arch")
+            described = teacher_description({**info, "arch": info.get("arch") or t}, grid_teacher_recipe(res.grid, t))
+            rows.append([pair_label(p), t, described, _f(top1, ".2f"), f"`{esc(tid)}`"])
     return md_table(["pair", "teacher", "made by", "test top-1", "key"], rows,
                     ["left", "left", "left", "right", "left"])
 

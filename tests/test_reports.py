@@ -454,11 +454,13 @@ def test_teacher_description_trained_cached_imported():
         "×0.1 at 150/180/210, wd 0.0005")
     sha = "0123456789abcdef" * 4
     assert teacher_description({"source": "imported", "file": "resnet32x4_vanilla.pth", "weights_sha": sha,
-                                "path": "/w/x/resnet32x4_vanilla.pth"}) == (
-        "imported: `resnet32x4_vanilla.pth`, weights sha256 `0123456789ab`")
-    # older records: no file, no hash, no recipe
+                                "path": "/w/x/resnet32x4_vanilla.pth", "arch": "resnet32x4"}) == (
+        "imported: `x/resnet32x4_vanilla.pth` as resnet32x4, weights sha256 `0123456789ab`")
+    # older records: no file, no hash, no recipe, no architecture
     assert teacher_description({"source": "imported", "path": "/w/ckpt/wrn_40_2.pth"}) == (
-        "imported: `wrn_40_2.pth`, weights hash not recorded")
+        "imported: `ckpt/wrn_40_2.pth`, architecture not recorded, weights hash not recorded")
+    assert teacher_description({"source": "imported", "file": "a.pth", "arch": "resnet8"}) == (
+        "imported: `a.pth` as resnet8, weights hash not recorded")
     assert teacher_description({"source": "trained"}) == (
         "trained by kdbench: epochs not recorded, seed not recorded, recipe not recorded")
     assert teacher_description({"source": "trained"}, ({**recipe, "epochs": 20}, 0)) == (
@@ -487,8 +489,9 @@ def test_teacher_table_and_mixed_teacher_warning(tmp_path):
     assert rows[1] == ["resnet32x4 → resnet8x4", "resnet32x4", "trained by kdbench: 240 epochs, seed 0, batch 64, "
                        "lr 0.05, ×0.1 at 150/180/210, wd 0.0005", "79.42", "`t-main`"]
     assert rows[2][4] == "`t-other`"
-    assert rows[3] == ["vgg13 → MobileNetV2", "vgg13", "imported: `vgg13.pth`, weights sha256 `feedfacecafe`",
-                       "74.64", "`imported-1a2b3c`"]
+    # the record names no architecture: the pair's teacher is the one its weights were loaded into
+    assert rows[3] == ["vgg13 → MobileNetV2", "vgg13", "imported: `w/vgg13.pth` as vgg13, weights sha256 "
+                       "`feedfacecafe`", "74.64", "`imported-1a2b3c`"]
     warn = tables.teacher_warnings(groups)
     assert warn == ["> **WARNING: pair resnet32x4 → resnet8x4 mixes 2 different teachers** (`t-main` (8 runs), "
                     "`t-other` (1 run)): its rows compare students distilled from different teachers, and its "
@@ -544,12 +547,10 @@ def test_method_colour_is_the_same_in_reports_with_different_method_sets(built, 
             pal = figures.palette(agg.method_order(res.grid))
             bars = figures.bars_figure(res, last, agg.teacher_top1(res), pal)
             seen += [_rgb(p.get_facecolor()) for ax in bars.axes for p in ax.patches if p.get_gid() == "kd"]
-            curves = figures.curves_figure(res, agg.teacher_top1(res), pal)
-            seen += [_rgb(ln.get_color()) for ax in curves.axes for ln in ax.lines if ln.get_gid() == "kd"]
             cost = figures.cost_figure(res, agg.mean_table(last), agg.cost_table(res), pal)
             seen += [_rgb(c.get_facecolor()[0]) for ax in cost.axes for c in ax.collections if c.get_gid() == "kd"]
-    # 2 pairs of bars + 2 curves + 1 point, in each of the two reports
-    assert len(seen) == 10 and set(seen) == {kd}
+    # 2 pairs of bars + 1 point, in each of the two reports (the curves colour pairs: a panel per method)
+    assert len(seen) == 6 and set(seen) == {kd}
 
 
 def test_registered_methods_and_compositions_never_share_a_colour():
@@ -603,12 +604,14 @@ def test_curves_of_a_one_epoch_grid(tmp_path, pairs):
     write_json(root / "grid.json", {**grid, "pairs": pairs})
     res = agg.load_results(root)
     with figures._style():
-        fig = figures.curves_figure(res, agg.teacher_top1(res), figures.palette(agg.method_order(res.grid)))
+        fig = figures.curves_figure(res)
     panels = [ax for ax in fig.axes if ax.get_visible()]
-    assert len(panels) == len(pairs)
+    assert [ax.get_title() for ax in panels] == ["vanilla: test top-1 (%)", "kd − vanilla (pp)", "crd − vanilla (pp)"]
     for ax in panels:
-        kd = [ln for ln in ax.lines if ln.get_gid() == "kd"]
-        assert len(kd) == 1 and list(kd[0].get_xdata()) == [1] and kd[0].get_marker() == "o"
+        (method,) = {ln.get_gid() for ln in ax.lines if ln.get_gid()}
+        drawn = [ln for ln in ax.lines if ln.get_gid() == method]
+        assert len(drawn) == len(pairs)  # one point per pair
+        assert all(list(ln.get_xdata()) == [1] and ln.get_marker() == "o" for ln in drawn)
         lo, hi = ax.get_xlim()
         ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
         assert ticks == [1.0]  # one integer tick, no 0.96/0.98/1.02...
