@@ -235,7 +235,7 @@ def _best_in_pair(res: agg.Results, last: pd.DataFrame, paired: pd.DataFrame | N
         runner = rest["mean"].idxmax()  # the first in grid order on a tie
         text += f", {top - float(rest.at[runner, 'mean']):.2f} ahead of {runner}"
     if dagger:
-        text += f", {_n(len(dagger), 'other')} within noise of it (†)"
+        text += f", {plural(len(dagger), 'other')} within noise of it (†)"
     if paired is not None and len(best) == 1 and best[0] != agg.VANILLA:
         d = paired.loc[(best[0], pair)]
         text += f"; vs {agg.VANILLA} {fmt_paired(d['mean'], d['lo'], d['hi'], int(d['n']))}"
@@ -260,7 +260,7 @@ def _against_reference(paired: pd.DataFrame | None) -> str:
         for m, c in counts.items():
             if c[side]:
                 groups.setdefault((c[side], c[2]), []).append(m)  # grid order within a group
-        listed = "; ".join(f"on {k} of {_n(n, 'pair')}: {', '.join(ms)}"
+        listed = "; ".join(f"on {k} of {plural(n, 'pair')}: {', '.join(ms)}"
                            for (k, n), ms in sorted(groups.items(), key=lambda kv: (-kv[0][0] / kv[0][1], -kv[0][1])))
         out.append(f"**{word}** {listed or 'none'}")
     return "; ".join(out)
@@ -277,7 +277,7 @@ def _collapses(means: pd.DataFrame) -> str:
         mine = {p: v for (mm, p), v in cells.items() if mm == m}
         both = int((means.loc[m].notna() & means.loc[agg.VANILLA].notna()).sum())
         p_low, (v, ref) = min(mine.items(), key=lambda kv: kv[1][0])
-        out.append(f"{m} ({len(mine)} of {_n(both, 'pair')}; lowest {v:.2f} against vanilla's {ref:.2f} on "
+        out.append(f"{m} ({len(mine)} of {plural(both, 'pair')}; lowest {v:.2f} against vanilla's {ref:.2f} on "
                    f"{pair_label(p_low)})")
     return ", ".join(out)
 
