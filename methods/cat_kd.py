@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import BuildContext, Choice, Distiller, ModelOutput, Range, register_method
+from .base import BuildContext, Choice, Distiller, ModelOutput, PairNotSupported, Range, register_method
 
 _NORMS = ("l2", "none")
 
@@ -89,16 +89,18 @@ def cat_loss(cam_s: torch.Tensor, cam_t: torch.Tensor, resolution: int, cam_norm
 def _head(out: ModelOutput | None, who: str) -> tuple[nn.Linear, torch.Tensor]:
     if out is None:
         raise ValueError(f"cat_kd needs the {who}'s output")
+    # a model whose logits are not a linear map of its last conv map's global pool (the seed paper's networks:
+    # flatten + MLP; some timm models) has no class activation map, and CAT-KD's code knows only such heads:
+    # the pair is "n/a" in the table, as FSP's unequal channels
     if not isinstance(out.classifier, nn.Linear):
-        raise ValueError(f"cat_kd needs the {who}'s final nn.Linear classifier (ModelOutput.classifier), got "
-                         f"{type(out.classifier).__name__}: models without a linear head (some timm models) "
-                         "are not supported")
+        raise PairNotSupported(f"cat_kd needs the {who}'s final nn.Linear classifier (ModelOutput.classifier), "
+                               f"got {type(out.classifier).__name__}")
     if out.embedding_map is None or out.embedding_map.dim() != 4:
-        raise ValueError(f"cat_kd needs the {who}'s (B, D, H, W) map before global pooling "
-                         "(ModelOutput.embedding_map); this model does not provide one")
+        raise PairNotSupported(f"cat_kd needs the {who}'s (B, D, H, W) map before global pooling "
+                               "(ModelOutput.embedding_map); this model does not provide one")
     if out.classifier.in_features != out.embedding_map.shape[1]:
-        raise ValueError(f"cat_kd: the {who}'s classifier takes {out.classifier.in_features} inputs, its "
-                         f"embedding map has {out.embedding_map.shape[1]} channels")
+        raise PairNotSupported(f"cat_kd: the {who}'s classifier takes {out.classifier.in_features} inputs, its "
+                               f"embedding map has {out.embedding_map.shape[1]} channels")
     return out.classifier, out.embedding_map
 
 

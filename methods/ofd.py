@@ -96,7 +96,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .at import paired_stages
-from .base import BuildContext, Choice, Distiller, Range, register_method
+from .base import BuildContext, Choice, Distiller, PairNotSupported, Range, register_method
 
 _ALIGNS = ("last", "first")
 _CDF_MIN = 0.001  # below this mass of the negative part the margin is -3 s (both references)
@@ -159,7 +159,9 @@ class OFD(Distiller):
         try:
             bns = list(ctx.teacher_model.preact_bns())
         except (NotImplementedError, AttributeError) as e:
-            raise ValueError(f"ofd cannot use teacher {type(ctx.teacher_model).__name__} (its margins need "
+            # a teacher with no BN before its stages' final ReLU (the seed paper's, ShuffleNets): overhaul's
+            # get_bn_before_relu has no answer either, so the pair is "n/a" in the table, as FSP's unequal channels
+            raise PairNotSupported(f"ofd cannot use teacher {type(ctx.teacher_model).__name__} (its margins need "
                              f"the BN before each stage's final ReLU): {e}") from None
         if len(bns) != n_t:
             raise ValueError(f"ofd: teacher {type(ctx.teacher_model).__name__} declares {len(bns)} preact BNs "

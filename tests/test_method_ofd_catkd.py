@@ -16,7 +16,7 @@ from benchmarks.config import load_preset, method_overrides, parse_pair
 from benchmarks.grid import probe
 from benchmarks.models import create_model
 from benchmarks.train import freeze
-from methods import BuildContext, ModelOutput, build_method, method_defaults
+from methods import BuildContext, ModelOutput, PairNotSupported, build_method, method_defaults
 from methods.cat_kd import cat_loss, class_activation_maps
 from methods.ofd import bn_margin, ofd_stage_loss
 from test_harness import assert_bitwise_equal
@@ -247,11 +247,11 @@ def test_preact_bns_are_the_bns_before_each_stage_relu(name):
     assert not any(m is model for m in method.modules())
 
 
-@pytest.mark.parametrize("name", ["ShuffleV1", "ShuffleV2"])
+@pytest.mark.parametrize("name", ["ShuffleV1", "ShuffleV2", "oki2020_teacher"])
 def test_ofd_refuses_a_teacher_without_preact_bns(name):
     torch.manual_seed(0)
     teacher = freeze(create_model(name, num_classes=10))
-    with pytest.raises(ValueError, match="ofd cannot use teacher"):
+    with pytest.raises(PairNotSupported, match="ofd cannot use teacher"):  # "n/a" in the grid, never a crash
         build_method("ofd", _ctx(create_model("resnet8", num_classes=10), teacher, size=32))
 
 
@@ -431,3 +431,12 @@ def test_trains_in_a_cohort_bitwise_equal_to_solo(digits, teacher, method):
     assert cohort[0].history[-1]["losses"][method] > 0
     for k, v in teacher.state_dict().items():  # read, never changed
         assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("t_name,s_name", [("oki2020_teacher", "oki2020_student"), ("resnet14", "oki2020_student")])
+def test_cat_kd_is_not_applicable_to_a_flatten_and_mlp_head(t_name, s_name):
+    """The seed paper's networks flatten their last map into an MLP: no class activation map, so "n/a"."""
+    torch.manual_seed(0)
+    teacher, student = freeze(create_model(t_name, num_classes=10)), create_model(s_name, num_classes=10)
+    with pytest.raises(PairNotSupported, match="cat_kd needs the (teacher|student)'s"):
+        build_method("cat_kd", _ctx(student, teacher, size=28))
