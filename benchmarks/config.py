@@ -47,7 +47,10 @@ from .train import Recipe
 PRESET_DIR = Path(__file__).parent / "presets"
 TOP_KEYS = {"description", "dataset", "methods", "pairs", "seeds", "teacher_seed",
             "data", "train", "teacher_train", "method", "method_by_pair", "val_fraction", "student_fraction",
-            "sweep"}
+            "sweep", "teacher_reference"}
+# [teacher_reference]: the published test top-1 range of comparable networks on the preset's data; a teacher under
+# min_top1 stops the grid before its students train (a weak teacher is a defect to find, not a number to print)
+REFERENCE_KEYS = {"min_top1": float, "max_top1": float, "source": str}
 RECIPE_KEYS = {f.name for f in dataclasses.fields(Recipe)}
 
 
@@ -219,6 +222,7 @@ def check_config(cfg: dict[str, Any]) -> None:
         parse_pair(pair)
     check_val_fraction(cfg.get("val_fraction", 0))
     check_student_fraction(cfg.get("student_fraction", 1))
+    check_teacher_reference(cfg.get("teacher_reference"))
     sweep = cfg.get("sweep", {})
     if not isinstance(sweep, dict) or not all(isinstance(v, list) for v in sweep.values()):
         raise ConfigError('sweep must be a table of lists, e.g. [sweep] "kd.T" = [1.0, 2.0, 4.0]')
@@ -230,6 +234,28 @@ def check_config(cfg: dict[str, Any]) -> None:
         if not all(isinstance(v, dict) for v in methods.values()):
             raise ConfigError(f'method_by_pair."{pair}": expected tables of method hyperparameters, '
                               f'e.g. [method_by_pair."{pair}".dkd] beta = 6.0')
+
+
+def check_teacher_reference(ref: Any) -> None:
+    """``[teacher_reference]``: ``min_top1`` <= ``max_top1`` in [0, 100] (percent) and the ``source`` they are
+    quoted from; absent: no check."""
+    if ref is None:
+        return
+    example = 'e.g. [teacher_reference] min_top1 = 90.0, max_top1 = 95.0, source = "..."'
+    if not isinstance(ref, dict):
+        raise ConfigError(f"teacher_reference must be a table, {example}, got {ref!r}")
+    if set(ref) != set(REFERENCE_KEYS):
+        raise ConfigError(f"teacher_reference needs exactly the keys {', '.join(sorted(REFERENCE_KEYS))} "
+                          f"({example}), got {', '.join(sorted(ref)) or 'none'}")
+    for key in ("min_top1", "max_top1"):
+        v = ref[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 100:
+            raise ConfigError(f"teacher_reference.{key} must be a percentage in [0, 100], got {v!r}")
+    if ref["min_top1"] > ref["max_top1"]:
+        raise ConfigError(f"teacher_reference.min_top1 ({ref['min_top1']}) is above max_top1 ({ref['max_top1']})")
+    if not isinstance(ref["source"], str) or not ref["source"].strip():
+        raise ConfigError("teacher_reference.source must say where the range is published, got "
+                          f"{ref['source']!r}")
 
 
 def check_val_fraction(value: Any, given: str = "val_fraction") -> float:
@@ -326,7 +352,7 @@ def apply_set(cfg: dict[str, Any], assignment: str, method_names: set[str]) -> N
     path, text = assignment.split("=", 1)
     section, *keys = path.strip().split(".")
     value = parse_value(text.strip())
-    if section in ("train", "teacher_train", "data"):
+    if section in ("train", "teacher_train", "data", "teacher_reference"):
         target = cfg.setdefault(section, {})
     elif section in method_names:
         target = cfg.setdefault("method", {}).setdefault(section, {})
@@ -334,8 +360,8 @@ def apply_set(cfg: dict[str, Any], assignment: str, method_names: set[str]) -> N
             for methods in cfg.get("method_by_pair", {}).values():
                 methods.get(section, {}).pop(keys[0], None)
     else:
-        raise ConfigError(f"bad --set {assignment!r}: {section!r} is neither train, teacher_train, data "
-                          f"nor a method ({', '.join(sorted(method_names))})")
+        raise ConfigError(f"bad --set {assignment!r}: {section!r} is neither train, teacher_train, data, "
+                          f"teacher_reference nor a method ({', '.join(sorted(method_names))})")
     for key in keys[:-1]:
         target = target.setdefault(key, {})
     target[keys[-1]] = value
@@ -376,7 +402,8 @@ def _recipe(fields: dict[str, Any], given: dict[str, str]) -> Recipe:
         out[key] = thaw(value)  # a recipe holds plain values (lr_decay_epochs: a list), never a frozen config's
     recipe = Recipe(**out)
     # checked here, before any teacher trains: SGD would refuse them (or train on NaN) only once training starts
-    bounds = {"epochs": ">= 1", "batch_size": ">= 1", "eval_batch_size": ">= 1", "lr": "a finite number > 0",
+    bounds = {"epochs": ">= 1", "batch_size": ">= 1", "eval_batch_size": ">= 1", "eval_every": ">= 1",
+              "lr": "a finite number > 0",
               "momentum": "a finite number >= 0", "weight_decay": "a finite number >= 0",
               "lr_decay_rate": "a finite number > 0"}
     for key, wanted in bounds.items():

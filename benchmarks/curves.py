@@ -63,7 +63,7 @@ def scalars(entry: dict[str, Any]) -> dict[str, float]:
     out = {f"loss/{term}": value for term, value in entry["losses"].items()}
     out.update({f"loss_weighted/{term}": value for term, value in entry["weighted_losses"].items()})
     more = {"loss/total": entry["loss"], "lr": entry["lr"], "train/top1": entry["train_top1"],
-            "test/top1": entry["test_top1"], "test/top5": entry["test_top5"], "time/epoch_s": entry["time_s"],
+            "test/top1": entry.get("test_top1"), "test/top5": entry.get("test_top5"), "time/epoch_s": entry["time_s"],
             "time/eval_s": entry.get("eval_time_s"), "images_per_s": entry.get("images_per_s"),
             "test/ece": entry.get("test_ece"), "fidelity/agreement": entry.get("test_agreement"),
             "fidelity/kl_teacher": entry.get("test_kl_teacher")}

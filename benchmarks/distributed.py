@@ -415,8 +415,8 @@ def train(cfg: Mapping[str, Any], spec: RunSpec, runner: GridRunner, options: Ru
             return
         if rank == 0 and not options.quiet:
             h = run.history[-1]
-            log(f"epoch {h['epoch']}/{recipe.epochs}: loss {h['loss']:.4f}, test top-1 {h['test_top1']:.2f}, "
-                f"{h['images_per_s']:.0f} img/s")
+            test = f", test top-1 {h['test_top1']:.2f}" if "test_top1" in h else ""  # Recipe.eval_every
+            log(f"epoch {h['epoch']}/{recipe.epochs}: loss {h['loss']:.4f}{test}, {h['images_per_s']:.0f} img/s")
         recorder.epoch_end(run, data_generator)  # rank 0's metrics line; every rank's checkpoint when due
 
     scope = start_host_memory(device)

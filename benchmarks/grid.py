@@ -50,10 +50,10 @@ from .locks import FileLock
 from .models import create_model
 from .progress import make_progress, plural
 from .recorder import RunCheckpoint, RunRecorder
-from .teachers import (IMPORTED, TeacherError, TeacherSource, get_teacher, inspect_teacher_checkpoint, teacher_identity,
+from .teachers import (IMPORTED, TeacherError, TeacherSource, check_against_reference, get_teacher, inspect_teacher_checkpoint, teacher_identity,
                        teacher_source)
 from .fidelity import TeacherTest
-from .train import FastPaths, Recipe, StudentRun, freeze, seed_for, train_cohort
+from .train import FastPaths, Recipe, StudentRun, evaluated, freeze, seed_for, train_cohort
 
 
 @dataclass(frozen=True)
@@ -375,6 +375,9 @@ class GridRunner:
                         continue
                     except HyperparameterError as e:
                         raise HyperparameterError(f"{spec.label} on {pair}: {e}") from None
+                    except Exception as e:  # one line before any training, never a traceback
+                        raise ConfigError(f"{spec.label} cannot be built on {pair}: {e} (a method that cannot "
+                                          "run on a pair raises methods.PairNotSupported: the table says n/a)") from None
         finally:
             torch.random.set_rng_state(rng)
 
@@ -403,6 +406,8 @@ class GridRunner:
                 "config": {k: cfg.get(k) for k in ("data", "train", "teacher_train", "method", "teacher_seed",
                                                    "teacher_ckpts", "teachers")}}
         grid["config"].update(data_split(cfg))
+        if cfg.get("teacher_reference"):  # the report shows each teacher beside it; absent, grid.json is as it was
+            grid["config"]["teacher_reference"] = dict(cfg["teacher_reference"])
         variants = self.variants()
         with FileLock(self.results_dir / "grid.lock"):
             if path.exists():  # a later invocation with other methods/pairs/seeds widens the grid, never narrows it
@@ -487,6 +492,7 @@ class GridRunner:
                     if teachers[t][1]["key"] != self.teacher_keys[t]:  # e.g. an import replaced it meanwhile
                         raise TeacherError(f"teacher {t} changed while this grid ran ({self.teacher_keys[t]} -> "
                                            f"{teachers[t][1]['key']}); rerun the command")
+                    check_against_reference(t, teachers[t][1], self.cfg.get("teacher_reference"), self.data.name)
                     # the teacher's test outputs (agreement, KL, its ECE): one pass per grid, not per cohort
                     teacher_tests[t] = TeacherTest(teachers[t][0], self.student_data, self.device)
                 self.run_cohort(mine, *teachers[t], teacher_test=teacher_tests[t])
@@ -699,14 +705,15 @@ class GridRunner:
                     continue
                 specs[r.run_id][1].epoch_end(r, generator)
             if self.progress is not None:
-                alive = [r for r in all_runs if r.history and r.error is None]
+                # the last evaluated epoch of each (Recipe.eval_every)
+                alive = [r for r in all_runs if evaluated(r.history) and r.error is None]
                 if alive:
-                    best = max(alive, key=lambda r: r.history[-1]["test_top1"])
+                    best = max(alive, key=lambda r: evaluated(r.history)[-1]["test_top1"])
                     s0 = specs[runs[0].run_id][0]
                     at = cohort_position([(specs[r.run_id][0].label, position(r, epoch))
                                           for r in all_runs if r.error is None and r.epochs_done == epoch + 1])
                     self.progress.set_postfix_str(f"{s0.pair} s{s0.seed} {at}: best {specs[best.run_id][0].label} "
-                                                  f"{best.history[-1]['test_top1']:.1f}%")
+                                                  f"{evaluated(best.history)[-1]['test_top1']:.1f}%")
                 self.progress.update(sum(r.epochs_done == epoch + 1 for r in all_runs))
                 self.estimate()
 
@@ -726,7 +733,8 @@ class GridRunner:
         fields (``cohort_cost``)."""
         rec = recorder.record
         hist = [h for h in run.history if "stage" not in h]  # the metrics are the main stage's
-        best = max(hist, key=lambda h: h["test_top1"])
+        # the best of the evaluated epochs (Recipe.eval_every); the last epoch is always evaluated
+        best = max(evaluated(hist), key=lambda h: h["test_top1"])
         train_time = sum(h["time_s"] for h in hist)
         rec.status, rec.history, rec.finished_at = "complete", run.history, now()
         rec.metrics = records.Metrics(

@@ -127,8 +127,8 @@ class RunRecorder:
             if "stage" not in entry:  # a pre-training stage's epochs are logged, never "best", not curves
                 if self.curves is not None:
                     self.curves.epoch(entry)
-                if entry["test_top1"] > max(
-                        (h["test_top1"] for h in run.history[:-1] if "stage" not in h), default=-1.0):
+                if "test_top1" in entry and entry["test_top1"] > max(  # an evaluated epoch (Recipe.eval_every)
+                        (h["test_top1"] for h in run.history[:-1] if "stage" not in h and "test_top1" in h), default=-1.0):
                     # a new best epoch (the first of equals, as the record's best_epoch): keep its weights;
                     # written before the checkpoint, so a resume never lacks the best so far
                     checkpoints.atomic_torch_save(run_weights(run, entry["epoch"]), self.best_weights_path)

@@ -48,7 +48,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -62,7 +62,7 @@ from .models import create_model, list_models
 from .progress import plural
 from .recorder import RunCheckpoint
 from .records import read_json, write_json
-from .train import FastPaths, Recipe, StudentRun, evaluate, freeze, seed_for, train_cohort
+from .train import FastPaths, Recipe, StudentRun, evaluate, evaluated, freeze, seed_for, train_cohort
 
 # a teacher measured more than this many points below its published top-1 gets a warning
 # (RepDistiller issue #29: a downloaded resnet110 tested at 70.3 instead of 74.3)
@@ -76,6 +76,19 @@ IMPORTED = "imported-"  # prefix of an imported teacher's key: "imported-" + its
 
 class TeacherError(RuntimeError):
     pass
+
+
+def check_against_reference(arch: str, info: dict[str, Any], reference: Mapping[str, Any] | None,
+                            dataset: str) -> None:
+    """A teacher (trained, cached or imported: ``info``) under the preset's ``[teacher_reference]`` range stops
+    the grid before its students train: a weak teacher is a defect to find, not a number to print."""
+    if not reference or info.get("top1") is None or info["top1"] >= reference["min_top1"]:
+        return
+    raise TeacherError(
+        f"teacher {arch} reached {info['top1']:.2f}% test top-1 on {dataset}, under the "
+        f"{reference['min_top1']:g}-{reference['max_top1']:g}% published for comparable networks "
+        f"({reference['source']}): train it longer (--set teacher_train.epochs=N) or give a better one "
+        f"(--teacher-ckpt {arch}=PATH); --set teacher_reference.min_top1=0 accepts it")
 
 
 # how a teacher's init and batch stream are seeded (``_cached_or_trained``); part of its key, so a teacher
@@ -533,7 +546,7 @@ def _cached_or_trained(arch, data, recipe, seed, device, path: Path, log, fast,
     last = run.history[-1]
     info = {"arch": arch, "key": key, "seed": seed, "epochs": recipe.epochs,
             "recipe": recipe.as_dict(), "data": desc, "top1": last["test_top1"], "top5": last["test_top5"],
-            "top1_best": max(h["test_top1"] for h in run.history), "time_s": run.time_s,
+            "top1_best": max(h["test_top1"] for h in evaluated(run.history)), "time_s": run.time_s,
             "path": str(path), "source": "trained", "fast_paths": fast}
     # the weights, then the .json that makes them a cache entry, then the checkpoint they supersede
     checkpoints.atomic_torch_save({k: v.cpu() for k, v in model.state_dict().items()}, path)

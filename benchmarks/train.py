@@ -37,7 +37,7 @@ from .fidelity import CalibrationBins, TeacherTest, agreement_count, kl_sum
 from .steptimer import StepTimer, section
 
 __all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "eval_metrics",
-           "val_top1", "TeacherTest", "StepTimer", "seed_for", "freeze",
+           "val_top1", "evaluated", "TeacherTest", "StepTimer", "seed_for", "freeze",
            "draw_views", "view_generator", "compute_terms", "compute_stage_terms", "stage_modes",
            "weigh_terms", "unique_trainable"]
 
@@ -54,14 +54,32 @@ class Recipe:
     lr_decay_epochs: list[int] = field(default_factory=lambda: [150, 180, 210])
     lr_decay_rate: float = 0.1
     eval_batch_size: int = 256
+    # test-set evaluation after every ``eval_every``-th epoch and always after the last (of each pre-training
+    # stage too): 1 is RepDistiller's every epoch; a real dataset on a CPU (10,000 test images at 28x28: 3-4 s
+    # per resnet8 pass) cannot pay that for 186 runs. Entries in between carry no test_* keys.
+    eval_every: int = 1
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of 0-based ``epoch``: RepDistiller decays when the 1-based epoch exceeds a milestone."""
         steps = sum(epoch + 1 > m for m in self.lr_decay_epochs)
         return self.lr * self.lr_decay_rate**steps
 
+    def evaluates(self, epoch: int, epochs: int) -> bool:
+        """Whether the test set is evaluated after 0-based ``epoch`` of a stage of ``epochs`` epochs."""
+        return (epoch + 1) % self.eval_every == 0 or epoch + 1 == epochs
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.eval_every == 1:
+            # left out at its default: the recipes recorded (and the teacher cache keys hashed from them)
+            # before the field existed stay what they were
+            del out["eval_every"]
+        return out
+
+
+def evaluated(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries of ``history`` whose epoch was evaluated on the test set (``Recipe.eval_every``)."""
+    return [h for h in history if "test_top1" in h]
 
 
 @dataclass
@@ -460,16 +478,18 @@ class StudentRun:
         """Evaluate, log and return the epoch's history entry. ``teacher_test``: the teacher's test outputs
         (shared by the cohort), for the entry's ``test_agreement`` and ``test_kl_teacher`` (left out without)."""
         t0 = time.perf_counter()
-        test = eval_metrics(self.model, data, device, self.recipe.eval_batch_size, teacher_test)
-        if getattr(data, "num_val", 0):  # the validation split (--val-fraction): what a sweep is tuned on
-            test = {"val_top1": val_top1(self.model, data, device, self.recipe.eval_batch_size), **test}
-        if teacher_test is not None:
-            self.teacher_ece = teacher_test.ece(self.recipe.eval_batch_size)
+        stage, stage_epoch = self.stage_at(epoch)
+        test: dict[str, float] = {}
+        if self.recipe.evaluates(stage_epoch, stage.epochs if stage is not None else self.recipe.epochs):
+            test = eval_metrics(self.model, data, device, self.recipe.eval_batch_size, teacher_test)
+            if getattr(data, "num_val", 0):  # the validation split (--val-fraction): what a sweep is tuned on
+                test = {"val_top1": val_top1(self.model, data, device, self.recipe.eval_batch_size), **test}
+            if teacher_test is not None:
+                self.teacher_ece = teacher_test.ece(self.recipe.eval_batch_size)
         seen = max(self._seen, 1)
         losses = {k: float(v) / seen for k, v in self._sums.items()}
         weighted = {k: float(v) / seen for k, v in self._weighted.items()}
         train_time = self._epoch_time + shared_time
-        stage, stage_epoch = self.stage_at(epoch)
         entry = {
             # a stage's entries count its own epochs and say which stage; the main ones count from 1 again
             **({"stage": stage.name} if stage is not None else {}),
@@ -479,7 +499,9 @@ class StudentRun:
             "losses": losses,
             "weighted_losses": weighted,
             "train_top1": 100.0 * float(self._correct) / seen,
-            **test,  # test_top1, test_top5, test_ece (and test_agreement, test_kl_teacher with a teacher)
+            # test_top1, test_top5, test_ece (and test_agreement, test_kl_teacher with a teacher), on the epochs
+            # evaluated (Recipe.eval_every)
+            **test,
             "time_s": train_time,
             "eval_time_s": time.perf_counter() - t0,
             "images_per_s": self._seen / train_time if train_time > 0 else math.nan,

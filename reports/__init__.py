@@ -83,7 +83,8 @@ def render_report(res: agg.Results, published=None) -> str:
            "**Grid**\n\n" + _header(res)]
     sec += tables.teacher_warnings(groups)
     sec.append("**Teachers**\n\n" + tables.teacher_section(res, groups)
-               + "\n\nEach pair's teacher as its runs' records name it; test top-1 on this grid's test set.")
+               + "\n\nEach pair's teacher as its runs' records name it; test top-1 on this grid's test set."
+               + tables.teacher_reference_note(res, groups))
     sec.append("## 1. Top-1 accuracy, last epoch (RepDistiller's convention)\n\n"
                + tables.accuracy_tables(res, last, teacher) + "\n\n" + tables.ACCURACY_FOOTNOTE)
     sec.append("## 2. Top-1 accuracy, best epoch (mdistiller's convention)\n\n"

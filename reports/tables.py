@@ -650,6 +650,25 @@ def teacher_section(res: agg.Results, groups: dict) -> str:
                     ["left", "left", "left", "right", "left"])
 
 
+def teacher_reference_note(res: agg.Results, groups: dict) -> str:
+    """The preset's ``[teacher_reference]`` (the published range of comparable networks on this data) and where
+    each teacher falls in it; empty for a grid without one."""
+    ref = (res.grid.config or {}).get("teacher_reference")
+    if not isinstance(ref, dict) or not {"min_top1", "max_top1", "source"} <= set(ref):
+        return ""
+    lo, hi = float(ref["min_top1"]), float(ref["max_top1"])
+    where = []
+    for p in res.grid.pairs:
+        for _, info, _ in groups.get(p) or []:
+            top1 = agg._num(info.get("top1"))
+            if math.isnan(top1):
+                continue
+            place = "within" if lo <= top1 <= hi else ("above" if top1 > hi else "**BELOW**")
+            where.append(f"{esc(info.get('arch') or agg.parse_pair(p)[0])} {top1:.2f}% ({place})")
+    return (f" Published test top-1 of comparable networks on this data: {lo:g}–{hi:g}% ({esc(ref['source'])})"
+            + (f"; here: {', '.join(dict.fromkeys(where))}." if where else "."))
+
+
 def fmt_duration(s: float) -> str:
     if s is None or math.isnan(s):
         return DASH

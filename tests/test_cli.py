@@ -8,7 +8,7 @@ import statistics
 import pytest
 import torch
 
-from benchmarks import records
+from benchmarks import grid, records
 from benchmarks.run import main
 
 TINY = ["--pairs", "resnet8:resnet8", "--epochs", "1", "--set", "teacher_train.epochs=1", "--quiet"]
@@ -466,3 +466,22 @@ def test_other_commands_refuse_an_empty_value(module, argv, message, capsys, tmp
     assert importlib.import_module(module).main(argv) == 2
     assert capsys.readouterr().err == message + "\n"
     assert tree(tmp_path) == before
+
+
+def test_a_method_that_cannot_be_built_is_one_line_before_any_training(tmp_path, capsys, monkeypatch):
+    """A build failure other than PairNotSupported (a user's method with a bug, a model it cannot read) stops the
+    grid with one line naming the method and pair, exit 2, before a teacher trains or a file is written."""
+    def broken(spec, *args, **kwargs):
+        if spec.method == "at":
+            raise ValueError("needs four stages, got three")
+        return real(spec, *args, **kwargs)
+
+    real = grid.build_student
+    monkeypatch.setattr(grid, "build_student", broken)
+    code = main(["--results", str(tmp_path), "--methods", "kd,at", "--pairs", "resnet8:resnet8", "--seeds", "0",
+                 "--epochs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["error: at cannot be built on resnet8:resnet8: needs four stages, got three (a "
+                                 "method that cannot run on a pair raises methods.PairNotSupported: the table "
+                                 "says n/a)"]
+    assert list(tmp_path.iterdir()) == []
