@@ -10,8 +10,9 @@ instead of 8 s beside a second job (issue #31), and two copies of a small digits
 - divides them between the local workers it is one of (``--workers N``);
 - leaves out the CPUs that other processes keep busy: sampled from ``/proc/stat`` over a fifth of a second
   before it starts, then followed while it trains (``LoadFollower``: once an epoch, from the ticks other
-  processes used since the previous look), so a job that starts or ends beside it, or a second copy of the
-  grid started at the same moment, changes the count within an epoch.
+  processes used since the previous look; a look less than a tenth of a second after the previous one waits for
+  the next), so a job that starts or ends beside it, or a second copy of the grid started at the same moment,
+  changes the count within an epoch.
 
 ``--threads N`` or ``OMP_NUM_THREADS`` fix the number instead. The thread count changes the order of float
 sums, so bitwise reproduction needs the same count: every record says how many threads trained it and why.
@@ -107,22 +108,43 @@ def cpu_times(stat: Path = Path("/proc/stat")) -> dict[int, tuple[int, int]]:
     return out
 
 
+LoadSample = tuple[dict[int, tuple[int, int]], "int | None"]  # (cpu_times(), own_ticks()) at one moment
+# a look over less than this many ticks of one CPU (a tenth of a second at Linux's USER_HZ of 100) is noise: a
+# cohort's first epoch looks right after the grid did, and one tick more or less flipped the count
+MIN_LOOK_TICKS = 10
+
+
+def others_busy(cpus: list[int], before: LoadSample, after: LoadSample) -> float | None:
+    """How many of ``cpus`` processes other than this one kept busy between two samples: the CPUs' busy ticks
+    less this process's own CPU time, over the ticks one CPU counted. None where a counter is unreadable or no
+    tick passed."""
+    (cpu_before, own_before), (cpu_after, own_after) = before, after
+    if own_before is None or own_after is None or any(c not in cpu_before or c not in cpu_after for c in cpus):
+        return None
+    ticks = sum(cpu_after[c][1] - cpu_before[c][1] for c in cpus) / len(cpus)
+    if ticks <= 0:
+        return None
+    busy = sum(cpu_after[c][0] - cpu_before[c][0] for c in cpus) - (own_after - own_before)
+    return max(0.0, busy / ticks)
+
+
+def elapsed_ticks(cpus: list[int], before: LoadSample, after: LoadSample) -> float:
+    """Ticks one of ``cpus`` counted between two samples (0 where a counter is unreadable)."""
+    if any(c not in before[0] or c not in after[0] for c in cpus) or not cpus:
+        return 0.0
+    return sum(after[0][c][1] - before[0][c][1] for c in cpus) / len(cpus)
+
+
 def busy_cpus(cpus: list[int], seconds: float = SAMPLE_SECONDS,
               sample: Callable[[], dict[int, tuple[int, int]]] = cpu_times,
-              sleep: Callable[[float], None] = time.sleep) -> float | None:
-    """How many of ``cpus`` other processes keep busy: the busy share of each over ``seconds`` while this
-    process sleeps, summed. None where the counters cannot be read (not Linux)."""
-    before = sample()
+              sleep: Callable[[float], None] = time.sleep,
+              own: Callable[[], int | None] = lambda: 0) -> float | None:
+    """How many of ``cpus`` other processes keep busy, sampled over ``seconds`` while this process sleeps
+    (``others_busy``; ``own``: this process's ticks, ~0 while it sleeps). None where the counters cannot be read
+    (not Linux)."""
+    before = (sample(), own())
     sleep(seconds)
-    after = sample()
-    busy = 0.0
-    for cpu in cpus:
-        if cpu not in before or cpu not in after:
-            return None
-        total = after[cpu][1] - before[cpu][1]
-        if total > 0:
-            busy += (after[cpu][0] - before[cpu][0]) / total
-    return busy
+    return others_busy(cpus, before, (sample(), own()))
 
 
 @dataclass(frozen=True)
@@ -197,20 +219,17 @@ class LoadFollower:
                  sample: Callable[[], dict[int, tuple[int, int]]] = cpu_times,
                  own: Callable[[], int | None] = own_ticks):
         self.choice, self.cpus, self.log, self.sample, self.own = choice, cpus, log, sample, own
-        self.last = (sample(), own())
+        self.last: LoadSample = (sample(), own())
 
     def others_busy(self) -> float | None:
-        """CPUs of ``cpus`` kept busy by other processes since the previous call (None where unreadable)."""
-        now = (self.sample(), self.own())
-        (before, own_before), (after, own_after) = self.last, now
-        self.last = now
-        if own_before is None or own_after is None or any(c not in before or c not in after for c in self.cpus):
+        """CPUs of ``cpus`` kept busy by other processes since the previous look (``others_busy``); None where
+        unreadable, or where less than ``MIN_LOOK_TICKS`` passed (the previous sample is then kept, so the next
+        look measures the longer interval)."""
+        now: LoadSample = (self.sample(), self.own())
+        if elapsed_ticks(self.cpus, self.last, now) < MIN_LOOK_TICKS:
             return None
-        ticks = sum(after[c][1] - before[c][1] for c in self.cpus) / len(self.cpus)  # one CPU's ticks elapsed
-        if ticks <= 0:
-            return None
-        busy = sum(after[c][0] - before[c][0] for c in self.cpus) - (own_after - own_before)
-        return max(0.0, busy / ticks)
+        before, self.last = self.last, now
+        return others_busy(self.cpus, before, now)
 
     def look(self) -> ThreadChoice:
         """Set the thread count for what the load is now; a change is logged. Returns the choice in force."""

@@ -51,7 +51,7 @@ def test_cpu_times_and_busy_share_by_hand(tmp_path):
     write(stat, "cpu  30 0 10 140 20 0 0 0 0 0\ncpu0 10 0 5 70 10 0 5 0 0 0\ncpu1 20 0 5 70 10 0 0 0 0 0\n")
     assert cpu_times(stat) == {0: (20, 100), 1: (25, 105)}
     samples = iter([{0: (20, 100), 1: (25, 105), 2: (0, 10)},
-                    {0: (120, 200), 1: (50, 205), 2: (0, 20)}])  # cpu0 100/100 busy, cpu1 25/100, cpu2 idle
+                    {0: (120, 200), 1: (50, 205), 2: (0, 110)}])  # cpu0 100/100 busy, cpu1 25/100, cpu2 idle
     assert busy_cpus([0, 1, 2], sample=lambda: next(samples), sleep=lambda s: None) == pytest.approx(1.25)
     samples = iter([{0: (20, 100)}, {0: (120, 200)}])
     assert busy_cpus([0, 1], sample=lambda: next(samples), sleep=lambda s: None) is None  # cpu1 unreadable
@@ -111,6 +111,25 @@ def test_others_busy_by_hand_and_a_look_changes_the_count():
         # then 20 + 20 busy, 40 of them this process's own: the other job ended, both CPUs are this one's again
         assert follower.look() == ThreadChoice(2, "auto", 2, 2, 0.0) and torch.get_num_threads() == 2
         assert len(said) == 2 and said[1].endswith(", was 1")
+    finally:
+        torch.set_num_threads(THREADS)
+
+
+def test_a_look_too_soon_after_the_last_keeps_the_count_and_measures_the_longer_interval():
+    """The grid looks as a cohort starts and the cohort's first epoch looks again at once: over a few ticks one tick
+    more or less is a CPU's worth of load, so a look over less than MIN_LOOK_TICKS waits for a longer interval."""
+    first = {0: (0, 0), 1: (0, 0)}
+    samples = iter([first, {0: (3, 4), 1: (3, 4)}, {0: (53, 104), 1: (53, 104)}])
+    own = iter([0, 0, 100])
+    said = []
+    follower = LoadFollower(ThreadChoice(2, "auto", 2, 2, 0.0), [0, 1], said.append, lambda: next(samples),
+                            lambda: next(own))
+    try:
+        # 4 ticks passed, 3 of each CPU's busy with another process: "1.5 CPUs busy" would drop to 1 thread
+        assert follower.look() == ThreadChoice(2, "auto", 2, 2, 0.0) and said == []
+        assert follower.last == (first, 0)  # kept: the next look measures from it
+        # 104 ticks since the first sample, 106 busy less this process's 100: 0.06 CPU busy
+        assert follower.others_busy() == pytest.approx(6 / 104)
     finally:
         torch.set_num_threads(THREADS)
 
