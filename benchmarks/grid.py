@@ -460,8 +460,12 @@ class GridRunner:
         if todo:
             self.log(self.plan(todo, sources))
         if not self.options.quiet and todo:
-            self.progress = make_progress(sum(self.run_epochs(s) for s in todo), "student epoch",
-                                          teachers={t: s.epochs for t, s in sources.items() if s.kind == "train"})
+            by_pair: dict[str, int] = {}  # each pair's student epochs, timed apart: their students cost differently
+            for s in todo:
+                by_pair[s.pair] = by_pair.get(s.pair, 0) + self.run_epochs(s)
+            self.progress = make_progress(sum(by_pair.values()), "student epoch",
+                                          teachers={t: s.epochs for t, s in sources.items() if s.kind == "train"},
+                                          groups=by_pair)
         self.estimated = False
         teachers: dict[str, tuple[torch.nn.Module, dict]] = {}
         teacher_tests: dict[str, TeacherTest] = {}
@@ -474,7 +478,9 @@ class GridRunner:
                     self.log(f"skipping {plural(len(busy), 'run')} another process is training: {', '.join(busy)}")
                 mine = [s for s in mine if not self.is_done(s)]  # finished by another process meanwhile
                 if self.progress is not None:  # done by others: counted, not timed
-                    self.progress.skip(sum(self.run_epochs(s) for s in cohort if s not in mine))
+                    for s in cohort:
+                        if s not in mine:
+                            self.progress.skip(self.run_epochs(s), s.pair)
                 if not mine:
                     continue
                 if self.threads.source == "auto":  # a job that started or ended beside this one: the new runs' env
@@ -557,9 +563,15 @@ class GridRunner:
         # its teacher's key is (an imported one's weight hash; a trained one's data, recipe, seed and seeding
         # scheme), so a record made with another teacher is never counted as this run's
         shared = {k: v for k, v in protocol(self.cfg).items() if k not in ("method", "method_by_pair")}
-        return fingerprint({"protocol": shared, "method": self.cfg["resolved_methods"][spec.pair][spec.label],
-                            "recipe": self.student_recipe(spec).as_dict(), "fast": self.fast,
-                            "teacher": self.teacher_keys.get(spec.teacher)})
+        identity = {"protocol": shared, "method": self.cfg["resolved_methods"][spec.pair][spec.label],
+                    "recipe": self.student_recipe(spec).as_dict(), "fast": self.fast,
+                    "teacher": self.teacher_keys.get(spec.teacher)}
+        # the images themselves, where the loader hashes them (MNIST, FashionMNIST): an imported teacher's key
+        # is its weights only, so other files under the same dataset name would otherwise count as this run's
+        content = self.data.describe().get("content_sha")
+        if content is not None:
+            identity["data_content"] = content
+        return fingerprint(identity)
 
     def checkpoint_path(self, spec: RunSpec) -> Path:
         return records.record_path(self.results_dir, spec.run_id).with_suffix(".ckpt.pt")
@@ -659,7 +671,7 @@ class GridRunner:
             groups.setdefault(run.epochs_done, []).append((spec, run, recorder))
             built.append((spec, run))
             if self.progress is not None:
-                self.progress.skip(run.epochs_done)  # trained before this process: counted, not timed
+                self.progress.skip(run.epochs_done, spec.pair)  # trained before this process: counted, not timed
         if built:
             self.log(cohort_line(built))
         for start, members in sorted(groups.items()):
@@ -714,7 +726,8 @@ class GridRunner:
                                           for r in all_runs if r.error is None and r.epochs_done == epoch + 1])
                     self.progress.set_postfix_str(f"{s0.pair} s{s0.seed} {at}: best {specs[best.run_id][0].label} "
                                                   f"{evaluated(best.history)[-1]['test_top1']:.1f}%")
-                self.progress.update(sum(r.epochs_done == epoch + 1 for r in all_runs))
+                pair = specs[runs[0].run_id][0].pair  # a cohort is one pair's (and seed's)
+                self.progress.update(sum(r.epochs_done == epoch + 1 for r in all_runs), pair)
                 self.estimate()
 
         train_cohort(runs, self.student_data, self.device, teacher=teacher, data_generator=generator,
@@ -771,7 +784,7 @@ class GridRunner:
         rec.error = records.RunError(type(error).__name__, message)
         self.recorder(spec, trains=False).write(rec)
         if self.progress is not None:
-            self.progress.skip(self.run_epochs(spec))  # done without training: counted, not timed
+            self.progress.skip(self.run_epochs(spec), spec.pair)  # done without training: counted, not timed
 
     def fail(self, spec: RunSpec, recorder: RunRecorder | None, error: BaseException, at,
              run: StudentRun | None = None):
@@ -779,7 +792,7 @@ class GridRunner:
         started) with the error."""
         self.failed.append(spec.run_id)
         if self.progress is not None:  # the epochs it will not train: counted, not timed
-            self.progress.skip(self.run_epochs(spec) - (run.epochs_done if run is not None else 0))
+            self.progress.skip(self.run_epochs(spec) - (run.epochs_done if run is not None else 0), spec.pair)
         message = records.error_line(error)
         self.log(f"{spec.run_id}: FAILED: {type(error).__name__}: {message}")
         if recorder is None:

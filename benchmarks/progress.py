@@ -7,8 +7,9 @@ seconds (and at the end), with the elapsed time and an estimate of what is left.
 
 The estimate (``Remaining``) comes from timed work only: the students' pace from the student epochs this
 process trained (a resumed run's epochs, a run that cannot run its pair, count as done but took no time),
-over the time spent outside the teachers; the teachers still to train at the pace of one this grid trained,
-or "estimating..." until one is.
+over the time spent outside the teachers, kept per group (the grid's pairs: a resnet8 epoch may cost three of
+a smaller student's) and the whole grid's pace for a group not timed yet; the teachers still to train at the
+pace of one this grid trained, or "estimating..." until one is.
 """
 from __future__ import annotations
 
@@ -40,24 +41,36 @@ class Remaining:
     """
 
     def __init__(self, total: int, teachers: Mapping[str, int] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, groups: Mapping[str, int] | None = None):
         self.total, self.clock = total, clock
         self.start = clock()
         self.done = 0  # student epochs done, trained or not
         self.timed = 0  # student epochs trained by this process
         self.student_s = 0.0  # the time they took: elapsed at the last one, less the teachers' time
+        # per group (the grid's pairs: group -> its student epochs): epochs done, epochs timed, their time
+        self.groups = dict(groups or {})
+        self.group_done: dict[str, int] = {}
+        self.group_timed: dict[str, int] = {}
+        self.group_s: dict[str, float] = {}
         self.teachers_left = dict(teachers or {})
         self.teacher_s = 0.0  # time spent getting teachers (trained, waited for or loaded)
         self.teacher_epoch_s: list[float] = []  # seconds per epoch of each teacher trained (train and eval)
         self.teacher_since: float | None = None
 
-    def trained(self, n: int) -> None:
+    def trained(self, n: int, group: str | None = None) -> None:
+        """``n`` student epochs of ``group`` trained now: the student time since the last ones is theirs."""
         self.done += n
         self.timed += n
-        self.student_s = self.clock() - self.start - self.teacher_s
+        before, self.student_s = self.student_s, self.clock() - self.start - self.teacher_s
+        if group is not None:
+            self.group_done[group] = self.group_done.get(group, 0) + n
+            self.group_timed[group] = self.group_timed.get(group, 0) + n
+            self.group_s[group] = self.group_s.get(group, 0.0) + self.student_s - before
 
-    def counted(self, n: int) -> None:
+    def counted(self, n: int, group: str | None = None) -> None:
         self.done += n
+        if group is not None:
+            self.group_done[group] = self.group_done.get(group, 0) + n
 
     def teacher_begins(self) -> None:
         self.teacher_since = self.clock()
@@ -72,8 +85,18 @@ class Remaining:
             self.teacher_epoch_s.append(info["time_s"] / info["epochs"])
 
     def students_s(self) -> float | None:
-        """Seconds for the student epochs left, at the pace of those trained; None before one was."""
-        return self.student_s / self.timed * (self.total - self.done) if self.timed else None
+        """Seconds for the student epochs left, each group's at its own pace (the whole grid's until one of the
+        group's was timed); None before any was."""
+        if not self.timed:
+            return None
+        pace = self.student_s / self.timed
+        if not self.groups:
+            return pace * (self.total - self.done)
+        left = 0.0
+        for group, total in self.groups.items():
+            timed = self.group_timed.get(group, 0)
+            left += (total - self.group_done.get(group, 0)) * (self.group_s[group] / timed if timed else pace)
+        return left
 
     def teachers_s(self) -> float | None:
         """Seconds for the teachers left, at the mean pace per epoch of those trained; None before one was."""
@@ -106,13 +129,13 @@ class Counting:
 
     remaining: Remaining
 
-    def update(self, n: int = 1) -> None:
-        self.remaining.trained(n)
+    def update(self, n: int = 1, group: str | None = None) -> None:
+        self.remaining.trained(n, group)
         self.advance(n)
 
-    def skip(self, n: int) -> None:
+    def skip(self, n: int, group: str | None = None) -> None:
         if n:  # a run that starts afresh: nothing to count, nothing to show
-            self.remaining.counted(n)
+            self.remaining.counted(n, group)
             self.advance(n)
 
     def advance(self, n: int) -> None:
@@ -121,9 +144,10 @@ class Counting:
 
 class LineProgress(Counting):
     def __init__(self, total: int, unit: str, file: TextIO, interval: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic, teachers: Mapping[str, int] | None = None):
+                 clock: Callable[[], float] = time.monotonic, teachers: Mapping[str, int] | None = None,
+                 groups: Mapping[str, int] | None = None):
         self.total, self.unit, self.file, self.interval, self.clock = total, unit, file, interval, clock
-        self.remaining = Remaining(total, teachers, clock)
+        self.remaining = Remaining(total, teachers, clock, groups)
         self.n = 0
         self.postfix = ""
         self.start = clock()
@@ -174,9 +198,10 @@ class BarProgress(Counting, tqdm):
 
     BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
-    def __init__(self, *args, teachers: Mapping[str, int] | None = None, **kwargs):
+    def __init__(self, *args, teachers: Mapping[str, int] | None = None, groups: Mapping[str, int] | None = None,
+                 **kwargs):
         super().__init__(*args, bar_format=self.BAR_FORMAT, **kwargs)
-        self.remaining = Remaining(self.total, teachers)
+        self.remaining = Remaining(self.total, teachers, groups=groups)
         self.best = ""
         tqdm.set_postfix_str(self, self.remaining.text() or "")  # "estimating..." until a student epoch is timed
 
@@ -196,10 +221,13 @@ class BarProgress(Counting, tqdm):
         self.write(msg, file=self.fp)
 
 
-def make_progress(total: int, unit: str, file: TextIO | None = None, teachers: Mapping[str, int] | None = None):
+def make_progress(total: int, unit: str, file: TextIO | None = None, teachers: Mapping[str, int] | None = None,
+                  groups: Mapping[str, int] | None = None):
     """A tqdm bar when ``file`` (default: the current stderr) is a terminal, else ``LineProgress``;
-    ``teachers``: the teachers still to train (arch -> epochs), for the estimate."""
+    ``teachers``: the teachers still to train (arch -> epochs), ``groups``: the epochs of each group timed apart
+    (the grid's pairs), for the estimate."""
     file = file or sys.stderr
     if file.isatty():
-        return BarProgress(total=total, unit=unit, desc="students", dynamic_ncols=True, file=file, teachers=teachers)
-    return LineProgress(total, unit, file, teachers=teachers)
+        return BarProgress(total=total, unit=unit, desc="students", dynamic_ncols=True, file=file, teachers=teachers,
+                           groups=groups)
+    return LineProgress(total, unit, file, teachers=teachers, groups=groups)

@@ -386,6 +386,9 @@ def curves_figure(res: agg.Results) -> Figure | str:
     hist = res.history
     if hist.empty:
         return "no per-epoch history in the complete runs"
+    if hist["epoch"].nunique() == 1 and int(hist["epoch"].iloc[0]) > 1:  # train.eval_every: one test pass, the last
+        return (f"the runs were evaluated on the test set once, after epoch {int(hist['epoch'].iloc[0])} "
+                f"(train.eval_every): no curve to draw; table 1 and the gain heatmap hold those numbers")
     methods = [m for m in agg.method_order(res.grid) if m in set(hist["method"])]
     pairs = [p for p in res.grid.pairs if p in set(hist["pair"])]
     first, last = int(hist["epoch"].min()), int(hist["epoch"].max())

@@ -104,3 +104,13 @@ def test_a_grid_records_the_best_of_the_evaluated_epochs(tmp_path, capsys):
     assert ["test_top1" in x for x in lines] == [False, True, True]
     report = (tmp_path / "g" / "report.md").read_text()
     assert f"{rec.metrics.top1_last:.2f}" in report
+
+
+def test_a_grid_evaluated_once_draws_no_curves_and_says_why(tmp_path):
+    assert main(["--results", str(tmp_path), "--grid", "g", "--methods", "vanilla,kd", "--pairs", "resnet8:resnet8",
+                 "--seeds", "0", "--epochs", "2", "--set", "train.eval_every=2", "--set", "teacher_train.epochs=1",
+                 "--quiet"]) == 0
+    report = (tmp_path / "g" / "report.md").read_text()
+    assert "_skipped: the runs were evaluated on the test set once, after epoch 2 (train.eval_every): no curve to " \
+           "draw; table 1 and the gain heatmap hold those numbers._" in report
+    assert not (tmp_path / "g" / "figures" / "test_curves.png").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import struct
 import urllib.error
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 
 from benchmarks import idx_data
 from benchmarks.data import DataError, load_dataset
+from benchmarks.models import create_model
 from benchmarks.run import main
 from benchmarks.teachers import teacher_key
 from benchmarks.train import Recipe
@@ -377,3 +379,34 @@ def test_a_damaged_download_is_named_by_the_reader(tmp_path, monkeypatch, capsys
     assert str(e.value) == (f"FashionMNIST: {tmp_path / 'FashionMNIST' / 'raw' / 't10k-images-idx3-ubyte'} holds 7812 "
                             f"bytes after its header, expected 10 x 28 x 28 = 7840 (the sizes its header gives): a "
                             f"truncated or damaged file")
+
+
+def test_other_images_under_the_same_name_never_reuse_a_run_made_with_an_imported_teacher(tmp_path, capsys):
+    """An imported teacher's key is its weights only: the run's identity also carries the images' content_sha, so
+    a grid rerun on other files of the same dataset moves the first run's record aside and trains again."""
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher.pt"
+    torch.save(create_model("resnet8", num_classes=10).state_dict(), teacher)
+    results = tmp_path / "results"
+
+    def run(seed: int) -> dict:
+        root = tmp_path / f"data{seed}"
+        write_files(layout_folder(root, "debian", "FashionMNIST"), idx_bytes(20, 10, seed=seed), gz=True)
+        assert main(["--dataset", "FashionMNIST", "--data-root", str(root), "--results", str(results),
+                     "--grid", "g", "--methods", "vanilla", "--pairs", "resnet8:resnet8", "--seeds", "0",
+                     "--epochs", "1", "--student-fraction", "1", "--teacher-ckpt", f"resnet8={teacher}", "--no-report",
+                     "--quiet"]) == 0
+        path = results / "g" / "runs" / "vanilla__resnet8-resnet8__s0.json"
+        return json.loads(path.read_text())
+
+    first = run(0)
+    capsys.readouterr()
+    again = run(0)  # the same files: the run is complete, not redone
+    assert again == first and "grid g: 1 run, 1 already complete, 0 to run" in capsys.readouterr().err
+    other = run(1)  # other images, same name, same teacher file: not this grid's run any more
+    assert other["config"]["fingerprint"] != first["config"]["fingerprint"]
+    err = capsys.readouterr().err
+    assert "record made with another configuration; moved to" in err and "1 already complete" not in err
+    stale = list((results / "g" / "runs" / "stale").glob("*/vanilla__resnet8-resnet8__s0.json"))
+    assert len(stale) == 1 and json.loads(stale[0].read_text())["config"]["fingerprint"] == \
+        first["config"]["fingerprint"]

@@ -65,6 +65,24 @@ def test_the_estimate_times_students_apart_from_teachers_and_resumed_epochs():
                                                "progress: 10/10 student epochs (100%), 3:20 elapsed"]
 
 
+def test_each_pair_is_estimated_at_its_own_pace():
+    """Two pairs whose students cost 1 s and 3 s an epoch (fashion: oki2020_student against resnet8). Hand-computed:
+    after 4 epochs of the cheap pair (4 s) the expensive one's 6 are at the grid's pace, 1 s: 2 + 6 = 8 s left; once
+    3 of its epochs took 9 s, its 3 left take 9 s and the cheap pair's 2 take 2 s: 11 s (the grid's pace, 13 s / 7
+    epochs, would say 5 * 13 / 7 = 9.3 s). A group's skipped epochs are done, not timed."""
+    now, clock = fake_clock()
+    remaining = Remaining(12, clock=clock, groups={"cheap": 6, "dear": 6})
+    now[0] = 4.0
+    remaining.trained(4, "cheap")
+    assert remaining.students_s() == 8.0 and remaining.text() == "about 0:08 left"
+    now[0] = 13.0
+    remaining.trained(3, "dear")
+    assert remaining.students_s() == 11.0
+    remaining.counted(1, "dear")  # a run that cannot run its pair: 2 left of "dear", at 3 s
+    assert remaining.students_s() == 8.0
+    assert Remaining(4, clock=clock).students_s() is None  # nothing timed: estimating...
+
+
 def test_a_grid_that_ends_short_of_its_count_ends_without_an_estimate():
     now, clock = fake_clock()
     out = io.StringIO()
@@ -95,8 +113,8 @@ def test_the_grid_times_students_without_the_teacher(monkeypatch, capsys, tmp_pa
 
     monkeypatch.setattr(grid, "get_teacher", slow_teacher)
     monkeypatch.setattr(StudentRun, "end_epoch", end_epoch)
-    monkeypatch.setattr(grid, "make_progress", lambda total, unit, teachers: LineProgress(
-        total, unit, sys.stderr, interval=0.0, clock=clock, teachers=teachers))
+    monkeypatch.setattr(grid, "make_progress", lambda total, unit, teachers, groups: LineProgress(
+        total, unit, sys.stderr, interval=0.0, clock=clock, teachers=teachers, groups=groups))
     assert main(["--results", str(tmp_path), "--grid", "g", "--methods", "vanilla,kd", "--epochs", "2", *TINY]) == 0
     lines = capsys.readouterr().err.splitlines()
     progress = [line.split(";")[0] for line in lines if line.startswith(("progress: ", "estimate: "))]
@@ -135,8 +153,8 @@ def test_a_failed_runs_epochs_are_done_not_left(capsys, tmp_path):
 def test_progress_shows_the_stage_and_a_cohort_is_one_line_with_its_resumed_runs(monkeypatch, capsys, tmp_path):
     """ab trains a 1-epoch init stage first: the cohort's stream has 3 epochs for a 2-epoch grid. The display says
     where each run is instead of "ep 3"; a resumed cohort is one line saying who resumes where."""
-    monkeypatch.setattr(grid, "make_progress", lambda total, unit, teachers: LineProgress(
-        total, unit, sys.stderr, interval=0.0, teachers=teachers))
+    monkeypatch.setattr(grid, "make_progress", lambda total, unit, teachers, groups: LineProgress(
+        total, unit, sys.stderr, interval=0.0, teachers=teachers, groups=groups))
     argv = ["--results", str(tmp_path), "--grid", "g", "--methods", "vanilla,ab", "--epochs", "2",
             "--set", "ab.init_epochs=1", *TINY]
     real, saved = checkpoints.save_run, []
@@ -166,8 +184,8 @@ def test_progress_shows_the_stage_and_a_cohort_is_one_line_with_its_resumed_runs
 
 
 def test_the_stage_of_each_run_in_a_fresh_cohort(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(grid, "make_progress", lambda total, unit, teachers: LineProgress(
-        total, unit, sys.stderr, interval=0.0, teachers=teachers))
+    monkeypatch.setattr(grid, "make_progress", lambda total, unit, teachers, groups: LineProgress(
+        total, unit, sys.stderr, interval=0.0, teachers=teachers, groups=groups))
     assert main(["--results", str(tmp_path), "--grid", "g", "--methods", "vanilla,kd,ab", "--epochs", "2",
                  "--set", "ab.init_epochs=1", *TINY]) == 0
     lines = capsys.readouterr().err.splitlines()
