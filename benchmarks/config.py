@@ -50,7 +50,7 @@ TOP_KEYS = {"description", "dataset", "methods", "pairs", "seeds", "teacher_seed
             "sweep", "teacher_reference"}
 # [teacher_reference]: the published test top-1 range of comparable networks on the preset's data; a teacher under
 # min_top1 stops the grid before its students train (a weak teacher is a defect to find, not a number to print)
-REFERENCE_KEYS = {"min_top1": float, "max_top1": float, "source": str}
+REFERENCE_KEYS = ("max_top1", "min_top1", "source")
 RECIPE_KEYS = {f.name for f in dataclasses.fields(Recipe)}
 
 
@@ -245,7 +245,7 @@ def check_teacher_reference(ref: Any) -> None:
     if not isinstance(ref, dict):
         raise ConfigError(f"teacher_reference must be a table, {example}, got {ref!r}")
     if set(ref) != set(REFERENCE_KEYS):
-        raise ConfigError(f"teacher_reference needs exactly the keys {', '.join(sorted(REFERENCE_KEYS))} "
+        raise ConfigError(f"teacher_reference needs exactly the keys {', '.join(REFERENCE_KEYS)} "
                           f"({example}), got {', '.join(sorted(ref)) or 'none'}")
     for key in ("min_top1", "max_top1"):
         v = ref[key]

@@ -114,25 +114,23 @@ LoadSample = tuple[dict[int, tuple[int, int]], "int | None"]  # (cpu_times(), ow
 MIN_LOOK_TICKS = 10
 
 
+def elapsed_ticks(cpus: list[int], before: LoadSample, after: LoadSample) -> float:
+    """Ticks one of ``cpus`` counted between two samples (0 where a counter is unreadable)."""
+    if not cpus or any(c not in before[0] or c not in after[0] for c in cpus):
+        return 0.0
+    return sum(after[0][c][1] - before[0][c][1] for c in cpus) / len(cpus)
+
+
 def others_busy(cpus: list[int], before: LoadSample, after: LoadSample) -> float | None:
     """How many of ``cpus`` processes other than this one kept busy between two samples: the CPUs' busy ticks
     less this process's own CPU time, over the ticks one CPU counted. None where a counter is unreadable or no
     tick passed."""
     (cpu_before, own_before), (cpu_after, own_after) = before, after
-    if own_before is None or own_after is None or any(c not in cpu_before or c not in cpu_after for c in cpus):
-        return None
-    ticks = sum(cpu_after[c][1] - cpu_before[c][1] for c in cpus) / len(cpus)
-    if ticks <= 0:
+    ticks = elapsed_ticks(cpus, before, after)
+    if own_before is None or own_after is None or ticks <= 0:
         return None
     busy = sum(cpu_after[c][0] - cpu_before[c][0] for c in cpus) - (own_after - own_before)
     return max(0.0, busy / ticks)
-
-
-def elapsed_ticks(cpus: list[int], before: LoadSample, after: LoadSample) -> float:
-    """Ticks one of ``cpus`` counted between two samples (0 where a counter is unreadable)."""
-    if any(c not in before[0] or c not in after[0] for c in cpus) or not cpus:
-        return 0.0
-    return sum(after[0][c][1] - before[0][c][1] for c in cpus) / len(cpus)
 
 
 def busy_cpus(cpus: list[int], seconds: float = SAMPLE_SECONDS,

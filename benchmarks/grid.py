@@ -50,8 +50,8 @@ from .locks import FileLock
 from .models import create_model
 from .progress import make_progress, plural
 from .recorder import RunCheckpoint, RunRecorder
-from .teachers import (IMPORTED, TeacherError, TeacherSource, check_against_reference, get_teacher, inspect_teacher_checkpoint, teacher_identity,
-                       teacher_source)
+from .teachers import (IMPORTED, TeacherError, TeacherSource, check_against_reference, get_teacher,
+                       inspect_teacher_checkpoint, teacher_identity, teacher_source)
 from .fidelity import TeacherTest
 from .train import FastPaths, Recipe, StudentRun, evaluated, freeze, seed_for, train_cohort
 
@@ -376,8 +376,8 @@ class GridRunner:
                     except HyperparameterError as e:
                         raise HyperparameterError(f"{spec.label} on {pair}: {e}") from None
                     except Exception as e:  # one line before any training, never a traceback
-                        raise ConfigError(f"{spec.label} cannot be built on {pair}: {e} (a method that cannot "
-                                          "run on a pair raises methods.PairNotSupported: the table says n/a)") from None
+                        why = "a method that cannot run on a pair raises methods.PairNotSupported: the table says n/a"
+                        raise ConfigError(f"{spec.label} cannot be built on {pair}: {e} ({why})") from None
         finally:
             torch.random.set_rng_state(rng)
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from . import checkpoints, records
+from .train import evaluated
 
 if TYPE_CHECKING:  # the caller opens the curves (grid.py); nothing here needs TensorBoard
     from .curves import Curves
@@ -128,7 +129,7 @@ class RunRecorder:
                 if self.curves is not None:
                     self.curves.epoch(entry)
                 if "test_top1" in entry and entry["test_top1"] > max(  # an evaluated epoch (Recipe.eval_every)
-                        (h["test_top1"] for h in run.history[:-1] if "stage" not in h and "test_top1" in h), default=-1.0):
+                        (h["test_top1"] for h in evaluated(run.history[:-1]) if "stage" not in h), default=-1.0):
                     # a new best epoch (the first of equals, as the record's best_epoch): keep its weights;
                     # written before the checkpoint, so a resume never lacks the best so far
                     checkpoints.atomic_torch_save(run_weights(run, entry["epoch"]), self.best_weights_path)

@@ -6,7 +6,7 @@ import math
 import pandas as pd
 from tabulate import tabulate
 
-from benchmarks.config import teacher_recipe
+from benchmarks.config import REFERENCE_KEYS, teacher_recipe
 from benchmarks.progress import plural
 
 from . import aggregate as agg
@@ -654,7 +654,7 @@ def teacher_reference_note(res: agg.Results, groups: dict) -> str:
     """The preset's ``[teacher_reference]`` (the published range of comparable networks on this data) and where
     each teacher falls in it; empty for a grid without one."""
     ref = (res.grid.config or {}).get("teacher_reference")
-    if not isinstance(ref, dict) or not {"min_top1", "max_top1", "source"} <= set(ref):
+    if not isinstance(ref, dict) or not set(REFERENCE_KEYS) <= set(ref):
         return ""
     lo, hi = float(ref["min_top1"]), float(ref["max_top1"])
     where = []
