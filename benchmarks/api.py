@@ -2,7 +2,7 @@
 
 ``Distillation(method, teacher, student, num_classes=...)`` builds any registered method, compositions
 (``crd+kd``) and modifiers (``kd+ls``) included, for a teacher and a student given as zoo names
-(``benchmarks.models.create_model``), ``timm:<name>``, or ``nn.Module``s: a ``KDModel`` (``forward_kd(x,
+(``kdcore.models.create_model``), ``timm:<name>``, or ``nn.Module``s: a ``KDModel`` (``forward_kd(x,
 preact) -> ModelOutput``), or, for a method that reads logits only, any classifier ``module(x) -> logits``
 (wrapped in ``LogitsModel``). ``.parameters()`` are the method's own trainable parameters (regressors,
 embeddings): put them in your optimizer with the student's. ``.loss(x, y, index)`` runs the frozen teacher and
@@ -26,9 +26,9 @@ from torch import nn
 from kdcore import Batch, BuildContext, KDModel, ModelOutput, Progress
 from methods import Distiller, Stage, build_method, method_needs, validate_method
 
-from .grid import probe
-from .models import create_model
-from .train import (compute_stage_terms, compute_terms, freeze, seed_for, stage_modes, unique_trainable,
+from benchmarks.grid import probe
+from kdcore.models import create_model
+from kdcore.train import (compute_stage_terms, compute_terms, freeze, seed_for, stage_modes, unique_trainable,
                      weigh_terms)
 
 __all__ = ["Distillation", "LogitsModel"]
@@ -205,7 +205,7 @@ class Distillation:
 
         index: each sample's index into ``train_labels``, for the methods that read it (crd).
         views: ``{name: images}`` for each view the method trains on (``self.method.views``; mlkd: ``"strong"``),
-            the samples of ``x`` augmented as that view (kdbench's own: ``benchmarks.augment.VIEWS``); the
+            the samples of ``x`` augmented as that view (kdbench's own: ``kdcore.data.augment.VIEWS``); the
             teacher runs on each, as on ``x``.
         epoch, epochs: where training stands, ``epoch`` fractional (``e + i / len(loader)``), for methods
             whose weights follow it (dkd's warm-up, ctkd's temperature schedule); pass both or neither
@@ -224,7 +224,7 @@ class Distillation:
         if missing:
             raise ValueError(f"{method.name} also trains on the view(s) {', '.join(missing)} of each batch: pass "
                              f"loss(x, y, views={{{missing[0]!r}: images}}), the samples of x augmented as that view "
-                             f"(kdbench's: benchmarks.augment.VIEWS)")
+                             f"(kdbench's: kdcore.data.augment.VIEWS)")
         teacher_out = self._teacher_out(x)
         view_inputs = {name: (views[name], self._teacher_out(views[name])) for name in method.views}  # type: ignore[index]
         batch.extras = method.prepare(batch, self.generator)

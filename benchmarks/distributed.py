@@ -58,18 +58,18 @@ from torch.nn.parallel import DistributedDataParallel
 
 from methods import Batch, method_class, method_needs
 
-from . import checkpoints
-from .config import ConfigError, FrozenConfig, method_overrides, parse_pair, student_recipe, teacher_recipe, thaw
-from .data import load_dataset
-from .folder_data import _Indexed
-from .models import create_model
-from .recorder import RunCheckpoint, RunRecorder
-from .cpus import choose_threads, follow_load
-from .grid import (GridRunner, RunnerOptions, RunSpec, build_student, cohort_cost, environment, split_data,
+from kdcore import checkpoints
+from kdcore.config import ConfigError, FrozenConfig, method_overrides, parse_pair, student_recipe, teacher_recipe, thaw
+from kdcore.data import load_dataset
+from kdcore.data.folder import _Indexed
+from kdcore.models import create_model
+from kdcore.recorder import RunCheckpoint, RunRecorder
+from kdcore.cpus import choose_threads, follow_load
+from benchmarks.grid import (GridRunner, RunnerOptions, RunSpec, build_student, cohort_cost, environment, split_data,
                    start_host_memory)
-from .run import BAD_INPUT, build_parser, check_threads, print_listing, resolve
-from .teachers import TeacherError, get_teacher, teacher_available, teacher_path
-from .train import StudentRun, compute_terms, freeze, seed_for, train_cohort
+from benchmarks.run import BAD_INPUT, build_parser, check_threads, print_listing, resolve
+from benchmarks.teachers import TeacherError, get_teacher, teacher_available, teacher_path
+from kdcore.train import StudentRun, compute_terms, freeze, seed_for, train_cohort
 
 # torch >= 2.12 names broadcast_buffers forward_sync_buffers
 _NO_BUFFER_SYNC = next(k for k in ("forward_sync_buffers", "broadcast_buffers")

@@ -35,25 +35,27 @@ from typing import Any, Mapping
 
 import torch
 
-from methods import (BuildContext, HyperparameterError, PairNotSupported, build_method, method_defaults, method_stages,
+from methods import (CATALOGUE, BuildContext, HyperparameterError, PairNotSupported, build_method, method_defaults, method_stages,
                      method_views)
 from reports import build_report
 
-from . import records
-from .costs import MB, peak_rss_mb, reset_peak_rss
-from .cpus import ThreadChoice, choose_threads, follow_load, look_at_load, stop_following
-from .config import (ConfigError, FrozenConfig, data_split, fingerprint, flags_for, grid_name, method_overrides,
+from kdcore import records
+from kdcore.costs import MB, peak_rss_mb, reset_peak_rss
+from kdcore.cpus import ThreadChoice, choose_threads, follow_load, look_at_load, stop_following
+from kdcore.config import (ConfigError, FrozenConfig, data_split, fingerprint, flags_for, grid_name, method_overrides,
                      parse_pair, pick_device, protocol, student_recipe, teacher_recipe, thaw)
-from .curves import CurveWriter, Curves, WandbProject, WandbWriter, curves_dir
-from .data import for_students, load_dataset, with_validation
-from .locks import FileLock
-from .models import create_model
-from .progress import make_progress, plural
-from .recorder import RunCheckpoint, RunRecorder
-from .teachers import (IMPORTED, TeacherError, TeacherSource, check_against_reference, get_teacher,
+from kdcore.curves import CurveWriter, Curves, WandbProject, WandbWriter, curves_dir
+from kdcore.data import for_students, load_dataset, with_validation
+from benchmarks.locks import FileLock
+from kdcore.models import create_model
+from benchmarks.progress import make_progress
+from kdcore.text import plural
+from kdcore.recorder import RunCheckpoint, RunRecorder
+from benchmarks.teachers import (IMPORTED, TeacherError, TeacherSource, check_against_reference, get_teacher,
                        inspect_teacher_checkpoint, teacher_identity, teacher_source)
-from .fidelity import TeacherTest
-from .train import FastPaths, Recipe, StudentRun, evaluated, freeze, seed_for, train_cohort
+from kdcore.fidelity import TeacherTest
+from kdcore.train import StudentRun, freeze, seed_for, train_cohort
+from kdcore.recipe import FastPaths, Recipe, evaluated
 
 
 @dataclass(frozen=True)
@@ -434,7 +436,7 @@ class GridRunner:
 
     def write_report(self) -> None:
         with FileLock(self.results_dir / "report.lock"):
-            path = build_report(self.results_dir)
+            path = build_report(self.results_dir, catalogue=CATALOGUE)
         self.log(f"report: {path}")
 
     # --- the grid ---------------------------------------------------------------

@@ -17,18 +17,16 @@ import sys
 import time
 from typing import Any, Callable, Mapping, TextIO
 
+
 from tqdm.auto import tqdm
+
+from kdcore.text import plural
 
 
 def hms(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 run``, ``2 runs``, ``0 student epochs``: a count and its noun, in the plural unless the count is 1."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 class Remaining:

@@ -20,20 +20,20 @@ import torch
 
 from methods import (HyperparameterError, UnknownMethodError, check_override_keys, list_methods, list_modifiers,
                      method_class, method_defaults, modifiable_by, validate_method)
-from methods.hparams import resolve_hparams
+from kdcore.hparams import resolve_hparams
 
-from .curves import check_wandb
-from .config import (ConfigError, FrozenConfig, OneLineParser, apply_set, check_config, check_given,
+from kdcore.curves import check_wandb
+from kdcore.config import (ConfigError, FrozenConfig, OneLineParser, apply_set, check_config, check_given,
                      check_student_fraction, check_val_fraction, fingerprint, grid_name, list_presets, load_preset,
                      method_overrides, parse_pair, parse_sweep, protocol, split_list, student_recipe, teacher_recipe)
-from . import records
-from .data import DataError, check_data_options, dataset_loader, list_datasets
-from .grid import GridRunner, RunnerOptions, RunSpec, cohorts, expand, parse_shard, shard, spec_overrides
-from .cpus import choose_threads
-from .scaleout import LaunchOptions, launch
-from .models import UnknownModelError, create_model, list_models
-from .progress import plural
-from .teachers import TeacherError, TeacherSource
+from kdcore import records
+from kdcore.data import DataError, check_data_options, dataset_loader, list_datasets
+from benchmarks.grid import GridRunner, RunnerOptions, RunSpec, cohorts, expand, parse_shard, shard, spec_overrides
+from kdcore.cpus import choose_threads
+from benchmarks.scaleout import LaunchOptions, launch
+from kdcore.models import UnknownModelError, create_model, list_models
+from kdcore.text import plural
+from benchmarks.teachers import TeacherError, TeacherSource
 
 BAD_INPUT = (ConfigError, UnknownMethodError, UnknownModelError, HyperparameterError, DataError, TeacherError)
 

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from methods import CATALOGUE
 from reports import build_report
 
-from .config import ConfigError, flags_for
-from .cpus import choose_threads
-from .grid import cohorts as grid_cohorts
+from kdcore.config import ConfigError, flags_for
+from kdcore.cpus import choose_threads
+from benchmarks.grid import cohorts as grid_cohorts
 
 # flags that configure the launch itself; a worker gets the rest of the command line
 _LAUNCH_VALUE_FLAGS = {"--workers", "--gpus", "--executor", "--shards", "--shard", "--slurm-partition",
@@ -98,7 +99,7 @@ def launch(cfg: Mapping[str, Any], options: LaunchOptions, argv: list[str], spec
 def _report(cfg: Mapping[str, Any], options: LaunchOptions) -> None:
     if options.no_report:
         return
-    path = build_report(Path(options.results) / cfg["grid"])
+    path = build_report(Path(options.results) / cfg["grid"], catalogue=CATALOGUE)
     print(f"report: {path}", file=sys.stderr)
 
 

@@ -54,15 +54,16 @@ import torch
 
 from methods import BuildContext, build_method
 
-from . import checkpoints
-from .config import ConfigError, OneLineParser, check_given, fingerprint, pick_device
-from .data import DataError, dataset_loader, load_dataset
-from .locks import FileLock
-from .models import create_model, list_models
-from .progress import plural
-from .recorder import RunCheckpoint
-from .records import read_json, write_json
-from .train import FastPaths, Recipe, StudentRun, evaluate, evaluated, freeze, seed_for, train_cohort
+from kdcore import checkpoints
+from kdcore.config import ConfigError, OneLineParser, check_given, fingerprint, pick_device
+from kdcore.data import DataError, dataset_loader, load_dataset
+from benchmarks.locks import FileLock
+from kdcore.models import create_model, list_models
+from kdcore.text import plural
+from kdcore.recorder import RunCheckpoint
+from kdcore.records import read_json, write_json
+from kdcore.train import StudentRun, evaluate, freeze, seed_for, train_cohort
+from kdcore.recipe import FastPaths, Recipe, evaluated
 
 # a teacher measured more than this many points below its published top-1 gets a warning
 # (RepDistiller issue #29: a downloaded resnet110 tested at 70.3 instead of 74.3)

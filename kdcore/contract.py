@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -173,3 +173,22 @@ class BuildContext:
     @property
     def num_train(self) -> int:
         return int(self.train_labels.numel())
+
+
+class MethodCatalogue(Protocol):
+    """What the reports read from the method registry, handed to them by whoever holds the registry.
+
+    ``reports`` never imports ``methods`` (a report reads records; loading every method file to draw a
+    table would tie the two together): the application passes ``methods.CATALOGUE``, and a report built
+    without one says where it could not look (colours of unregistered names, the protocol comparison of
+    method hyperparameters).
+    """
+
+    def names(self) -> list[str]:
+        """Every name a grid may run that must own a colour: methods, ``<method>+kd``, ``<method>+<modifier>``."""
+        ...
+
+    def reference_hparams(self, method: str, overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The resolved hyperparameters of ``method`` (every part of a composition) under ``overrides``."""
+        ...
+

@@ -7,6 +7,7 @@ Importing ``methods`` loads torch, ``kdcore`` (the model/method contract) and
 the method files, never ``benchmarks`` or a model file.
 """
 from .base import (  # noqa: F401
+    CATALOGUE,
     Batch,
     BuildContext,
     Choice,

@@ -30,7 +30,7 @@ re-applies ``block2.layer[0].bn1``, ``block3.layer[0].bn1`` and the head's ``bn1
 the forward, so in train mode those three BNs update their running statistics twice per step (effective
 momentum 0.19 instead of 0.1; in the init stage the first two, the head's ``bn1`` being in eval mode there;
 in the main stage all three, RepDistiller's loop keeps ``preact=True`` for abound). kdbench's wrn computes
-each pre-activation once (``benchmarks/models/wrn.py`` ``forward_kd``): the same values and gradients, the
+each pre-activation once (``kdcore/models/wrn.py`` ``forward_kd``): the same values and gradients, the
 reference's running statistics differ, and with them the student's test-time (eval-mode) outputs.
 
 Defaults (RepDistiller): gamma (CE weight) = 1, init_epochs = 30 (``--init_epochs``), margin = 1.0

@@ -53,7 +53,7 @@ Deviations:
 
 Defaults (their ``mdistiller/engine/cfg.py``, used by a config that does not set
 a value; per-pair values of their ``configs/cifar100/CAT_KD/*.yaml`` are in
-``benchmarks/presets/cifar100.toml``):
+``kdcore/presets/cifar100.toml``):
   gamma = 1.0             ``CAT_KD.LOSS.CE_WEIGHT = 1.0`` (every config: 1.)
   beta = 400.0            ``CAT_KD.LOSS.CAT_loss_weight = 400.0`` (the configs set
                           0.7 - 600 per pair: res32x4_res8x4.yaml 15.)

@@ -26,7 +26,7 @@ here, as every kdbench method names its CE weight), ALPHA 1.0, BETA 8.0, T 4.0, 
 mdistiller's CIFAR-100 configs (``configs/cifar100/dkd/*.yaml``) change BETA per pair: 6.0 for
 vgg13->vgg8, vgg13->MobileNetV2, wrn_40_2->wrn_16_2, wrn_40_2->wrn_40_1; 2.0 for
 resnet56->resnet20 and resnet110->resnet32; the default 8.0 elsewhere. Those values are data in
-``benchmarks/presets/cifar100.toml`` (``[method_by_pair."T:S".dkd]``), not defaults here.
+``kdcore/presets/cifar100.toml`` (``[method_by_pair."T:S".dkd]``), not defaults here.
 
 Deviations (numerically equivalent, not different losses):
   * the non-target softmaxes are taken over the C - 1 non-target columns instead of subtracting

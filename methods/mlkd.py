@@ -1,7 +1,7 @@
 """mlkd: Jin, Wang, Lin, "Multi-Level Logit Distillation", CVPR 2023.
 
 Trains on two views of each batch: the usual crop+flip view (their "weak" one, ``x``) and a strong one
-(another crop+flip, then RandAugment(2) and Cutout: ``benchmarks/augment.py``), so it costs two student
+(another crop+flip, then RandAugment(2) and Cutout: ``kdcore/data/augment.py``), so it costs two student
 and two teacher forward passes per step. As implemented (Jin-Ying/Multi-Level-Logit-Distillation
 ``mdistiller/distillers/KD_ours.py``, trained by ``AugTrainer`` in ``mdistiller/engine/trainer.py``;
 the same code is ``MLKD.py`` in sunshangquan/logit-standardization-KD), with s_w, s_s, t_w, t_s the
@@ -44,7 +44,7 @@ method, so its numbers compare with theirs under one protocol. The official conf
 lr 0.025 for 240 epochs (the same-style pairs) and lr 0.01 for 480 epochs (vgg13/ResNet50/wrn_40_2 ->
 MobileNetV2/ShuffleV1) or 960 epochs (resnet32x4 -> ShuffleV1/V2); ``--set train.lr=0.025`` gives their
 same-style recipe. Their strong view applies PIL operations; ours torchvision's tensor versions
-(``benchmarks/augment.py`` says where they differ).
+(``kdcore/data/augment.py`` says where they differ).
 """
 from __future__ import annotations
 

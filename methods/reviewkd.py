@@ -75,7 +75,7 @@ Defaults:
   student_maps = "features"    post-ReLU student stages (official; mdistiller ``STU_PREACT =
                          False``); "preact" takes the student's pre-ReLU stages too
 The official script's other per-pair weights (resnet32x4 -> ShuffleV2 8.0, resnet56 -> resnet20
-0.6, resnet110 -> resnet32 1.0) are data in ``benchmarks/presets/cifar100.toml``
+0.6, resnet110 -> resnet32 1.0) are data in ``kdcore/presets/cifar100.toml``
 (``[method_by_pair."T:S".reviewkd]``), not defaults here.
 
 Teacher mode: the teacher runs in eval mode (BN on running statistics), frozen and shared by the

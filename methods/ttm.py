@@ -20,7 +20,7 @@ kdbench's ``gamma`` is always the CE weight), beta = 45.0 (``-b``), gamma = 1.0 
 ``train_student.py``'s default). ``train_student.py``'s own defaults (``--ttm_l 1``, ``-b None``)
 are not a usable configuration. The paper tunes l and beta per pair (its appendix A.4); those
 tables were not reachable from the official repository, which publishes only the vgg13 -> vgg8
-values above (recorded in ``benchmarks/presets/cifar100.toml``); every other pair runs these defaults.
+values above (recorded in ``kdcore/presets/cifar100.toml``); every other pair runs these defaults.
 
 Deviation (numerical only): q is computed as softmax(l * log_softmax(t)), not as a power of the
 softmax: the same distribution, except where the official softmax underflows to 0 (a teacher

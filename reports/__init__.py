@@ -1,15 +1,15 @@
 """Reports of a benchmark grid: ``build_report(results_dir)`` writes ``report.md`` and ``figures/*.png``.
 
 Command line: ``python -m reports results/<grid>``. Everything is computed from the run records
-(``benchmarks.records``) and the grid's ``grid.json``; re-running on the same records writes
+(``kdcore.records``) and the grid's ``grid.json``; re-running on the same records writes
 byte-identical files (fixed orders, no timestamps, PNGs without software/date metadata).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks import records
-from benchmarks.progress import plural
+from kdcore import MethodCatalogue, records
+from kdcore.text import plural
 
 from . import aggregate as agg
 from . import significance as sig
@@ -62,8 +62,9 @@ def _header(res: agg.Results) -> str:
     return "\n".join(lines)
 
 
-def render_report(res: agg.Results, published=None) -> str:
-    """The markdown text (and, as a side effect, the figures under results_dir/figures)."""
+def render_report(res: agg.Results, published=None, catalogue: MethodCatalogue | None = None) -> str:
+    """The markdown text (and, as a side effect, the figures under results_dir/figures). ``catalogue``: the method
+    registry as ``methods.CATALOGUE`` gives it (colours, the published protocol's hyperparameters)."""
     from . import figures  # matplotlib is imported only when a report is built
 
     last = agg.cell_stats(res, "top1_last")
@@ -73,7 +74,7 @@ def render_report(res: agg.Results, published=None) -> str:
     fidelity = {col: agg.cell_stats(res, col) for col in agg.FIDELITY_COLUMNS}
     friedman = sig.friedman_test(res, last)
     paired = {r: sig.paired_differences(res, r) for r in (agg.VANILLA, agg.KD)}
-    figs = figures.make_figures(res, last, teacher, cost, fidelity["agreement_last"], friedman)
+    figs = figures.make_figures(res, last, teacher, cost, fidelity["agreement_last"], friedman, catalogue)
     cd_fig = next((f for f in figs if f.key == "cd"), None)
     figs = [f for f in figs if f.key != "cd"]  # drawn in section 9, beside its test
 
@@ -93,7 +94,7 @@ def render_report(res: agg.Results, published=None) -> str:
                  "(an optimistic number: the epoch is picked on the test set).")
     sec.append("## 3. Gains and average rank (last epoch)\n\n" + tables.gain_section(res, agg.mean_table(last))
                + " Whether these differences are more than seed noise: section 9.")
-    sec.append("## 4. Published numbers\n\n" + tables.published_section(res, last, best, teacher, published))
+    sec.append("## 4. Published numbers\n\n" + tables.published_section(res, last, best, teacher, published, catalogue))
     sec.append("## 5. Training cost\n\n" + tables.cost_section(res, cost))
     sec.append("## 6. Run inventory\n\n" + tables.inventory_section(res))
     fig_md = []
@@ -115,14 +116,16 @@ def render_report(res: agg.Results, published=None) -> str:
     return "\n\n".join(sec).rstrip() + "\n"
 
 
-def build_report(results_dir, published=None) -> Path:
+def build_report(results_dir, published=None, catalogue: MethodCatalogue | None = None) -> Path:
     """Write ``results_dir/report.md`` and ``results_dir/figures/*.png``; return the report's path.
 
     published: the reference table (path or DataFrame); default: the packaged CIFAR-100 CSV.
+    catalogue: the method registry (``methods.CATALOGUE``); without it, colours are reserved for the presets'
+    methods only and method hyperparameters are not compared with the published protocol.
     Raises ``NoResultsError`` when the directory has neither grid.json nor run records.
     """
     res = load_results(results_dir)
-    text = render_report(res, published)
+    text = render_report(res, published, catalogue)
     path = Path(results_dir) / "report.md"
     records.atomic_write_text(path, text)  # UTF-8 whatever the locale (the tables hold ±, →, †)
     return path

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks.config import OneLineParser
+from kdcore.config import OneLineParser
+# the command, not ``import reports``, loads the method registry: its colours and the published protocol's
+# hyperparameters (a library user of ``reports`` passes a catalogue or goes without)
+from methods import CATALOGUE
 
 from . import NoResultsError, build_report
 from .published import load_published
@@ -24,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"teacher,student,method,top1[,protocol,source]", file=sys.stderr)
             return 2
     try:
-        path = build_report(args.results_dir, published=args.published)
+        path = build_report(args.results_dir, published=args.published, catalogue=CATALOGUE)
     except NoResultsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from benchmarks.models.registry import model_family
-from benchmarks.records import (Cost, Metrics, RunRecord, UnreadableRecord, iter_records, metrics_path,
+from kdcore.models.registry import model_family
+from kdcore.records import (Cost, Metrics, RunRecord, UnreadableRecord, iter_records, metrics_path,
                                 run_id as make_run_id)
 
 __all__ = [
@@ -61,7 +61,7 @@ class NoResultsError(FileNotFoundError):
 
 # ---------------------------------------------------------------------------- model families
 def family(model: str) -> str:
-    """Architecture family of a model name (``benchmarks.models.registry.model_family``):
+    """Architecture family of a model name (``kdcore.models.registry.model_family``):
     resnet8, ResNet50 and timm:resnet18 are all ``resnet``; MobileNetV2 is ``mobilenet``."""
     return model_family(model)
 
@@ -176,7 +176,7 @@ class Results:
         return c
 
 
-# fidelity to the teacher (benchmarks.fidelity), at the last epoch: column -> the history entry's field
+# fidelity to the teacher (kdcore.fidelity), at the last epoch: column -> the history entry's field
 FIDELITY_COLUMNS = {"agreement_last": "test_agreement", "kl_teacher_last": "test_kl_teacher", "ece_last": "test_ece"}
 
 _RUN_COLUMNS = [

@@ -20,8 +20,8 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from seaborn.external import husl
 
-from benchmarks.config import list_presets, load_preset
-from methods import list_methods, modified_methods
+from kdcore.config import list_presets, load_preset
+from kdcore import MethodCatalogue
 
 from . import aggregate as agg
 from . import significance as sig
@@ -113,22 +113,26 @@ def make_palette(n: int) -> tuple[tuple[float, float, float], ...]:
     return tuple(tuple(float(c) for c in husl.husl_to_rgb(15 + 360 / n * i, 90, (50, 72)[i % 2])) for i in range(n))
 
 
-@lru_cache(maxsize=1)
-def _reserved() -> tuple[tuple[tuple[float, float, float], ...], dict[str, int]]:
-    """The palette and the slots of the names that must never share a colour: every registered method,
-    every ``<method>+kd``, every ``<method>+<modifier>`` it declares (``kd+ls``) and every composition a
-    preset runs (``crd+kd``). The palette has room for all of them plus 8 free slots (at least 20); each
-    takes its hash slot, or the next free one (names in sorted order): collisions among them are
-    impossible by construction, and the colours depend on the registry and presets, never on a grid's
-    methods."""
-    names = set(list_methods())
-    names |= {f"{m}+kd" for m in list_methods() if m not in ("kd", "vanilla")}
-    names |= set(modified_methods())
+@lru_cache(maxsize=4)
+def reserved_names(catalogue: MethodCatalogue | None) -> frozenset[str]:
+    """The names that must never share a colour: the catalogue's (every registered method, every
+    ``<method>+kd``, every ``<method>+<modifier>`` it declares) and every composition a preset runs
+    (``crd+kd``). Without a catalogue, the presets' names alone."""
+    names = set(catalogue.names()) if catalogue is not None else set()
     for preset in list_presets():
         try:
             names |= {str(m) for m in load_preset(preset).get("methods", [])}
         except Exception:  # a broken preset must not break a report
             continue
+    return frozenset(names)
+
+
+@lru_cache(maxsize=4)
+def _reserved(names: frozenset[str]) -> tuple[tuple[tuple[float, float, float], ...], dict[str, int]]:
+    """The palette and the slots of the reserved ``names`` (``reserved_names``). The palette has room for
+    all of them plus 8 free slots (at least 20); each takes its hash slot, or the next free one (names in
+    sorted order): collisions among them are impossible by construction, and the colours depend on the
+    registry and presets, never on a grid's methods."""
     colours = make_palette(max(20, len(names) + 8))
     taken: dict[int, str] = {}
     out = {}
@@ -145,14 +149,14 @@ def _hash_slot(name: str, n: int) -> int:
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big") % n
 
 
-def method_color(name: str) -> tuple[float, float, float]:
+def method_color(name: str, catalogue: MethodCatalogue | None = None) -> tuple[float, float, float]:
     """The RGB colour of method ``name`` in every figure of every report.
 
     A registered method (or composition, see ``_reserved``) has its own slot; any other name takes
     the first slot from its hash that no reserved name holds (two such names in one grid may share a
     colour).
     """
-    colours, reserved = _reserved()
+    colours, reserved = _reserved(reserved_names(catalogue))
     if name in reserved:
         return colours[reserved[name]]
     used = set(reserved.values())
@@ -171,15 +175,15 @@ def _luv(rgb) -> tuple[float, float, float]:
     return tuple(husl.xyz_to_luv(husl.rgb_to_xyz(tuple(rgb))))
 
 
-def method_markers(methods: list[str]) -> dict[str, str]:
+def method_markers(methods: list[str], pal: dict[str, tuple]) -> dict[str, str]:
     """Method -> marker, for a panel that tells methods apart by their points alone: in list order, each
     method takes the first marker that no earlier method of a colour closer than ``MIN_COLOUR_DISTANCE``
     holds (the colour stays ``method_color``'s). 31 methods of the default grid need 4 markers."""
     out: dict[str, str] = {}
     for m in methods:
-        c = _luv(method_color(m))
+        c = _luv(pal[m])
         for k in METHOD_MARKERS:
-            if all(math.dist(c, _luv(method_color(o))) >= MIN_COLOUR_DISTANCE for o, ko in out.items() if ko == k):
+            if all(math.dist(c, _luv(pal[o])) >= MIN_COLOUR_DISTANCE for o, ko in out.items() if ko == k):
                 out[m] = k
                 break
         else:
@@ -187,9 +191,9 @@ def method_markers(methods: list[str]) -> dict[str, str]:
     return out
 
 
-def palette(methods: list[str]) -> dict[str, tuple]:
+def palette(methods: list[str], catalogue: MethodCatalogue | None = None) -> dict[str, tuple]:
     """Method -> colour; a method's colour does not depend on which other methods are listed."""
-    return {m: method_color(m) for m in methods}
+    return {m: method_color(m, catalogue) for m in methods}
 
 
 def _pair_title(pair: str) -> str:
@@ -569,7 +573,7 @@ def fidelity_figure(res: agg.Results, last: pd.DataFrame, agreement: pd.DataFram
         return "no complete run records its agreement with the teacher"
     pairs = list(dict.fromkeys(p for _, p, _, _ in pts))
     methods = list(dict.fromkeys(m for m, _, _, _ in pts))
-    marker = method_markers(methods)
+    marker = method_markers(methods, pal)
     nrows, ncols = _wrap(len(pairs), 4)
     fig_w = 3.1 * ncols + 0.5
     ncol = _legend_ncols(methods, fig_w)
@@ -655,9 +659,10 @@ def _cd_caption(fr: sig.Friedman) -> str:
 
 
 def make_figures(res: agg.Results, last: pd.DataFrame, teacher: dict, cost: pd.DataFrame,
-                 agreement: pd.DataFrame | None = None, friedman: sig.Friedman | None = None) -> list[FigureResult]:
+                 agreement: pd.DataFrame | None = None, friedman: sig.Friedman | None = None,
+                 catalogue: MethodCatalogue | None = None) -> list[FigureResult]:
     methods = agg.method_order(res.grid)
-    pal = palette(methods)
+    pal = palette(methods, catalogue)
     means = agg.mean_table(last)
     specs = [
         ("bars", "Top-1 by method, per pair",

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from benchmarks.config import load_preset, method_overrides, student_recipe, teacher_recipe
-from methods import validate_method
+from kdcore.config import load_preset, method_overrides, student_recipe, teacher_recipe
+from kdcore import MethodCatalogue
 
 __all__ = ["Diff", "REFERENCE_PRESET", "REFERENCE_DATA", "reference_recipe", "run_differences",
            "teacher_differences", "fmt_value", "NOT_RECORDED"]
@@ -93,12 +93,15 @@ def _data_differences(dataset: Any, data: Any) -> list[Diff]:
     return out
 
 
-def _method_differences(method: str, pair: str | None, resolved: Any) -> list[Diff]:
+def _method_differences(method: str, pair: str | None, resolved: Any, catalogue: MethodCatalogue | None) -> list[Diff]:
     """The run's resolved hyperparameters against the published ones: the method's registered defaults
     with the reference preset's values for this pair (``[method]``, ``[method_by_pair]``: DKD's beta of
-    each pair, from mdistiller's configs)."""
+    each pair, from mdistiller's configs). Without the registry (``catalogue``) they are not compared."""
+    if catalogue is None:
+        return [Diff(f"method.{method}", "not compared", "registered defaults (the report was built without "
+                     "the method registry)")]
     try:
-        reference = validate_method(method, method_overrides(_preset(), pair or ""))
+        reference = catalogue.reference_hparams(method, method_overrides(_preset(), pair or ""))
     except Exception:  # a method this checkout does not have: nothing to compare with
         return [Diff(f"method.{method}", "not in this registry", "registered defaults")]
     resolved = resolved if isinstance(resolved, dict) else {}
@@ -108,13 +111,14 @@ def _method_differences(method: str, pair: str | None, resolved: Any) -> list[Di
     return out
 
 
-def run_differences(method: str, student: str, dataset: Any, config: Any, pair: str | None = None) -> list[Diff]:
+def run_differences(method: str, student: str, dataset: Any, config: Any, pair: str | None = None,
+                    catalogue: MethodCatalogue | None = None) -> list[Diff]:
     """Every way one student run's protocol (from its record) differs from the published one."""
     config = config if isinstance(config, dict) else {}
     out = _data_differences(dataset, config.get("data"))
     train = config.get("train") if isinstance(config.get("train"), dict) else {}
     out += _compare("train.", train, reference_recipe(student))
-    out += _method_differences(method, pair, config.get("method"))
+    out += _method_differences(method, pair, config.get("method"), catalogue)
     return out
 
 

@@ -6,8 +6,9 @@ import math
 import pandas as pd
 from tabulate import tabulate
 
-from benchmarks.config import REFERENCE_KEYS, teacher_recipe
-from benchmarks.progress import plural
+from kdcore import MethodCatalogue
+from kdcore.config import REFERENCE_KEYS, teacher_recipe
+from kdcore.text import plural
 
 from . import aggregate as agg
 from . import protocol as proto
@@ -407,7 +408,7 @@ def _dicts(x) -> dict:
     return x if isinstance(x, dict) else {}
 
 
-def protocol_differences(res: agg.Results):
+def protocol_differences(res: agg.Results, catalogue: MethodCatalogue | None = None):
     """Per complete in-grid run, how its protocol differs from the published one.
 
     Returns (student, teacher): dicts (method, pair) -> {run_id: [Diff]} and pair -> {run_id: [Diff]}.
@@ -417,7 +418,7 @@ def protocol_differences(res: agg.Results):
     for r in res.complete.itertuples():
         cfg = _dicts(r.config)
         student.setdefault((r.method, r.pair), {})[r.run_id] = proto.run_differences(
-            r.method, r.student, r.dataset, cfg, r.pair)
+            r.method, r.student, r.dataset, cfg, r.pair, catalogue)
         teacher.setdefault(r.pair, {})[r.run_id] = proto.teacher_differences(
             r.teacher, _dicts(r.teacher_info), r.dataset, cfg, res.grid.config)
     return student, teacher
@@ -462,7 +463,7 @@ NOT_COMPARABLE = f"{DASH} (protocol differs)"
 
 
 def published_section(res: agg.Results, last: pd.DataFrame, best: pd.DataFrame,
-                      teacher: dict[str, list[float]], published) -> str:
+                      teacher: dict[str, list[float]], published, catalogue: MethodCatalogue | None = None) -> str:
     grid = res.grid
     if not pub.is_cifar100(grid.dataset):
         return (f"No published numbers apply: this grid's dataset is `{grid.dataset}`, and the "
@@ -474,7 +475,7 @@ def published_section(res: agg.Results, last: pd.DataFrame, best: pd.DataFrame,
     if cmp.empty:
         return ("No published CIFAR-100 number matches this grid's pairs and methods (or none of "
                 "those cells has a complete run yet).")
-    sdiff, tdiff = protocol_differences(res)
+    sdiff, tdiff = protocol_differences(res, catalogue)
     differs = any(d for runs in sdiff.values() for d in runs.values()) or \
         any(d for runs in tdiff.values() for d in runs.values())
     top = []

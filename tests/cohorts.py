@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.data import InMemoryData, load_dataset
+from kdcore.data import InMemoryData, load_dataset
 from benchmarks.grid import RunSpec, build_student
-from benchmarks.models import create_model
-from benchmarks.train import FastPaths, Recipe, StudentRun, draw_views, freeze, seed_for, train_cohort
+from kdcore.models import create_model
+from kdcore.train import StudentRun, draw_views, freeze, seed_for, train_cohort
+from kdcore.recipe import FastPaths, Recipe
 
 CPU = torch.device("cpu")
 

@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:  # tests also run from a checkout that is not pip-
 
 THREADS = min(2, torch.get_num_threads())
 torch.set_num_threads(THREADS)
-# the runner sizes its threads from the machine's load unless told (benchmarks/cpus.py): the tests tell it, so
+# the runner sizes its threads from the machine's load unless told (kdcore/cpus.py): the tests tell it, so
 # two runs one test compares bit for bit never differ by a load change between them
 os.environ["OMP_NUM_THREADS"] = str(THREADS)
 

@@ -3,7 +3,7 @@
     python tests/kill_hook.py N[:SUFFIX] MODULE [ARGS...]
 
 runs ``python -m MODULE ARGS...`` in this process after patching
-``benchmarks.checkpoints.atomic_torch_save`` so that the process's N-th
+``kdcore.checkpoints.atomic_torch_save`` so that the process's N-th
 write (of files named ``*SUFFIX`` only, when given) dies by SIGKILL halfway: the temp file is left half-written
 beside the current checkpoint (and its ``.prev``), untouched, as a real kill in
 the middle of the write would leave them. Works under torchrun too (each rank
@@ -24,7 +24,7 @@ def kill_in_checkpoint_write(n: int, suffix: str = "") -> None:
     of its write."""
     import torch
 
-    from benchmarks import checkpoints
+    from kdcore import checkpoints
 
     real = checkpoints.atomic_torch_save
     writes = 0

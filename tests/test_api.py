@@ -19,10 +19,11 @@ from torch import nn
 
 import benchmarks.api as api
 from benchmarks.api import Distillation, LogitsModel
-from benchmarks.data import InMemoryData
-from benchmarks.models import create_model
+from kdcore.data import InMemoryData
+from kdcore.models import create_model
 from benchmarks.teachers import import_teacher
-from benchmarks.train import FastPaths, Recipe, StudentRun, draw_views
+from kdcore.train import StudentRun, draw_views
+from kdcore.recipe import FastPaths, Recipe
 from kdcore import KDModel, ModelOutput
 from methods import HyperparameterError, UnknownMethodError, list_methods, method_needs, method_views, modified_methods
 
@@ -269,7 +270,7 @@ def test_a_missing_view_or_stage_is_named_in_one_line():
         mlkd.loss(x, y)
     assert _one_line(e) == ("mlkd also trains on the view(s) strong of each batch: pass loss(x, y, "
                             "views={'strong': images}), the samples of x augmented as that view (kdbench's: "
-                            "benchmarks.augment.VIEWS)")
+                            "kdcore.data.augment.VIEWS)")
     with pytest.raises(ValueError) as e:
         Distillation("ft", "resnet8", "resnet8", num_classes=10).stage_loss(x, y, stage="warmup")
     assert _one_line(e) == "ft has no stage 'warmup'; its stages: ['init']"

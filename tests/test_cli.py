@@ -8,7 +8,8 @@ import statistics
 import pytest
 import torch
 
-from benchmarks import grid, records
+from kdcore import records
+from benchmarks import grid
 from benchmarks.run import main
 
 TINY = ["--pairs", "resnet8:resnet8", "--epochs", "1", "--set", "teacher_train.epochs=1", "--quiet"]
@@ -46,7 +47,7 @@ BAD_INPUT = [
 
 
 def _write_checkpoints(tmp_path):
-    from benchmarks.models import create_model
+    from kdcore.models import create_model
 
     torch.save({"model": create_model("resnet8", num_classes=100).state_dict()}, tmp_path / "c100.pth")
     (tmp_path / "junk.pth").write_bytes(b"\x00 not a checkpoint")

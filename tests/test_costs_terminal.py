@@ -21,14 +21,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import costs, distributed, grid, records
-from benchmarks.curves import WandbProject, WandbWriter, scalars
-from benchmarks.models import create_model
+from kdcore import costs, records
+from benchmarks import distributed, grid
+from kdcore.curves import WandbProject, WandbWriter, scalars
+from kdcore.models import create_model
 from benchmarks.progress import BarProgress, LineProgress, make_progress
 from benchmarks.run import main
-from benchmarks.data import load_dataset
+from kdcore.data import load_dataset
 from benchmarks.grid import RunSpec, build_student
-from benchmarks.train import Recipe, StudentRun, freeze, train_cohort
+from kdcore.train import StudentRun, freeze, train_cohort
+from kdcore.recipe import Recipe
 from reports import build_report
 
 PAIR = "resnet8:resnet8"
@@ -169,7 +171,7 @@ def test_train_cohort_measures_every_step_of_every_run(monkeypatch):
         calls.append(id(peaks))
         return real(peaks, device)
 
-    monkeypatch.setattr("benchmarks.train.cuda_step_peak", spy)
+    monkeypatch.setattr("kdcore.train.cuda_step_peak", spy)
     data = load_dataset("digits")
     recipe = Recipe(epochs=1, batch_size=512)
     runs = []

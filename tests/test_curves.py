@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from benchmarks import records
+from kdcore import records
 from benchmarks.progress import LineProgress
 from benchmarks.run import main
 from conftest import THREADS

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.data import DataError, InMemoryData, load_dataset
+from kdcore.data import DataError, InMemoryData, load_dataset
 from tests.conftest import write_cifar
 from tests.test_oki_presets import write_mnist
 
@@ -284,7 +284,7 @@ def test_imagefolder_grid_end_to_end(tmp_path, capsys):
                  "--epochs", "1", "--set", "teacher_train.epochs=1", "--set", "train.batch_size=4",
                  "--student-fraction", "1", "--results", str(tmp_path / "r"), "--quiet", "--no-report"])
     assert code == 0, capsys.readouterr().err
-    from benchmarks import records
+    from kdcore import records
 
     recs = list(records.iter_records(next((tmp_path / "r").glob("digits-imagefolder-*"))))
     assert len(recs) == 2 and all(r.status == "complete" and r.dataset == "imagefolder" for r in recs)

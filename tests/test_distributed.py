@@ -19,14 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import records  # noqa: E402
-from benchmarks.config import ConfigError  # noqa: E402
-from benchmarks.curves import curves_dir  # noqa: E402
-from benchmarks.data import InMemoryData, load_dataset  # noqa: E402
+from kdcore import records  # noqa: E402
+from kdcore.config import ConfigError  # noqa: E402
+from kdcore.curves import curves_dir  # noqa: E402
+from kdcore.data import InMemoryData, load_dataset  # noqa: E402
 from benchmarks.distributed import DistributedRun, ShardedData, approximation, main, sync_batchnorm  # noqa: E402
 from benchmarks.grid import RunSpec, build_student  # noqa: E402
-from benchmarks.models import create_model  # noqa: E402
-from benchmarks.train import Recipe, StudentRun, freeze, seed_for, train_cohort  # noqa: E402
+from kdcore.models import create_model  # noqa: E402
+from kdcore.train import StudentRun, freeze, seed_for, train_cohort  # noqa: E402
+from kdcore.recipe import Recipe
 
 CPU = torch.device("cpu")
 METHODS = ["vanilla", "kd", "fitnet", "at"]  # fitnet: a method module with its own BN and parameters
@@ -328,7 +329,7 @@ def test_sharded_batches_are_the_global_batch():
 def test_image_folder_ranks_decode_only_their_slices(tmp_path):
     from PIL import Image
 
-    from benchmarks.folder_data import FolderData
+    from kdcore.data.folder import FolderData
 
     for split in ("train", "val"):
         for c in range(2):

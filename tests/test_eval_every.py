@@ -9,14 +9,15 @@ import json
 import pytest
 import torch
 
-from benchmarks import records
-from benchmarks.config import ConfigError, student_recipe
-from benchmarks.curves import scalars
-from benchmarks.data import InMemoryData, load_dataset
+from kdcore import records
+from kdcore.config import ConfigError, student_recipe
+from kdcore.curves import scalars
+from kdcore.data import InMemoryData, load_dataset
 from benchmarks.grid import probe
-from benchmarks.models import create_model
+from kdcore.models import create_model
 from benchmarks.run import main
-from benchmarks.train import Recipe, StudentRun, evaluated, freeze, seed_for, train_cohort
+from kdcore.train import StudentRun, freeze, seed_for, train_cohort
+from kdcore.recipe import Recipe, evaluated
 from methods import BuildContext, build_method
 
 CPU = torch.device("cpu")

@@ -8,12 +8,12 @@ import json
 
 import torch
 
-from benchmarks.config import load_preset, student_recipe, teacher_recipe
-from benchmarks.data import InMemoryData
+from kdcore.config import load_preset, student_recipe, teacher_recipe
+from kdcore.data import InMemoryData
 from benchmarks.grid import RunSpec, build_student
-from benchmarks.models import create_model
+from kdcore.models import create_model
 from benchmarks.run import main
-from benchmarks.train import freeze
+from kdcore.train import freeze
 from methods import PairNotSupported, list_methods, modified_methods
 from tests.test_oki_presets import write_mnist
 

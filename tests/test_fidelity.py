@@ -11,12 +11,13 @@ import torch
 from torch import nn
 
 from benchmarks import grid as grid_module
-from benchmarks.data import InMemoryData, load_dataset
-from benchmarks.fidelity import CalibrationBins, TeacherTest, ece_percent
-from benchmarks.models import create_model
-from benchmarks.records import read_json, record_path, run_id, write_json
+from kdcore.data import InMemoryData, load_dataset
+from kdcore.fidelity import CalibrationBins, TeacherTest, ece_percent
+from kdcore.models import create_model
+from kdcore.records import read_json, record_path, run_id, write_json
 from benchmarks.run import main
-from benchmarks.train import Recipe, eval_metrics, freeze, train_cohort
+from kdcore.train import eval_metrics, freeze, train_cohort
+from kdcore.recipe import Recipe
 from reports import build_report, load_results
 from reports import aggregate as agg
 from test_harness import assert_bitwise_equal, make_runs, seed_for

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import checkpoints, records, teachers
-from benchmarks.models import create_model
+from kdcore import checkpoints, records
+from benchmarks import teachers
+from kdcore.models import create_model
 from benchmarks.run import main
 
 

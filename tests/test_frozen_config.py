@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import records, speed
-from benchmarks.config import FrozenConfig, FrozenList, fingerprint, protocol, thaw
+from kdcore import records
+from benchmarks import speed
+from kdcore.config import FrozenConfig, FrozenList, fingerprint, protocol, thaw
 from benchmarks.grid import GridRunner, RunnerOptions, expand
 from benchmarks.run import build_parser, resolve
 from benchmarks.scaleout import LaunchOptions, launch

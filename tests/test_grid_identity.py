@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks import records
-from benchmarks.models import create_model
+from kdcore import records
+from kdcore.models import create_model
 from benchmarks.run import main
 from benchmarks.teachers import weights_fingerprint
 from reports.aggregate import count_stale
@@ -126,8 +126,8 @@ def test_best_epoch_weights_are_kept_beside_the_final_ones(capsys, tmp_path):
     final = torch.load(grid / "runs" / rec["weights"], weights_only=True)
     assert best["epoch"] == rec["metrics"]["best_epoch"]
     # the best file holds the student as it was after its best epoch: evaluate it again
-    from benchmarks.data import load_dataset
-    from benchmarks.train import evaluate
+    from kdcore.data import load_dataset
+    from kdcore.train import evaluate
 
     model = create_model("resnet8", num_classes=10)
     model.load_state_dict(best["student"])

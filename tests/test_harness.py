@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 
-from benchmarks.data import InMemoryData, load_dataset
-from benchmarks.models import create_model
+from kdcore.data import InMemoryData, load_dataset
+from kdcore.models import create_model
 from benchmarks.grid import probe
-from benchmarks.train import DivergenceError, Recipe, StudentRun, freeze, seed_for, train_cohort
+from kdcore.train import DivergenceError, StudentRun, freeze, seed_for, train_cohort
+from kdcore.recipe import Recipe
 from methods import BuildContext, build_method
 
 CPU = torch.device("cpu")
@@ -211,7 +212,7 @@ def test_cuda_fast_paths_run_on_cpu_too(small_digits, teacher):
 
 
 def test_fast_path_defaults():
-    from benchmarks.train import FastPaths
+    from kdcore.recipe import FastPaths
 
     assert FastPaths().resolve(CPU) == {"amp": "fp32", "channels_last": False, "teacher_inference_mode": False,
                                         "compile": False}

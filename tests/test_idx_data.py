@@ -1,4 +1,4 @@
-"""MNIST / FashionMNIST read from the idx files where a user has them (``benchmarks.idx_data``).
+"""MNIST / FashionMNIST read from the idx files where a user has them (``kdcore.data.idx``).
 
 Every file here is written by the test (tiny idx files, raw and gzip, in each layout); nothing needs the Debian
 package or the network.
@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import idx_data
-from benchmarks.data import DataError, load_dataset
-from benchmarks.models import create_model
+from kdcore.data import idx as idx_data
+from kdcore.data import DataError, load_dataset
+from kdcore.models import create_model
 from benchmarks.run import main
 from benchmarks.teachers import teacher_key
-from benchmarks.train import Recipe
+from kdcore.recipe import Recipe
 
 NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 KINDS = ("MNIST", "FashionMNIST")

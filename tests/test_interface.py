@@ -12,8 +12,9 @@ import torch
 
 from benchmarks.distributed import approximation
 from benchmarks.grid import probe
-from benchmarks.models import create_model
-from benchmarks.train import Recipe, StudentRun, seed_for
+from kdcore.models import create_model
+from kdcore.train import StudentRun, seed_for
+from kdcore.recipe import Recipe
 from methods import (BuildContext, Distiller, Progress, Range, batch_coupling, build_method, list_methods,
                      method_needs)
 from methods import base as methods_base

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import records
-from benchmarks.config import load_preset, method_overrides
+from kdcore import records
+from kdcore.config import load_preset, method_overrides
 from benchmarks.run import build_parser, main, resolve
 
 PRESET = '''
@@ -140,7 +140,7 @@ def _repdistiller_lr(model: str) -> float:
 
 
 def test_the_cifar100_preset_recipes_are_repdistillers():
-    from benchmarks.config import student_recipe, teacher_recipe
+    from kdcore.config import student_recipe, teacher_recipe
 
     cfg = load_preset("cifar100")
     assert len(cfg["pairs"]) == 13 and cfg["dataset"] == "cifar100"
@@ -160,7 +160,7 @@ def test_the_cifar100_preset_recipes_are_repdistillers():
 def test_the_cifar100_preset_pretraining_stages_use_repdistillers_learning_rates():
     """ab, fsp and ft pre-train 30 epochs (train_student.py:47 --init_epochs 30); ab's and fsp's stage runs at
     the student's lr (Stage.lr None: the recipe's), ft's at 0.01 for resnet/wrn students, else the student's."""
-    from benchmarks.config import student_recipe
+    from kdcore.config import student_recipe
     from methods import method_stages, validate_method
 
     cfg = load_preset("cifar100")

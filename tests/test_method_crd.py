@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import methods.crd  # noqa: F401  (registers "crd")
-from benchmarks.models.registry import ModelOutput
+from kdcore.models.registry import ModelOutput
 from methods.base import Batch, BuildContext, HyperparameterError, build_method
 from methods.crd import CRD, NegativeSampler
 

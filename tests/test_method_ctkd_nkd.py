@@ -11,8 +11,9 @@ import math
 import pytest
 import torch
 
-from benchmarks.data import InMemoryData
-from benchmarks.train import Recipe, StudentRun
+from kdcore.data import InMemoryData
+from kdcore.train import StudentRun
+from kdcore.recipe import Recipe
 from kdcore import KDModel
 from methods import Batch, BuildContext, HyperparameterError, ModelOutput, Progress, build_method, validate_method
 from methods.ctkd import cosine_lambda
@@ -208,7 +209,7 @@ class _Tiny(KDModel):
 
 
 def test_ctkd_in_the_harness_logs_T_with_weight_zero_and_trains_theta():
-    """benchmarks/train.py step: zero-weight terms are left out of the total but logged (epoch mean)."""
+    """kdcore/train.py step: zero-weight terms are left out of the total but logged (epoch mean)."""
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (8, 3, 4, 4), generator=g, dtype=torch.uint8)
     y = torch.arange(8) % 5

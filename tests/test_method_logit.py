@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.config import load_preset, method_overrides
+from kdcore.config import load_preset, method_overrides
 from methods import (Batch, BuildContext, ModelOutput, Progress, batch_coupling, build_method, method_class,
                      validate_method)
 

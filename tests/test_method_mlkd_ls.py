@@ -4,7 +4,7 @@ Golden values come from independent transcriptions of the official code, written
 numpy and explicit sums:
   * sunshangquan/logit-standardization-KD ``mdistiller/distillers/KD.py`` (``normalize``, ``kd_loss``)
   * Jin-Ying/Multi-Level-Logit-Distillation ``mdistiller/distillers/KD_ours.py`` (``forward_train``)
-  * their ``mdistiller/dataset/cifar100.py`` RandAugment (PIL), against ``benchmarks/augment.py``
+  * their ``mdistiller/dataset/cifar100.py`` RandAugment (PIL), against ``kdcore/data/augment.py``
 """
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from benchmarks.augment import RANDAUGMENT_OPS, cutout
+from kdcore.data.augment import RANDAUGMENT_OPS, cutout
 from benchmarks.distributed import main as distributed_main
 from benchmarks.run import main
-from benchmarks.train import FastPaths, draw_views, seed_for
+from kdcore.train import draw_views, seed_for
+from kdcore.recipe import FastPaths
 from methods import (Batch, BuildContext, ModelOutput, UnknownMethodError, ViewOutput, build_method, list_methods,
                      list_modifiers, method_views, validate_method)
 from methods.ls import standardise
@@ -323,7 +324,7 @@ def test_views_are_declared_and_mlkd_is_approximate_under_ddp(capsys, tmp_path):
 
 
 def test_mlkd_record_names_its_views_and_passes(capsys, tmp_path):
-    from benchmarks import records
+    from kdcore import records
     res = tmp_path / "results"
     assert main(["--results", str(res), "--methods", "mlkd", "--pairs", "resnet8:resnet8", "--seeds", "0",
                  "--epochs", "1", "--set", "teacher_train.epochs=1", "--quiet", "--no-report"]) == 0

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.config import load_preset, method_overrides, parse_pair
+from kdcore.config import load_preset, method_overrides, parse_pair
 from benchmarks.grid import probe
-from benchmarks.models import create_model
-from benchmarks.train import freeze
+from kdcore.models import create_model
+from kdcore.train import freeze
 from methods import BuildContext, ModelOutput, PairNotSupported, build_method, method_defaults
 from methods.cat_kd import cat_loss, class_activation_maps
 from methods.ofd import bn_margin, ofd_stage_loss

@@ -11,11 +11,12 @@ import math
 import pytest
 import torch
 
-from benchmarks.config import load_preset, parse_pair
-from benchmarks.data import InMemoryData
-from benchmarks.models import create_model
+from kdcore.config import load_preset, parse_pair
+from kdcore.data import InMemoryData
+from kdcore.models import create_model
 from benchmarks.grid import probe
-from benchmarks.train import Recipe, StudentRun, freeze
+from kdcore.train import StudentRun, freeze
+from kdcore.recipe import Recipe
 from cohorts import step_each_stage
 from methods import (BuildContext, HyperparameterError, PairNotSupported, UnknownMethodError, build_method,
                      list_methods, method_class, method_needs, modified_methods, validate_method)

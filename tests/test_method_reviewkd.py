@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from benchmarks.config import load_preset, parse_pair
+from kdcore.config import load_preset, parse_pair
 from benchmarks.grid import probe
-from benchmarks.models import create_model
+from kdcore.models import create_model
 from methods import BuildContext, ModelOutput, Progress, build_method
 from methods.reviewkd import ABF, hcl, warmup_ramp
 from test_harness import assert_bitwise_equal  # the harness tests' bitwise cohort = solo check, not a copy

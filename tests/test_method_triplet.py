@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import methods.pair  # noqa: F401  (registers "pair")
 import methods.triplet  # noqa: F401  (registers "triplet")
-from benchmarks.models.registry import ModelOutput
+from kdcore.models.registry import ModelOutput
 from methods.base import Batch, BuildContext, HyperparameterError, build_method
 from methods.triplet import OtherClassSampler, draw_in_batch
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import methods.at  # noqa: F401  (registers "at")
 import methods.fitnet  # noqa: F401  (registers "fitnet")
 import methods.rkd  # noqa: F401  (registers "rkd")
-from benchmarks.models.registry import ModelOutput
+from kdcore.models.registry import ModelOutput
 from methods.at import paired_stages
 from methods.base import Batch, BuildContext, HyperparameterError, build_method, method_class
 

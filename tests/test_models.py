@@ -6,7 +6,7 @@ import functools
 import pytest
 import torch
 
-from benchmarks.models import KDModel, ModelOutput, UnknownModelError, create_model, list_models
+from kdcore.models import KDModel, ModelOutput, UnknownModelError, create_model, list_models
 
 ALL_MODELS = [
     "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",

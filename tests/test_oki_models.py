@@ -1,4 +1,4 @@
-"""The seed paper's networks (benchmarks/models/oki.py): parameter counts from the authors' layer
+"""The seed paper's networks (kdcore/models/oki.py): parameter counts from the authors' layer
 definitions, feature shapes at 32x32 and the digits' sizes, the authors' forward pass, resnet34's
 ImageNet weights."""
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.models import create_model
-from benchmarks.models.oki import ImageNetWeightsMissing
+from kdcore.models import create_model
+from kdcore.models.oki import ImageNetWeightsMissing
 
 
 def conv(cin, cout, k=3, bias=True):
@@ -177,7 +177,7 @@ def test_resnet34_imagenet_weights_file(tmp_path, monkeypatch, capsys):
 
 
 def test_resnet34_from_scratch_says_so(capsys):
-    import benchmarks.models.oki as oki
+    import kdcore.models.oki as oki
 
     oki._said.discard("scratch")
     create_model("tv_resnet34", num_classes=10)

@@ -31,12 +31,13 @@ import json  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.config import load_preset, student_recipe, teacher_recipe  # noqa: E402
-from benchmarks.data import InMemoryData  # noqa: E402
+from kdcore.config import load_preset, student_recipe, teacher_recipe  # noqa: E402
+from kdcore.data import InMemoryData  # noqa: E402
 from benchmarks.grid import RunSpec, build_student  # noqa: E402
-from benchmarks.models import create_model  # noqa: E402
+from kdcore.models import create_model  # noqa: E402
 from benchmarks.run import main  # noqa: E402
-from benchmarks.train import Recipe, StudentRun, freeze  # noqa: E402
+from kdcore.train import StudentRun, freeze  # noqa: E402
+from kdcore.recipe import Recipe
 from cohorts import step_each_stage  # noqa: E402
 from methods import list_methods, modified_methods  # noqa: E402
 from tests.conftest import write_cifar  # noqa: E402
@@ -107,7 +108,7 @@ def test_oki2020_one_epoch_on_cifar_files(tmp_path):
 
 
 def test_oki2022_one_epoch_on_cifar_files(tmp_path, capsys):
-    import benchmarks.models.oki as oki
+    import kdcore.models.oki as oki
 
     oki._said.discard("scratch")  # the notice is printed once per process; another test may have seen it
     write_cifar(tmp_path / "data", "cifar10", n_train=40, n_test=20)

@@ -1,4 +1,4 @@
-"""Loss terms in float32 whatever the forwards' autocast (``benchmarks.train.losses_in_float32``).
+"""Loss terms in float32 whatever the forwards' autocast (``kdcore.train.losses_in_float32``).
 
 The fast paths run the teacher's and the student's forwards under bf16 autocast on CUDA (``--amp auto``);
 every reference computes its loss in float32. CPU autocast demotes the same ops to bf16 (matmul, conv),
@@ -10,7 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.train import FastPaths, StudentRun, compute_terms, draw_views, teacher_outputs
+from kdcore.train import StudentRun, compute_terms, draw_views, teacher_outputs
+
+from kdcore.recipe import FastPaths
 from cohorts import CPU, digits_slice, make_run, random_teacher
 from methods import Batch, BuildContext, ModelOutput, build_method, list_methods, modified_methods
 

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import checkpoints, grid
+from kdcore import checkpoints
+from benchmarks import grid
 from benchmarks import teachers as teacher_cli
-from benchmarks.models import create_model
-from benchmarks.progress import LineProgress, Remaining, plural
+from kdcore.models import create_model
+from benchmarks.progress import LineProgress, Remaining
+from kdcore.text import plural
 from benchmarks.run import main
-from benchmarks.train import StudentRun
+from kdcore.train import StudentRun
 from conftest import THREADS, write_cifar
 
 PAIR = "resnet8:resnet8"

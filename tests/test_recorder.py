@@ -1,4 +1,4 @@
-"""The recorder of one run (``benchmarks.recorder``), on its own: what a resume rewrites, when a checkpoint
+"""The recorder of one run (``kdcore.recorder``), on its own: what a resume rewrites, when a checkpoint
 is due, and the order of a run's last writes, checked by listing the files a crash between two of them
 leaves (the crash: a monkeypatched write that raises). The end-to-end kill-and-resume tests (test_resume.py,
 test_teacher_resume.py, test_distributed.py) check the same paths through real training."""
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import checkpoints, records
-from benchmarks.recorder import RunCheckpoint, RunRecorder
+from kdcore import checkpoints, records
+from kdcore.recorder import RunCheckpoint, RunRecorder
 
 RID = records.run_id("kd", "resnet8", "resnet8", 0)
 

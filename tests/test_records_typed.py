@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import grid as grid_module
-from benchmarks import records
+from kdcore import records
 from benchmarks.run import main
 from reports import aggregate as agg
 from reports import build_report

@@ -16,8 +16,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.text import Text
 from seaborn.external import husl
 
-from benchmarks.config import load_preset
-from benchmarks.records import record_path, run_id, write_json
+from kdcore.config import load_preset
+from kdcore.records import record_path, run_id, write_json
 from reports import aggregate as agg
 from reports import build_report, figures, tables
 from reports import significance as sig

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from benchmarks.records import record_path, run_id, write_json
+from kdcore.records import record_path, run_id, write_json
 from reports import build_report
 from reports import aggregate as agg
 from reports import significance as sig

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.records import record_path, run_id, write_json
+from kdcore.records import record_path, run_id, write_json
 from methods import method_defaults
 from reports import build_report
 from reports import aggregate as agg
@@ -626,7 +626,7 @@ def test_curves_of_a_one_epoch_grid(tmp_path, pairs):
 
 
 def test_same_and_cross_architecture_follow_the_family():
-    from benchmarks.models.registry import model_family
+    from kdcore.models.registry import model_family
     expect = {"resnet8": "resnet", "resnet32x4": "resnet", "resnet110": "resnet", "ResNet50": "resnet",
               "timm:resnet18": "resnet", "timm:resnet10t": "resnet", "wrn_40_2": "wrn", "wrn_16_1": "wrn",
               "vgg13": "vgg", "vgg8": "vgg", "MobileNetV2": "mobilenet", "ShuffleV1": "shufflenet",

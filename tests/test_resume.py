@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import records
+from kdcore import records
 from benchmarks.locks import FileLock
 from benchmarks.run import main
 

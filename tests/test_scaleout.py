@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import records
+from kdcore import records
 from benchmarks.grid import RunSpec, shard
 from benchmarks.run import main
 from benchmarks.scaleout import worker_argv

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks import records
+from kdcore import records
 from benchmarks.run import main
 from methods import (BuildContext, ModelOutput, UnknownMethodError, build_method, method_stages, validate_method)
 from methods.ab import ab_layer_loss

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.steptimer import PARTS, StepTimer, section
+from kdcore.steptimer import PARTS, StepTimer, section
 from cohorts import digits_slice, make_run, random_teacher, train
 
 # kd: the batch, the teacher, the student and its step; triplet (negatives="dataset") also draws negatives

@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 
-from benchmarks import records
-from benchmarks.data import STUDENT_SUBSET_SEED, for_students, load_dataset, stratified_split, with_validation
+from kdcore import records
+from kdcore.data import STUDENT_SUBSET_SEED, for_students, load_dataset, stratified_split, with_validation
 from benchmarks.grid import GridRunner, RunnerOptions, expand
 from benchmarks.run import build_parser, main, resolve
 

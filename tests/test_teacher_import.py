@@ -19,13 +19,14 @@ import pytest
 import torch
 
 from benchmarks import teachers
-from benchmarks.data import load_dataset
-from benchmarks.models import create_model
+from kdcore.data import load_dataset
+from kdcore.models import create_model
 from benchmarks.teachers import (TeacherError, get_teacher, import_teacher, imported_teacher_path,
                                  inspect_teacher_checkpoint, load_state_dict_loose, main,
                                  read_teacher_checkpoint, teacher_available, teacher_identity, teacher_key,
                                  weights_fingerprint)
-from benchmarks.train import Recipe, evaluate
+from kdcore.train import evaluate
+from kdcore.recipe import Recipe
 from conftest import write_cifar
 
 CPU = torch.device("cpu")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.config import ConfigError, check_teacher_reference
+from kdcore.config import ConfigError, check_teacher_reference
 from benchmarks.run import main
 
 SOURCE = "a table somebody published"

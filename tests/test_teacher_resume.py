@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import records
+from kdcore import records
 from benchmarks.run import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,11 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.data import InMemoryData, load_dataset
-from benchmarks.models import create_model
+from kdcore.data import InMemoryData, load_dataset
+from kdcore.models import create_model
 from benchmarks.teachers import TeacherError, get_teacher, teacher_path
 from benchmarks.grid import RunSpec, build_student
-from benchmarks.train import Recipe, StudentRun, seed_for, train_cohort
+from kdcore.train import StudentRun, seed_for, train_cohort
+from kdcore.recipe import Recipe
 
 CPU = torch.device("cpu")
 

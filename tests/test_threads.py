@@ -1,4 +1,4 @@
-"""Issue 31: a process's CPU threads sized from the CPUs it may use and the load beside it (benchmarks/cpus.py).
+"""Issue 31: a process's CPU threads sized from the CPUs it may use and the load beside it (kdcore/cpus.py).
 
 The cgroup files and /proc/stat samples are written here by hand; the grid test feeds the runner a load that
 changes between its two cohorts and reads the thread counts back from the records.
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import cpus, records
-from benchmarks.cpus import (LoadFollower, ThreadChoice, busy_cpus, cgroup_cpu_limit, choose_threads, cpu_times,
+from kdcore import cpus, records
+from kdcore.cpus import (LoadFollower, ThreadChoice, busy_cpus, cgroup_cpu_limit, choose_threads, cpu_times,
                              usable_cpus)
 from benchmarks.run import main
 

@@ -11,8 +11,8 @@ import json
 import pytest
 import torch
 
-from benchmarks import checkpoints, records
-from benchmarks.data import load_dataset, stratified_split, with_validation
+from kdcore import checkpoints, records
+from kdcore.data import load_dataset, stratified_split, with_validation
 from benchmarks.grid import GridRunner, RunnerOptions, cohorts, expand
 from benchmarks.run import build_parser, main, resolve
 from reports import build_report

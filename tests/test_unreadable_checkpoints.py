@@ -6,7 +6,7 @@ import zipfile
 
 import torch
 
-from benchmarks import checkpoints
+from kdcore import checkpoints
 
 EXPECTED = "expected a PyTorch checkpoint saved by kdbench, found"
 CUT = f"{EXPECTED} a zip archive cut short (300 bytes, no end-of-archive record): truncated"

@@ -17,7 +17,7 @@ pair, three ways, side by side in one process:
           K contrast indices from the Dataset, as RepDistiller's
           ``CIFAR100InstanceSample`` (``np.random.choice`` per sample).
   solo    kdbench's ``train_cohort``, each method as a cohort of one, with the
-          fast paths of ``benchmarks.train.FastPaths`` (``--amp``,
+          fast paths of ``kdcore.recipe.FastPaths`` (``--amp``,
           ``--channels-last``, ``--teacher-inference-mode``, ``--compile``;
           ``auto``: on for CUDA, off on CPU), passed by ``harness_kwargs``.
   cohort  kdbench's ``train_cohort``, all methods in one cohort (one batch
@@ -42,7 +42,7 @@ optimizer) of every configuration, and sets the cohort against the solo runs
 summed, split into the shared parts and the students' own parts: whether the
 students step as fast in the cohort as alone. The parts are timed from inside
 the loops: ``train_cohort(step_timer=...)`` and the plain loop open
-``benchmarks.steptimer.StepTimer`` sections around their own calls (CUDA
+``kdcore.steptimer.StepTimer`` sections around their own calls (CUDA
 events on a GPU, ``perf_counter`` on the CPU); nothing is patched.
 
 On CPU the harness's batches come out of its on-device crop channels_last-
@@ -71,16 +71,16 @@ of them read), ``cli`` (flags, their resolution and the run; ``__main__`` calls 
 """
 from __future__ import annotations
 
-from ..steptimer import PARTS, StepTimer
-from ..train import FastPaths
-from .breakdown import SHARED_PARTS, breakdown, breakdown_compare, render_breakdown
-from .cli import DEFAULT_METHODS, DEFAULT_PAIR, FULL, QUICK, build_parser, main, resolve
-from .harness import harness_kwargs, time_harness, time_shared
-from .memory import measure_cpu_memory, memory_probe
-from .options import SpeedOptions
-from .plain import PlainDataset, plain_needs, time_plain
-from .render import TARGETS, best_of, cohort_bound, render, summarise
-from .setup import SYNTHETIC_TEST, SYNTHETIC_TRAIN, Setup, StepLimited, load_data, resized, synthetic_data
+from kdcore.steptimer import PARTS, StepTimer
+from kdcore.recipe import FastPaths
+from benchmarks.speed.breakdown import SHARED_PARTS, breakdown, breakdown_compare, render_breakdown
+from benchmarks.speed.cli import DEFAULT_METHODS, DEFAULT_PAIR, FULL, QUICK, build_parser, main, resolve
+from benchmarks.speed.harness import harness_kwargs, time_harness, time_shared
+from benchmarks.speed.memory import measure_cpu_memory, memory_probe
+from benchmarks.speed.options import SpeedOptions
+from benchmarks.speed.plain import PlainDataset, plain_needs, time_plain
+from benchmarks.speed.render import TARGETS, best_of, cohort_bound, render, summarise
+from benchmarks.speed.setup import SYNTHETIC_TEST, SYNTHETIC_TRAIN, Setup, StepLimited, load_data, resized, synthetic_data
 
 __all__ = ["PARTS", "StepTimer", "FastPaths", "SHARED_PARTS", "breakdown", "breakdown_compare", "render_breakdown",
            "DEFAULT_METHODS", "DEFAULT_PAIR", "FULL", "QUICK", "build_parser", "main", "resolve", "harness_kwargs",

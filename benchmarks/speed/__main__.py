@@ -1,6 +1,6 @@
 """``python -m benchmarks.speed``: see ``benchmarks.speed``."""
 import sys
 
-from .cli import main
+from benchmarks.speed.cli import main
 
 sys.exit(main())

@@ -1,15 +1,15 @@
 """``--breakdown``: where the step's time goes, part by part, in the plain loop, the solo runs and the cohort,
-timed by the loops themselves (``benchmarks.steptimer.StepTimer``), and the cohort set against the solo runs."""
+timed by the loops themselves (``kdcore.steptimer.StepTimer``), and the cohort set against the solo runs."""
 from __future__ import annotations
 
 from typing import Any
 
 from tabulate import tabulate
 
-from ..steptimer import PARTS, StepTimer
-from .harness import time_harness
-from .plain import time_plain
-from .setup import Setup, log
+from kdcore.steptimer import PARTS, StepTimer
+from benchmarks.speed.harness import time_harness
+from benchmarks.speed.plain import time_plain
+from benchmarks.speed.setup import Setup, log
 
 SHARED_PARTS = ("data", "teacher fwd")  # what a cohort does once per batch for all its students
 

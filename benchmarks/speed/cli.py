@@ -14,16 +14,16 @@ import torch
 
 from methods import HyperparameterError, UnknownMethodError, method_stages, validate_method
 
-from ..config import ConfigError, OneLineParser, check_given, flags_for, split_list
-from ..data import DataError
-from ..grid import environment as grid_environment, pick_device
-from ..models import UnknownModelError, create_model
-from .breakdown import breakdown, breakdown_compare, render_breakdown
-from .memory import memory_probe, peak_memory
-from .render import TARGETS, best_of, cpu_model, render, summarise
-from .repeats import measure, warm_up
-from .options import SpeedOptions
-from .setup import SYNTHETIC_TRAIN, Setup, layout, load_data, log
+from kdcore.config import ConfigError, OneLineParser, check_given, flags_for, split_list
+from kdcore.data import DataError
+from benchmarks.grid import environment as grid_environment, pick_device
+from kdcore.models import UnknownModelError, create_model
+from benchmarks.speed.breakdown import breakdown, breakdown_compare, render_breakdown
+from benchmarks.speed.memory import memory_probe, peak_memory
+from benchmarks.speed.render import TARGETS, best_of, cpu_model, render, summarise
+from benchmarks.speed.repeats import measure, warm_up
+from benchmarks.speed.options import SpeedOptions
+from benchmarks.speed.setup import SYNTHETIC_TRAIN, Setup, layout, load_data, log
 
 DESCRIPTION = "Training-step speed: ``python -m benchmarks.speed [--quick]``."
 DEFAULT_METHODS = "vanilla,kd,fitnet,at,rkd,crd,triplet"
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="plain loop DataLoader workers (default: 8 on CUDA; on CPU 0 with "
                                                "<= 2 cores, else 2)")
     p.add_argument("--seed", type=int, default=0)
-    fast = p.add_argument_group("harness fast paths (benchmarks.train.FastPaths; auto = on for CUDA, off on CPU; "
+    fast = p.add_argument_group("harness fast paths (kdcore.recipe.FastPaths; auto = on for CUDA, off on CPU; "
                                 "the plain loop is always fp32, NCHW, eager)")
     fast.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp32"], help="autocast dtype")
     fast.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])

@@ -9,9 +9,10 @@ import torch
 
 from methods import method_needs
 
-from ..steptimer import StepTimer
-from ..train import Recipe, seed_for, teacher_outputs, train_cohort
-from .setup import Setup, StepLimited, sync
+from kdcore.steptimer import StepTimer
+from kdcore.train import seed_for, teacher_outputs, train_cohort
+from kdcore.recipe import Recipe
+from benchmarks.speed.setup import Setup, StepLimited, sync
 
 
 def harness_kwargs(fast: dict[str, Any]) -> dict[str, Any]:

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..grid import pick_device
-from .harness import time_harness
-from .options import SpeedOptions
-from .setup import Setup, load_data, log
+from benchmarks.grid import pick_device
+from benchmarks.speed.harness import time_harness
+from benchmarks.speed.options import SpeedOptions
+from benchmarks.speed.setup import Setup, load_data, log
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: where ``python -m benchmarks.speed`` runs
 

@@ -14,10 +14,10 @@ from torchvision import transforms
 
 from methods import Batch
 
-from ..data import InMemoryData
-from ..steptimer import StepTimer, section
-from ..train import seed_for
-from .setup import Setup, sync
+from kdcore.data import InMemoryData
+from kdcore.steptimer import StepTimer, section
+from kdcore.train import seed_for
+from benchmarks.speed.setup import Setup, sync
 
 
 class PlainDataset(torch.utils.data.Dataset):

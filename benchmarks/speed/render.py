@@ -11,7 +11,7 @@ from tabulate import tabulate
 
 from methods import method_needs
 
-from .options import SpeedOptions
+from benchmarks.speed.options import SpeedOptions
 
 TARGETS = {"cohort_over_solo": 2.0, "solo_over_plain": 1.0}
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .harness import time_harness, time_shared
-from .plain import time_plain
-from .setup import Setup, log
+from benchmarks.speed.harness import time_harness, time_shared
+from benchmarks.speed.plain import time_plain
+from benchmarks.speed.setup import Setup, log
 
 
 def warm_up(setup: Setup) -> None:

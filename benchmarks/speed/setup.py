@@ -9,11 +9,12 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from ..data import CIFAR100_MEAN, CIFAR100_STD, DataError, InMemoryData, load_dataset
-from ..grid import RunSpec, build_student, probe
-from ..models import create_model
-from ..train import FastPaths, Recipe, StudentRun, freeze, seed_for
-from .options import SpeedOptions
+from kdcore.data import CIFAR100_MEAN, CIFAR100_STD, DataError, InMemoryData, load_dataset
+from benchmarks.grid import RunSpec, build_student, probe
+from kdcore.models import create_model
+from kdcore.train import StudentRun, freeze, seed_for
+from kdcore.recipe import FastPaths, Recipe
+from benchmarks.speed.options import SpeedOptions
 
 SYNTHETIC_TRAIN = 50_000  # CIFAR-100's training-set size: CRD's memory banks and samplers scale with it
 SYNTHETIC_TEST = 256

@@ -1,15 +1,15 @@
-"""Presets (TOML data in ``benchmarks/presets/``) and their overrides from the command line.
+"""Presets (TOML data in ``kdcore/presets/``) and their overrides from the command line.
 
 A preset is a table with these keys (all checked; an unknown key is an error)::
 
     description = "..."
-    dataset = "digits"                       # a name from benchmarks.data.DATASETS
+    dataset = "digits"                       # a name from kdcore.data.DATASETS
     methods = ["vanilla", "kd", ...]         # or ["all"]: every registered method
     pairs = ["resnet20:resnet8", ...]        # teacher:student
     seeds = [0, 1]                           # student seeds
     teacher_seed = 0
     [data]           options of the dataset loader (image_size, ...)
-    [train]          the student recipe (benchmarks.train.Recipe fields)
+    [train]          the student recipe (kdcore.recipe.Recipe fields)
     [train.lr_by_student]   per-student learning rate (RepDistiller: 0.01 for MobileNetV2/ShuffleV1/V2)
     [teacher_train]  the teacher recipe: fields that differ from [train]
     [method.<name>]  hyperparameter overrides of a method (checked against its defaults)
@@ -42,7 +42,7 @@ import tomllib
 
 import torch
 
-from .train import Recipe
+from kdcore.recipe import Recipe
 
 PRESET_DIR = Path(__file__).parent / "presets"
 TOP_KEYS = {"description", "dataset", "methods", "pairs", "seeds", "teacher_seed",

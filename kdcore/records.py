@@ -36,7 +36,7 @@ the runner and the report through the same type; its JSON (``RunRecord.to_json``
                "time_s", "epoch_time_s", "images_per_s",   # epoch time: own steps + share of the cohort's
                                                           # batch preparation and teacher pass
                "student_param_bytes", "method_param_bytes", "optimizer_state_bytes",
-               "student_buffer_bytes", "method_buffer_bytes",   # exact bytes (benchmarks/costs.py)
+               "student_buffer_bytes", "method_buffer_bytes",   # exact bytes (kdcore/costs.py)
                "cuda_peak_mb", "cuda_step_mb",             # CUDA: peak allocated over the run's steps, and
                                                           # its largest rise within one step
                "cohort", "cohort_peak_rss_mb", "cohort_peak_rss_scope"},  # CPU: the cohort's run ids
@@ -59,7 +59,7 @@ Per-epoch dict (also the lines of ``metrics.jsonl``)::
      "test_top1": .., "test_top5": .., "test_ece": .., "test_agreement": .., "test_kl_teacher": ..,
      "time_s": .., "images_per_s": ..}
 
-Accuracies are percentages (0-100). Fidelity (``benchmarks.fidelity``): ``test_agreement`` = % of test
+Accuracies are percentages (0-100). Fidelity (``kdcore.fidelity``): ``test_agreement`` = % of test
 samples where the student's and the teacher's top-1 agree, ``test_kl_teacher`` = KL(teacher || student) at
 T = 1 (nats, mean over the test set), ``test_ece`` = the student's expected calibration error (percent, 15
 equal-width bins); ``teacher_info.ece`` the teacher's. A run trained without a teacher has no agreement or

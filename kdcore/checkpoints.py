@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from . import records
+from kdcore import records
 
 KDBENCH_CHECKPOINT = "a PyTorch checkpoint saved by kdbench"
 

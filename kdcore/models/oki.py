@@ -40,7 +40,7 @@ Input sizes: at 32x32 the 2020 networks compute exactly the authors' function. T
 ``x.view(-1, 128*4*4)`` needs 32x32 input; here an adaptive average pool to 4x4 comes before the
 flatten (the identity at 32x32, where the map is already 4x4; the 2022 ``Net`` has the same pool),
 so the digits (8x8, 16x16) and MNIST (28x28) run too. Gray datasets arrive as 3 equal channels
-(``benchmarks.data``), so every network keeps 3 input channels.
+(``kdcore.data``), so every network keeps 3 input channels.
 """
 from __future__ import annotations
 

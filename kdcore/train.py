@@ -13,7 +13,7 @@ Before every step it hands the method its ``Progress`` (fractional epoch, total)
 derived from the epoch and step counters, so a resumed run sees the same values.
 Each evaluation measures test top-1/top-5 (and, when the data holds out a validation split, its top-1:
 ``val_top1``) and the student's calibration (ECE) and, given a teacher, its agreement with and KL from
-the teacher, whose test outputs are computed once per cohort (``benchmarks.fidelity``).
+the teacher, whose test outputs are computed once per cohort (``kdcore.fidelity``).
 """
 from __future__ import annotations
 
@@ -22,102 +22,26 @@ import math
 import time
 import zlib
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import fields, is_dataclass, replace
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods import Batch, Distiller, Progress, Stage, ViewOutput
+from kdcore.contract import Batch, Progress, ViewOutput
+from kdcore.distiller import Distiller, Stage
 
-from .cpus import look_at_load
-from .costs import cuda_step_peak, optimizer_state_bytes, tensor_bytes
-from .fidelity import CalibrationBins, TeacherTest, agreement_count, kl_sum
-from .steptimer import StepTimer, section
+from kdcore.cpus import look_at_load
+from kdcore.costs import cuda_step_peak, optimizer_state_bytes, tensor_bytes
+from kdcore.fidelity import CalibrationBins, TeacherTest, agreement_count, kl_sum
+from kdcore.steptimer import StepTimer, section
+from kdcore.recipe import FastPaths, Recipe
 
-__all__ = ["Recipe", "FastPaths", "StudentRun", "DivergenceError", "train_cohort", "evaluate", "eval_metrics",
-           "val_top1", "evaluated", "TeacherTest", "StepTimer", "seed_for", "freeze",
+__all__ = ["StudentRun", "DivergenceError", "train_cohort", "evaluate", "eval_metrics",
+           "val_top1", "TeacherTest", "StepTimer", "seed_for", "freeze",
            "draw_views", "view_generator", "compute_terms", "compute_stage_terms", "stage_modes",
            "weigh_terms", "unique_trainable"]
-
-
-@dataclass
-class Recipe:
-    """SGD + multi-step schedule (RepDistiller's ``adjust_learning_rate``)."""
-
-    epochs: int = 240
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_decay_epochs: list[int] = field(default_factory=lambda: [150, 180, 210])
-    lr_decay_rate: float = 0.1
-    eval_batch_size: int = 256
-    # test-set evaluation after every ``eval_every``-th epoch and always after the last (of each pre-training
-    # stage too): 1 is RepDistiller's every epoch; a real dataset on a CPU (10,000 test images at 28x28: 3-4 s
-    # per resnet8 pass) cannot pay that for 186 runs. Entries in between carry no test_* keys.
-    eval_every: int = 1
-
-    def lr_at(self, epoch: int) -> float:
-        """Learning rate of 0-based ``epoch``: RepDistiller decays when the 1-based epoch exceeds a milestone."""
-        steps = sum(epoch + 1 > m for m in self.lr_decay_epochs)
-        return self.lr * self.lr_decay_rate**steps
-
-    def evaluates(self, epoch: int, epochs: int) -> bool:
-        """Whether the test set is evaluated after 0-based ``epoch`` of a stage of ``epochs`` epochs."""
-        return (epoch + 1) % self.eval_every == 0 or epoch + 1 == epochs
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if self.eval_every == 1:
-            # left out at its default: the recipes recorded (and the teacher cache keys hashed from them)
-            # before the field existed stay what they were
-            del out["eval_every"]
-        return out
-
-
-def evaluated(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The entries of ``history`` whose epoch was evaluated on the test set (``Recipe.eval_every``)."""
-    return [h for h in history if "test_top1" in h]
-
-
-@dataclass
-class FastPaths:
-    """Speed settings, each recorded in the run record. ``auto``: on for CUDA, off on the CPU.
-
-    amp: autocast dtype for teacher and student forward passes ("bf16", "fp32"/"off"); the loss terms are
-        always computed in float32 on upcast outputs (``losses_in_float32``), as the references compute them.
-    channels_last: NHWC memory format for models and batches.
-    teacher_inference_mode: run the teacher under ``torch.inference_mode`` (outputs are then
-        cloned once so methods may save them for backward) instead of ``no_grad``.
-    compile: ``torch.compile`` each model's ``forward_kd`` (opt-in: compile time per model).
-    On the CPU none is on by default, as measured on our 2-core AVX2 CPU with
-    ``python -m benchmarks.speed --methods kd`` and each flag: bf16 autocast is 8x slower (no native
-    bf16), an inference-mode teacher gains nothing, channels_last is neutral; so CPU runs stay in the
-    reference fp32 arithmetic. None of the CUDA defaults has been measured on a GPU yet: no GPU was
-    available to this project so far.
-    """
-
-    amp: str = "auto"
-    channels_last: str = "auto"
-    teacher_inference_mode: str = "auto"
-    compile: bool = False
-
-    def resolve(self, device: torch.device) -> dict[str, Any]:
-        cuda = device.type == "cuda"
-
-        def on(value: str, name: str) -> bool:
-            if value not in ("auto", "on", "off"):
-                raise ValueError(f"{name} must be auto, on or off, got {value!r}")
-            return cuda if value == "auto" else value == "on"
-
-        if self.amp not in ("auto", "bf16", "fp32", "off"):
-            raise ValueError(f"amp must be auto, bf16, fp32 or off, got {self.amp!r}")
-        amp = ("bf16" if cuda else "fp32") if self.amp == "auto" else ("fp32" if self.amp == "off" else self.amp)
-        return {"amp": amp, "channels_last": on(self.channels_last, "channels_last"),
-                "teacher_inference_mode": on(self.teacher_inference_mode, "teacher_inference_mode"),
-                "compile": bool(self.compile)}
 
 
 def _autocast(device: torch.device, fast: dict[str, Any]):
@@ -559,7 +483,7 @@ def unique_trainable(modules: list[nn.Module]) -> list[nn.Parameter]:
 def eval_metrics(model: nn.Module, data, device, batch_size: int = 256,
                  teacher_test: TeacherTest | None = None) -> dict[str, float]:
     """One pass over the test set: ``test_top1``, ``test_top5`` (percent, top-k capped at the class count),
-    ``test_ece`` (percent, ``benchmarks.fidelity``) and, with the teacher's test outputs, ``test_agreement``
+    ``test_ece`` (percent, ``kdcore.fidelity``) and, with the teacher's test outputs, ``test_agreement``
     (percent) and ``test_kl_teacher`` (KL(teacher || student) at T = 1, nats, mean over the test set)."""
     was_training = model.training
     model.eval()
@@ -626,17 +550,17 @@ def train_cohort(
     done, each run taking part in the epochs it trains, so every run sees the batches it would alone. The teacher,
     if given, must be frozen (``freeze``); it runs once per batch, under
     ``no_grad``, only if a method needs it, and its outputs are shared read-only. Given a teacher, every
-    evaluation also measures each student's agreement with it and KL from it (``benchmarks.fidelity``),
+    evaluation also measures each student's agreement with it and KL from it (``kdcore.fidelity``),
     from the teacher's test outputs computed once for the whole cohort (``TeacherTest``).
 
-    ``step_timer`` (``benchmarks.steptimer.StepTimer``): time the parts of every step (batch draw, teacher
+    ``step_timer`` (``kdcore.steptimer.StepTimer``): time the parts of every step (batch draw, teacher
     forward, each run's prepare, student forward, extra fetch, losses, backward, optimizer), not the
     evaluations; without it the loop computes the same bits.
 
     ``teacher_test``: the teacher's test outputs (``TeacherTest`` of this ``teacher`` and ``data``) kept by the
     caller for every cohort it trains with that teacher, so the teacher passes over the test set once for all of
     them instead of once per cohort (a resnet32x4 over CIFAR-100's 10,000 test images: minutes on a CPU); the
-    same bits either way (``benchmarks.fidelity``). Without it the cohort makes its own.
+    same bits either way (``kdcore.fidelity``). Without it the cohort makes its own.
     """
     if not runs:
         return runs
@@ -646,7 +570,7 @@ def train_cohort(
                 r.epochs_done != runs[0].epochs_done:
             raise ValueError("a cohort's runs must share epochs, batch size and progress")
     if teacher is not None and teacher.training:
-        raise ValueError("the teacher must be frozen (benchmarks.train.freeze) before training students")
+        raise ValueError("the teacher must be frozen (kdcore.train.freeze) before training students")
     generator = data_generator or torch.Generator().manual_seed(runs[0].seed)
     fast = fast if fast is not None else FastPaths().resolve(device)
     for r in runs:
@@ -670,7 +594,7 @@ def train_cohort(
         active = [r for r in runs if r.error is None and epoch < r.total_epochs]
         if not active:
             break
-        look_at_load()  # under --threads auto, the thread count follows the machine's load (benchmarks/cpus.py)
+        look_at_load()  # under --threads auto, the thread count follows the machine's load (kdcore/cpus.py)
         for r in active:
             r.begin_epoch(epoch)
         use_teacher = teacher is not None and any(r.method.needs_teacher for r in active)

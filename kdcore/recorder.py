@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from . import checkpoints, records
-from .train import evaluated
+from kdcore import checkpoints, records
+from kdcore.recipe import evaluated
 
 if TYPE_CHECKING:  # the caller opens the curves (grid.py); nothing here needs TensorBoard
-    from .curves import Curves
+    from kdcore.curves import Curves
 
 
 class RunCheckpoint:

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import torch
 
-from .datacommon import IMAGENET_MEAN, IMAGENET_STD, DataError
+from kdcore.data.common import IMAGENET_MEAN, IMAGENET_STD, DataError
 
 
 def _read(ds, i):

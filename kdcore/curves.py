@@ -34,8 +34,8 @@ from typing import Any, Callable
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from .config import ConfigError
-from .records import error_line
+from kdcore.config import ConfigError
+from kdcore.records import error_line
 
 METRIC_TAGS = ("test/top1", "test/top5", "train/top1", "loss/total")
 

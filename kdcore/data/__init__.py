@@ -41,10 +41,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import VIEWS
-from .datacommon import DataError, folder_contents
-from .folder_data import FolderData
-from .idx_data import load_idx
+from kdcore.data.augment import VIEWS
+from kdcore.data.common import DataError, folder_contents
+from kdcore.data.folder import FolderData
+from kdcore.data.idx import load_idx
 
 __all__ = ["DATASETS", "AUGMENTS", "DataError", "InMemoryData", "load_dataset", "list_datasets", "stratified_split",
            "for_students", "with_validation"]

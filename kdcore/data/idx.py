@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datacommon import DataError, folder_contents
+from kdcore.data.common import DataError, folder_contents
 
 # the four files, by role, with torchvision's / LeCun's / Zalando's names (a ".gz" may follow)
 IDX_NAMES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
