@@ -1,8 +1,16 @@
-"""The contract between models, methods and the training loop, in one small module all three import.
+"""kdcore: the library kdbench stands on.
 
-``kdcore`` imports only torch: models (``kdcore.models``) build ``ModelOutput``s
-and subclass ``KDModel``; methods (``methods``) read them through ``Batch``,
-``BuildContext`` and ``Progress``; neither imports the other.
+Importing ``kdcore`` loads only the contract (``kdcore.contract``: ``ModelOutput``, ``KDModel``,
+``Batch``, ``BuildContext``, ``Progress``, ``ViewOutput``, ``MethodCatalogue``); the rest is imported
+by name: ``kdcore.distiller`` (the method base class), ``kdcore.models`` (the model zoo),
+``kdcore.data`` (datasets), ``kdcore.recipe`` and ``kdcore.train`` (the one training loop),
+``kdcore.records``/``kdcore.recorder`` (run records), ``kdcore.curves`` (TensorBoard),
+``kdcore.config`` (presets, ``kdcore/presets/*.toml``).
+
+Layers point one way: ``kdcore`` imports nothing of ours above it; ``methods`` (the registry of
+distillation methods) and ``reports`` (records -> tables and figures) import ``kdcore`` only; the
+application ``benchmarks`` (CLI, grid, teachers, DDP, scale-out, speed, API) imports all three
+(``tests/test_layers.py``).
 """
 from .contract import Batch, BuildContext, KDModel, MethodCatalogue, ModelOutput, Progress, ViewOutput
 
