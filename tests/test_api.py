@@ -1,6 +1,6 @@
-"""benchmarks.api: kdbench's methods inside someone else's training loop (README, "Using kdbench as a library").
+"""benchmarks.api: kdbench's methods inside someone else's training loop (docs/library.md, "Using kdbench as a library").
 
-The README's loop runs as written (extracted by its marker); the total equals ``StudentRun.step``'s bit for
+The documented loop runs as written (extracted by its marker); the total equals ``StudentRun.step``'s bit for
 bit; a user's own KDModel and a plain classifier work; what the API cannot do fails in one line.
 """
 from __future__ import annotations
@@ -33,10 +33,10 @@ MARKER = "<!-- library-loop: tests/test_api.py execs the python block below -->"
 
 
 def readme_loop() -> str:
-    text = (ROOT / "README.md").read_text()
-    assert text.count(MARKER) == 1, "README.md: the library loop's marker must appear exactly once"
+    text = (ROOT / "docs" / "library.md").read_text()
+    assert text.count(MARKER) == 1, "docs/library.md: the library loop's marker must appear exactly once"
     m = re.match(r"\s*```python\n(.*?)\n```", text.split(MARKER, 1)[1], re.S)
-    assert m, "README.md: a ```python block must follow the library loop's marker"
+    assert m, "docs/library.md: a ```python block must follow the library loop's marker"
     return m.group(1)
 
 
@@ -45,7 +45,7 @@ def test_the_readme_loop_runs_and_trains_the_student_and_the_method(monkeypatch,
     assert len(code.splitlines()) <= 30  # a complete loop that still reads as a snippet
     made = []
 
-    class Recording(Distillation):  # the README's Distillation, remembering where it started
+    class Recording(Distillation):  # the documented Distillation, remembering where it started
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.initial_student = copy.deepcopy(self.student.state_dict())
@@ -54,7 +54,7 @@ def test_the_readme_loop_runs_and_trains_the_student_and_the_method(monkeypatch,
 
     monkeypatch.setattr(api, "Distillation", Recording)
     namespace: dict = {}
-    exec(compile(code, "README.md (library loop)", "exec"), namespace)
+    exec(compile(code, "docs/library.md (library loop)", "exec"), namespace)
     (distill,) = made
     history = namespace["history"]
     assert len(history) == namespace["epochs"] * len(namespace["loader"]) and all(map(math.isfinite, history))
@@ -80,7 +80,7 @@ def test_the_readme_loops_teacher_line_loads_a_repdistiller_checkpoint(tmp_path)
     a bare ``torch.load(...)["model"]`` into a fresh model do not read as they stand)."""
     call = re.search(r'# your trained one: (import_teacher\(("\w+"), "([^"]+)", num_classes=(\d+)\))',
                      readme_loop())
-    assert call, "README.md: the library loop names import_teacher(arch, file, num_classes=...) for the teacher"
+    assert call, "docs/library.md: the library loop names import_teacher(arch, file, num_classes=...) for the teacher"
     arch, name, classes = call.group(2).strip('"'), call.group(3), int(call.group(4))
     trained = create_model(arch, num_classes=classes)
     torch.save({"model": trained.state_dict(), "epoch": 240, "best_acc": np.float64(70.1),

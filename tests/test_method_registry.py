@@ -34,10 +34,10 @@ def test_registry_lists_the_seed_methods():
         cls = method_class(name)
         assert cls.name == name
         doc = __import__(cls.__module__, fromlist=["_"]).__doc__ or ""
-        # README "Adding a method", docstring rule: paper, formula, defaults with their source
+        # docs/guides/method.md ("Adding a method"), docstring rule: paper, formula, defaults with their source
         assert len(doc) > 200 and "default" in doc.lower(), (
             f"{name}: the module docstring of {cls.__module__} must be over 200 characters and contain "
-            f"'default' (README, Adding a method)")
+            f"'default' (docs/guides/method.md)")
         # every hyperparameter has a declared range (register_method enforces it)
         assert set(cls.ranges) == set(cls.defaults), name
 
