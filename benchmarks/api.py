@@ -1,4 +1,4 @@
-"""kdbench inside your own training loop: ``Distillation`` (README, "Using kdbench as a library").
+"""kdbench inside your own training loop: ``Distillation`` (docs/library.md, "Using kdbench as a library").
 
 ``Distillation(method, teacher, student, num_classes=...)`` builds any registered method, compositions
 (``crd+kd``) and modifiers (``kd+ls``) included, for a teacher and a student given as zoo names
@@ -88,7 +88,7 @@ def _as_kd_model(model: Any, role: str, method: str, logits_only: bool) -> KDMod
         return LogitsModel(model)
     raise TypeError(f"{role} {type(model).__name__} is a plain nn.Module, but {method} reads feature maps: "
                     f"subclass kdcore.KDModel and implement forward_kd(x, preact=False) -> "
-                    f"ModelOutput(logits, features, embedding) (README: Models)")
+                    f"ModelOutput(logits, features, embedding) (docs/models.md)")
 
 
 class Distillation:

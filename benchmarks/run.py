@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help=f"override the preset's dataset ({', '.join(list_datasets())})")
     p.add_argument("--data-root", help="folder holding the dataset (CIFAR: the folder containing cifar-100-python/; "
                                        "MNIST, FashionMNIST: torchvision's, the Debian package's or Zalando's "
-                                       "layout, see README)")
+                                       "layout, see docs/datasets.md)")
     p.add_argument("--download", action="store_true",
                    help="download CIFAR, MNIST or FashionMNIST into --data-root (default ./data) if missing")
     p.add_argument("--epochs", type=int, help="student epochs (shorthand for --set train.epochs=N; the teachers' "
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "changes float sums: fix it to reproduce a run bit for bit")
     p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
                    help="checkpoint every N epochs so a killed run resumes (default 1; 0 = never)")
-    scale = p.add_argument_group("scale-out (see README, 'Running on a cluster')")
+    scale = p.add_argument_group("scale-out (see docs/scaleout.md)")
     scale.add_argument("--shard", metavar="I/N", help="run only shard I of N (whole pair/seed cohorts, "
                                                       "dealt deterministically): for independent machines")
     scale.add_argument("--workers", type=int, default=1, help="local worker processes, one shard each")

@@ -1,7 +1,7 @@
 """The registry: ``build_method("crd+kd", ctx)``, ``list_methods()``.
 
 Adding a method is one file in this folder: subclass ``Distiller`` and decorate
-it with ``@register_method("name")`` (README, "Adding a method"). Every module of
+it with ``@register_method("name")`` (docs/guides/method.md). Every module of
 this package is imported here (sorted by name), which registers its methods.
 Importing ``methods`` loads torch, ``kdcore`` (the model/method contract) and
 the method files, never ``benchmarks`` or a model file.
