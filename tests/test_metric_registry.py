@@ -199,6 +199,37 @@ def test_the_example_in_the_report(nll, tmp_path):
                                  "-ln p_student(label), in nats.")
 
 
+class _Never:
+    """An accumulator the report test never runs (the records are synthetic)."""
+
+    def add(self, logits, labels, teacher):
+        raise AssertionError("not evaluated here")
+
+    def value(self):
+        raise AssertionError("not evaluated here")
+
+
+def test_a_metric_with_teacher_info_gets_a_teacher_row(tmp_path):
+    root = make_fidelity_results(tmp_path / "fid")
+    for path in sorted((root / "runs").glob("*.json")):
+        rec = json.loads(path.read_text())
+        if rec["pair"] == A:
+            rec["history"][-1]["test_brier"] = 0.25 + 0.5 * rec["seed"]
+            rec["teacher_info"]["brier"] = 0.5
+            write_json(record_path(root, rec["run_id"]), rec)
+    register_metric(Metric("brier", _Never, "mean squared error of the softmax against the one-hot label",
+                           column="brier_last", title="Brier score", digits=3, higher_is_better=False,
+                           teacher_info="brier"))
+    try:
+        text = build_report(root).read_text(encoding="utf-8")
+    finally:
+        unregister_metric("brier")
+    table = sub_table(section(text, 7), "Brier score")
+    assert table["teacher"] == ["0.50", "–"]  # a teacher cell has 2 decimals, as the ECE's
+    assert table["vanilla"] == table["kd"] == ["0.500 ± 0.354 (2)", "–"]
+    assert [m.name for m in list_metrics()] == BUILTIN
+
+
 def test_without_the_example_the_report_has_no_such_table(tmp_path):
     text = build_report(make_fidelity_results(tmp_path / "fid")).read_text(encoding="utf-8")
     assert "negative log-likelihood" not in text
