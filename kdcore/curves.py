@@ -5,8 +5,9 @@ of a run's history becomes one step (the 1-based epoch) of these tags:
 
     loss/<term>, loss/total           unweighted terms (CE included) and the weighted total
     loss_weighted/<term>              each term times its weight, as it entered the total
-    lr, train/top1, test/top1, test/top5, test/ece, time/epoch_s, time/eval_s, images_per_s
-    fidelity/agreement, fidelity/kl_teacher   (runs trained with a teacher)
+    lr, train/top1, time/epoch_s, time/eval_s, images_per_s
+    test/top1, test/top5, test/ece            every registered metric's tag (kdcore.metrics), on the
+    fidelity/agreement, fidelity/kl_teacher   epochs evaluated (the last two: runs trained with a teacher)
 
 and the run's resolved hyperparameters (train recipe, method hyperparameters, pair, seed) are written
 once as TensorBoard hparams. A run that (re)starts rewrites its folder from the history it holds (its
@@ -35,6 +36,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from kdcore.config import ConfigError
+from kdcore.metrics import entry_order
 from kdcore.records import error_line
 
 METRIC_TAGS = ("test/top1", "test/top5", "train/top1", "loss/total")
@@ -59,14 +61,14 @@ def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def scalars(entry: dict[str, Any]) -> dict[str, float]:
-    """One history entry as {tag: value}: what TensorBoard and W&B both log for its epoch."""
+    """One history entry as {tag: value}: what TensorBoard and W&B both log for its epoch; the evaluation's
+    metrics under their registered tags (``kdcore.metrics``), where the entry has them."""
     out = {f"loss/{term}": value for term, value in entry["losses"].items()}
     out.update({f"loss_weighted/{term}": value for term, value in entry["weighted_losses"].items()})
     more = {"loss/total": entry["loss"], "lr": entry["lr"], "train/top1": entry["train_top1"],
-            "test/top1": entry.get("test_top1"), "test/top5": entry.get("test_top5"), "time/epoch_s": entry["time_s"],
-            "time/eval_s": entry.get("eval_time_s"), "images_per_s": entry.get("images_per_s"),
-            "test/ece": entry.get("test_ece"), "fidelity/agreement": entry.get("test_agreement"),
-            "fidelity/kl_teacher": entry.get("test_kl_teacher")}
+            "time/epoch_s": entry["time_s"], "time/eval_s": entry.get("eval_time_s"),
+            "images_per_s": entry.get("images_per_s"),
+            **{m.tag: entry.get(m.key) for m in entry_order()}}
     out.update({tag: value for tag, value in more.items() if value is not None})
     return out
 

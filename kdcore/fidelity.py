@@ -20,11 +20,14 @@ its own pass over the same batches (same batch size, same order) and gets the sa
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ECE_BINS", "CalibrationBins", "TeacherTest", "agreement_count", "kl_sum", "ece_percent"]
+__all__ = ["ECE_BINS", "CalibrationBins", "TeacherBatch", "TeacherTest", "agreement_count", "kl_sum",
+           "ece_percent"]
 
 ECE_BINS = 15
 
@@ -72,13 +75,21 @@ def kl_sum(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor) -> flo
     return float(F.kl_div(student_log_probs, teacher_log_probs, reduction="sum", log_target=True))
 
 
+class TeacherBatch(NamedTuple):
+    """The frozen teacher's outputs on one test batch: log-probabilities at T = 1 (float32, samples x classes)
+    and predictions (argmax). A metric that needs the teacher (``kdcore.metrics``) gets one per batch."""
+
+    log_probs: torch.Tensor
+    pred: torch.Tensor
+
+
 class TeacherTest:
     """A frozen teacher's test-set outputs, one pass per eval batch size, on first use: per batch its
     log-probabilities (float32, on the device: test samples x classes) and predictions, and its ECE."""
 
     def __init__(self, teacher: nn.Module, data, device: torch.device):
         self.teacher, self.data, self.device = teacher, data, device
-        self._batches: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._batches: dict[int, list[TeacherBatch]] = {}
         self._ece: dict[int, float] = {}
         self.passes = 0  # teacher passes over the test set made so far
 
@@ -88,12 +99,12 @@ class TeacherTest:
         for x, y in self.data.test_batches(batch_size, self.device):
             logits = self.teacher(x)
             bins.add(logits, y)
-            out.append((F.log_softmax(logits.float(), dim=1), logits.argmax(dim=1)))
+            out.append(TeacherBatch(F.log_softmax(logits.float(), dim=1), logits.argmax(dim=1)))
         self._batches[batch_size], self._ece[batch_size] = out, bins.ece()
         self.passes += 1
 
-    def batches(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """[(log-probabilities, predictions)] of the test batches of ``batch_size``, in test order."""
+    def batches(self, batch_size: int) -> list[TeacherBatch]:
+        """[TeacherBatch(log-probabilities, predictions)] of the test batches of ``batch_size``, in test order."""
         if batch_size not in self._batches:
             self._compute(batch_size)
         return self._batches[batch_size]

@@ -59,13 +59,15 @@ Per-epoch dict (also the lines of ``metrics.jsonl``)::
      "test_top1": .., "test_top5": .., "test_ece": .., "test_agreement": .., "test_kl_teacher": ..,
      "time_s": .., "images_per_s": ..}
 
-Accuracies are percentages (0-100). Fidelity (``kdcore.fidelity``): ``test_agreement`` = % of test
-samples where the student's and the teacher's top-1 agree, ``test_kl_teacher`` = KL(teacher || student) at
-T = 1 (nats, mean over the test set), ``test_ece`` = the student's expected calibration error (percent, 15
-equal-width bins); ``teacher_info.ece`` the teacher's. A run trained without a teacher has no agreement or
-KL; records written before these fields existed have none of them. ``top1_last`` is the last epoch's test
-top-1 (RepDistiller's convention), ``top1_best`` the best epoch's
-(mdistiller's).
+The test fields of an evaluated entry are the metrics registered in ``kdcore.metrics``, by their ``key``,
+in its ``entry_order`` (those without a teacher, then those that need one); an entry of an epoch not
+evaluated (``Recipe.eval_every``) has none of them. Accuracies are percentages (0-100). Fidelity
+(``kdcore.fidelity``): ``test_agreement`` = % of test samples where the student's and the teacher's top-1
+agree, ``test_kl_teacher`` = KL(teacher || student) at T = 1 (nats, mean over the test set), ``test_ece`` =
+the student's expected calibration error (percent, 15 equal-width bins); ``teacher_info.ece`` the teacher's.
+A run trained without a teacher has no agreement or KL; records written before these fields existed have
+none of them. ``top1_last`` is the last epoch's test top-1 (RepDistiller's convention), ``top1_best`` the
+best epoch's (mdistiller's).
 """
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ Before every step it hands the method its ``Progress`` (fractional epoch, total)
 derived from the epoch and step counters, so a resumed run sees the same values.
 Each evaluation measures test top-1/top-5 (and, when the data holds out a validation split, its top-1:
 ``val_top1``) and the student's calibration (ECE) and, given a teacher, its agreement with and KL from
-the teacher, whose test outputs are computed once per cohort (``kdcore.fidelity``).
+the teacher, whose test outputs are computed once per cohort (``kdcore.fidelity``): the metrics registered
+in ``kdcore.metrics``, which a new one joins.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ from kdcore.distiller import Distiller, Stage
 
 from kdcore.cpus import look_at_load
 from kdcore.costs import cuda_step_peak, optimizer_state_bytes, tensor_bytes
-from kdcore.fidelity import CalibrationBins, TeacherTest, agreement_count, kl_sum
+from kdcore.fidelity import TeacherTest
+from kdcore.metrics import entry_order
 from kdcore.steptimer import StepTimer, section
 from kdcore.recipe import FastPaths, Recipe
 
@@ -423,8 +425,8 @@ class StudentRun:
             "losses": losses,
             "weighted_losses": weighted,
             "train_top1": 100.0 * float(self._correct) / seen,
-            # test_top1, test_top5, test_ece (and test_agreement, test_kl_teacher with a teacher), on the epochs
-            # evaluated (Recipe.eval_every)
+            # test_top1, test_top5, test_ece (and test_agreement, test_kl_teacher with a teacher), and any other
+            # registered metric (kdcore.metrics), on the epochs evaluated (Recipe.eval_every)
             **test,
             "time_s": train_time,
             "eval_time_s": time.perf_counter() - t0,
@@ -482,33 +484,23 @@ def unique_trainable(modules: list[nn.Module]) -> list[nn.Parameter]:
 @torch.no_grad()
 def eval_metrics(model: nn.Module, data, device, batch_size: int = 256,
                  teacher_test: TeacherTest | None = None) -> dict[str, float]:
-    """One pass over the test set: ``test_top1``, ``test_top5`` (percent, top-k capped at the class count),
-    ``test_ece`` (percent, ``kdcore.fidelity``) and, with the teacher's test outputs, ``test_agreement``
-    (percent) and ``test_kl_teacher`` (KL(teacher || student) at T = 1, nats, mean over the test set)."""
+    """One pass over the test set, every registered metric (``kdcore.metrics``) accumulated over its batches:
+    ``test_top1``, ``test_top5`` (percent, top-k capped at the class count), ``test_ece`` (percent,
+    ``kdcore.fidelity``) and, with the teacher's test outputs, ``test_agreement`` (percent) and
+    ``test_kl_teacher`` (KL(teacher || student) at T = 1, nats, mean over the test set); then any other
+    registered metric, in ``entry_order``."""
     was_training = model.training
     model.eval()
-    correct1 = correct5 = total = agree = 0
-    kl = 0.0
-    bins = CalibrationBins()
+    metrics = entry_order(teacher=teacher_test is not None)
+    accumulators = [m.start() for m in metrics]
     teacher_batches = iter(teacher_test.batches(batch_size)) if teacher_test is not None else None
     for x, y in data.test_batches(batch_size, device):
         logits = model(x)
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        hit = top == y[:, None]
-        correct1 += int(hit[:, 0].sum())
-        correct5 += int(hit.any(dim=1).sum())
-        total += y.numel()
-        bins.add(logits, y)
-        if teacher_batches is not None:
-            t_log_probs, t_pred = next(teacher_batches)
-            agree += agreement_count(logits, t_pred)
-            kl += kl_sum(logits, t_log_probs)
+        teacher = next(teacher_batches) if teacher_batches is not None else None
+        for acc in accumulators:
+            acc.add(logits, y, teacher)
     model.train(was_training)
-    out = {"test_top1": 100.0 * correct1 / total, "test_top5": 100.0 * correct5 / total, "test_ece": bins.ece()}
-    if teacher_test is not None:
-        out.update(test_agreement=100.0 * agree / total, test_kl_teacher=kl / total)
-    return out
+    return {m.key: acc.value() for m, acc in zip(metrics, accumulators)}
 
 
 @torch.no_grad()

@@ -11,12 +11,13 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
 import scipy.stats
 
+from kdcore.metrics import Metric, list_metrics
 from kdcore.models.registry import model_family
 from kdcore.records import (Cost, Metrics, RunRecord, UnreadableRecord, iter_records, metrics_path,
                                 run_id as make_run_id)
@@ -42,6 +43,7 @@ __all__ = [
     "teacher_top1",
     "teacher_ece",
     "FIDELITY_COLUMNS",
+    "teacher_column",
     "method_order",
     "not_applicable_cells",
     "tuned_choice",
@@ -176,19 +178,54 @@ class Results:
         return c
 
 
-# fidelity to the teacher (kdcore.fidelity), at the last epoch: column -> the history entry's field
-FIDELITY_COLUMNS = {"agreement_last": "test_agreement", "kl_teacher_last": "test_kl_teacher", "ece_last": "test_ece"}
+class _FidelityColumns(Mapping):
+    """Column -> the history entry's field, of every registered metric with a report column
+    (``kdcore.metrics``), read from the registry on each use, so a metric registered later is in it:
+    ``{"agreement_last": "test_agreement", "kl_teacher_last": "test_kl_teacher", "ece_last": "test_ece", ...}``."""
 
-_RUN_COLUMNS = [
-    "run_id", "method", "base_method", "teacher", "student", "pair", "seed", "status", "in_grid", "val_top1_last",
-    "top1_last", "top1_best", "best_epoch", "epochs", "teacher_top1",
-    "time_s", "epoch_time_s", "images_per_s", "peak_mem_mb", "extra_params", "student_params",
-    *FIDELITY_COLUMNS, "teacher_ece",
-    "student_param_bytes", "method_param_bytes", "optimizer_state_bytes", "buffer_bytes", "cuda_peak_mb",
-    "cuda_step_mb", "cohort", "cohort_peak_rss_mb", "cohort_peak_rss_scope",
-    "views", "error_type", "error_message", "error_epoch", "error_step", "epochs_done",
-    "dataset", "config", "teacher_info",
-]
+    def _columns(self) -> dict[str, str]:
+        return {m.column: m.key for m in list_metrics() if m.column is not None}
+
+    def __getitem__(self, column: str) -> str:
+        return self._columns()[column]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns())
+
+    def __len__(self) -> int:
+        return len(self._columns())
+
+    def __repr__(self) -> str:
+        return f"FIDELITY_COLUMNS({self._columns()!r})"
+
+
+# the evaluation's metrics at the last epoch (kdcore.metrics; agreement, KL, ECE: kdcore.fidelity): column ->
+# the history entry's field
+FIDELITY_COLUMNS = _FidelityColumns()
+
+
+def teacher_column(metric: Metric) -> str | None:
+    """The per-run column of the teacher's own value of ``metric`` (its ``teacher_info`` key: the ECE's
+    ``teacher_ece``), or None."""
+    return f"teacher_{metric.teacher_info}" if metric.teacher_info is not None else None
+
+
+def _teacher_columns() -> list[str]:
+    return [teacher_column(m) for m in list_metrics() if m.column is not None and m.teacher_info is not None]
+
+
+def _run_columns() -> list[str]:
+    """The per-run frame's columns: the registered metrics' (and their teachers') as they are now."""
+    return [
+        "run_id", "method", "base_method", "teacher", "student", "pair", "seed", "status", "in_grid", "val_top1_last",
+        "top1_last", "top1_best", "best_epoch", "epochs", "teacher_top1",
+        "time_s", "epoch_time_s", "images_per_s", "peak_mem_mb", "extra_params", "student_params",
+        *FIDELITY_COLUMNS, *_teacher_columns(),
+        "student_param_bytes", "method_param_bytes", "optimizer_state_bytes", "buffer_bytes", "cuda_peak_mb",
+        "cuda_step_mb", "cohort", "cohort_peak_rss_mb", "cohort_peak_rss_scope",
+        "views", "error_type", "error_message", "error_epoch", "error_step", "epochs_done",
+        "dataset", "config", "teacher_info",
+    ]
 
 
 def _num(x: Any) -> float:
@@ -310,7 +347,9 @@ def _row_from_record(rec: RunRecord, hist: list[dict]) -> dict:
         "student_params": _num(cost.student_params),
         # NaN where the record predates the field, or its run had no teacher
         **{col: _num(hist[-1].get(key)) if hist else float("nan") for col, key in FIDELITY_COLUMNS.items()},
-        "teacher_ece": _num(tinfo.get("ece")),
+        # the teacher's own value (the ECE's: teacher_info["ece"]); NaN in records without it
+        **{teacher_column(m): _num(tinfo.get(m.teacher_info)) for m in list_metrics()
+           if m.column is not None and m.teacher_info is not None},
         **_memory_fields(cost),
         # other views of each batch (MLKD's strong one): a different augmentation protocol, more passes
         "views": "+".join(str(v) for v in cost.views or []),
@@ -387,7 +426,7 @@ def load_results(results_dir: Path | str) -> Results:
         row["in_grid"] = False
         rows.append(row)
 
-    runs = pd.DataFrame(rows, columns=_RUN_COLUMNS)
+    runs = pd.DataFrame(rows, columns=_run_columns())
     runs["in_grid"] = runs["in_grid"].fillna(False).astype(bool)
     history = pd.DataFrame(hist_rows, columns=["run_id", "method", "pair", "seed", "epoch", "test_top1"])
     return Results(results_dir=results_dir, grid=grid, runs=runs, history=history,

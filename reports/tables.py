@@ -8,6 +8,7 @@ from tabulate import tabulate
 
 from kdcore import MethodCatalogue
 from kdcore.config import REFERENCE_KEYS, teacher_recipe
+from kdcore.metrics import Metric, list_metrics
 from kdcore.text import plural
 
 from . import aggregate as agg
@@ -138,11 +139,15 @@ ACCURACY_FOOTNOTE = (
 
 
 # ---------------------------------------------------------------------------- fidelity
-FIDELITY_TABLES = (  # (stats column, title, decimals)
-    ("agreement_last", "Top-1 agreement with the teacher (%)", 2),
-    ("kl_teacher_last", "KL(teacher ‖ student) at T = 1 (nats)", 3),
-    ("ece_last", "Expected calibration error (%)", 2),
-)
+def fidelity_tables() -> list[Metric]:
+    """The fidelity section's tables, in order: every registered metric with a report column
+    (``kdcore.metrics``: agreement, KL, ECE, then any registered later), by its ``column``, ``title`` and
+    ``digits``."""
+    return [m for m in list_metrics() if m.column is not None]
+
+
+# the metrics FIDELITY_FOOTNOTE explains; another registered metric's description follows it
+_FOOTNOTED = ("agreement", "kl_teacher", "ece")
 
 FIDELITY_FOOTNOTE = (
     "Did the student learn the teacher? (Stanton et al., NeurIPS 2021, \"Does knowledge distillation really "
@@ -166,12 +171,22 @@ def _stats_table(res: agg.Results, stats: pd.DataFrame, digits: int, teacher: di
 
 
 def fidelity_section(res: agg.Results, stats: dict[str, pd.DataFrame], teacher_ece: dict[str, list[float]]) -> str:
-    """Agreement, KL and ECE tables (methods x pairs, last epoch); ``stats``: column -> ``cell_stats``."""
-    parts = []
-    for column, title, digits in FIDELITY_TABLES:
-        teacher = teacher_ece if column == "ece_last" else None
-        parts.append(f"**{title}**\n\n" + _stats_table(res, stats[column], digits, teacher))
-    return "\n\n".join(parts) + "\n\n" + FIDELITY_FOOTNOTE
+    """Agreement, KL and ECE tables (methods x pairs, last epoch), then one per other registered metric with a
+    report column (``fidelity_tables``); ``stats``: column -> ``cell_stats`` (computed here for a column it
+    lacks). A metric with ``teacher_info`` gets a teacher row: ``teacher_ece`` for the ECE's, the records'
+    ``teacher_info`` for another's."""
+    parts, more = [], []
+    for m in fidelity_tables():
+        teacher = None
+        if m.teacher_info == "ece":
+            teacher = teacher_ece
+        elif m.teacher_info is not None:
+            teacher = agg.teacher_top1(res, agg.teacher_column(m))
+        table = stats[m.column] if m.column in stats else agg.cell_stats(res, m.column)
+        parts.append(f"**{m.title}**\n\n" + _stats_table(res, table, m.digits, teacher))
+        if m.name not in _FOOTNOTED:
+            more.append(f" {m.title}: {m.description}.")
+    return "\n\n".join(parts) + "\n\n" + FIDELITY_FOOTNOTE + "".join(more)
 
 
 def gain_section(res: agg.Results, means: pd.DataFrame) -> str:
