@@ -18,6 +18,7 @@ from kdcore.records import read_json, record_path, run_id, write_json
 from benchmarks.run import main
 from kdcore.train import eval_metrics, freeze, train_cohort
 from kdcore.recipe import Recipe
+from methods import CATALOGUE
 from reports import build_report, load_results
 from reports import aggregate as agg
 from test_harness import assert_bitwise_equal, make_runs, seed_for
@@ -233,7 +234,7 @@ def make_fidelity_results(root):
 @pytest.fixture(scope="module")
 def fid_report(tmp_path_factory):
     root = make_fidelity_results(tmp_path_factory.mktemp("fid") / "fid")
-    return root, build_report(root).read_text(encoding="utf-8")
+    return root, build_report(root, catalogue=CATALOGUE).read_text(encoding="utf-8")
 
 
 def test_fidelity_table(fid_report):
@@ -265,7 +266,7 @@ def test_accuracy_vs_agreement_figure(fid_report):
     res = load_results(root)
     last, agreement = agg.cell_stats(res, "top1_last"), agg.cell_stats(res, "agreement_last")
     with figures._style():
-        fig = figures.fidelity_figure(res, last, agreement, figures.palette(agg.method_order(res.grid)))
+        fig = figures.fidelity_figure(res, last, agreement, figures.palette(agg.method_order(res.grid), CATALOGUE))
     points = {c.get_gid(): c.get_offsets().tolist() for c in fig.axes[0].collections}
     # one point per method and pair with data: (mean agreement, mean last top-1); pair B has no agreement
     assert points == {f"vanilla|{A}": [[81.0, 70.5]], f"kd|{A}": [[90.5, 73.5]]}
@@ -275,14 +276,14 @@ def test_fidelity_report_rebuilds_byte_identical(fid_report):
     root, _ = fid_report
     files = [root / "report.md", *sorted((root / "figures").glob("*.png"))]
     before = {f: f.read_bytes() for f in files}
-    build_report(root)
+    build_report(root, catalogue=CATALOGUE)
     assert {f: f.read_bytes() for f in files} == before
 
 
 def test_old_records_still_report(tmp_path):
     """Records written before the fidelity fields: every fidelity cell is –, the figure is skipped."""
     root = make_results(tmp_path / "old")
-    text = build_report(root).read_text(encoding="utf-8")
+    text = build_report(root, catalogue=CATALOGUE).read_text(encoding="utf-8")
     sec = section(text, 7)
     for title in ("Top-1 agreement with the teacher (%)", "KL(teacher ‖ student) at T = 1 (nats)",
                   "Expected calibration error (%)"):

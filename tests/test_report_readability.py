@@ -18,6 +18,7 @@ from seaborn.external import husl
 
 from kdcore.config import load_preset
 from kdcore.records import record_path, run_id, write_json
+from methods import CATALOGUE
 from reports import aggregate as agg
 from reports import build_report, figures, tables
 from reports import significance as sig
@@ -75,7 +76,7 @@ def write_grid(root: Path, methods: list[str], pairs: list[str], top1=final_top1
 
 def all_figures(res: agg.Results) -> dict:
     last = agg.cell_stats(res, "top1_last")
-    pal = figures.palette(agg.method_order(res.grid))
+    pal = figures.palette(agg.method_order(res.grid), CATALOGUE)
     with figures._style():
         return {
             "bars": figures.bars_figure(res, last, agg.teacher_top1(res), pal),
@@ -169,7 +170,7 @@ def _bars_claim_and_labels(root: Path):
     res = agg.load_results(root)
     with figures._style():
         fig = figures.bars_figure(res, agg.cell_stats(res, "top1_last"), agg.teacher_top1(res),
-                                  figures.palette(agg.method_order(res.grid)))
+                                  figures.palette(agg.method_order(res.grid), CATALOGUE))
     panels = [ax for ax in fig.axes if ax.get_visible()]
     return " ".join(fig._suptitle.get_text().split()), [ax.get_xlabel() for ax in panels], \
         [ax.get_xlim()[0] for ax in panels]
@@ -243,24 +244,24 @@ def test_fidelity_legend_names_every_method_and_no_two_points_look_alike(big):
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title().split("\n")[0] for ax in panels] == [tables.pair_label(p) for p in res.grid.pairs]
     for ax in panels:
-        points = [(c.get_gid().split("|")[0], c.get_facecolor()[0], figures.method_markers(METHODS)[
+        points = [(c.get_gid().split("|")[0], c.get_facecolor()[0], figures.method_markers(METHODS, figures.palette(METHODS, CATALOGUE))[
             c.get_gid().split("|")[0]]) for c in ax.collections if c.get_gid()]
         assert len(points) == len(METHODS) - (ax is panels[1])  # fsp: no point where it cannot run
         assert_distinct(points, ax.get_title())
 
 
 def test_method_markers_separate_close_colours():
-    marks = figures.method_markers(METHODS)
+    marks = figures.method_markers(METHODS, figures.palette(METHODS, CATALOGUE))
     # vanilla, pair and mlkd+ls have nearly one colour (CIELUV 8 and 10 apart): three different markers
     assert len({marks["vanilla"], marks["pair"], marks["mlkd+ls"]}) == 3
     assert marks["vanilla"] == "o" and marks["kd"] == "o"  # the first of each colour keeps the circle
-    assert_distinct([(m, figures.method_color(m), marks[m]) for m in METHODS], "markers")
+    assert_distinct([(m, figures.method_color(m, CATALOGUE), marks[m]) for m in METHODS], "markers")
 
 
 # ---------------------------------------------------------------------------- the summary
 def test_summary_opens_the_report_with_hand_computed_lines(tmp_path):
     root = make_results(tmp_path / "unit")
-    text = build_report(root).read_text(encoding="utf-8")
+    text = build_report(root, catalogue=CATALOGUE).read_text(encoding="utf-8")
     head, rest = text.split("\n\n**Grid**\n\n", 1)
     assert rest.startswith("- **Dataset**") and "## 1." not in head
     # Pair A (resnet32x4 → resnet8x4): crd 75.00 best, kd 73.50 next: 1.50 ahead. kd's interval 73.5 ± 1.2421
@@ -341,7 +342,7 @@ def test_friedman_leaves_out_a_not_applicable_method_not_its_pair(tmp_path):
     assert fr.methods_not_applicable == {"fsp": [P[1]]} and fr.methods_left_out == []
     # 3 pairs, ranks crd 1, kd 2, vanilla 3 in each: chi2 = N(k - 1) = 3 x 2 = 6 on 2 df, p = exp(-3) = 0.0498
     assert math.isclose(fr.statistic, 6.0) and math.isclose(fr.pvalue, math.exp(-3.0))
-    text = build_report(root).read_text(encoding="utf-8")
+    text = build_report(root, catalogue=CATALOGUE).read_text(encoding="utf-8")
     part = text[text.index("**Across pairs: Friedman test"):]
     assert ("Friedman test over 3 methods, one block per pair: χ²(2) = 6.00, p = 0.0498. It rests on 3 pairs × 2 "
             "seeds per cell (18 complete runs; grid seeds 0, 1), last-epoch top-1. Left out: method fsp (not "
@@ -372,7 +373,7 @@ def test_imported_repdistiller_teachers_are_told_apart(tmp_path):
                 "file": "ckpt_epoch_240.pth", "weights_sha": sha[pair], "key": "imported-" + sha[pair][:12],
                 "arch": arch, "top1": 80.0}
     root = write_grid(tmp_path / "imp", ["vanilla", "kd"], PAIRS_2, seeds=[0], teacher_info=info)
-    text = build_report(root).read_text(encoding="utf-8")
+    text = build_report(root, catalogue=CATALOGUE).read_text(encoding="utf-8")
     rows = {r[0]: r[1:] for r in (
         [c.strip() for c in line.strip("|").split("|")] for line in text.split("**Teachers**")[1].split("\n\n")[1]
         .splitlines()[2:])}

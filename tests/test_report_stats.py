@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from kdcore.records import record_path, run_id, write_json
+from methods import CATALOGUE
 from reports import build_report
 from reports import aggregate as agg
 from reports import significance as sig
@@ -142,7 +143,7 @@ def test_one_common_seed_gives_the_difference_alone(tmp_path):
     # kd has seed 0 only: one paired seed -> no interval, and the footnote says so
     root = write_grid(tmp_path / "one", ["vanilla", "kd", "crd"], PAIRS[:2], SEEDS,
                       lambda m, p, s: None if (m == "kd" and s > 0) else 70.0 + {"vanilla": 0, "kd": 0.25, "crd": 1}[m])
-    text = build_report(root).read_text(encoding="utf-8")
+    text = build_report(root, catalogue=CATALOGUE).read_text(encoding="utf-8")
     sec = section9(text)
     van = rows_of(sub_block(sec, "Within a pair: paired difference vs vanilla over seeds"))
     assert van["kd"] == ["+0.25 (1)", "+0.25 (1)"]
@@ -159,7 +160,7 @@ def test_too_few_pairs_is_one_line_and_no_diagram(tmp_path):
     stale = root / "figures" / "critical_difference.png"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old")  # a diagram from an earlier, larger grid must not survive
-    text = build_report(root).read_text(encoding="utf-8")
+    text = build_report(root, catalogue=CATALOGUE).read_text(encoding="utf-8")
     part = sub_block(section9(text), "Across pairs: Friedman test and critical-difference diagram")
     body = part.split("\n\n", 1)[1].strip()
     assert body == ("_Friedman test and critical-difference diagram not tested: 2 pairs where every method "
@@ -173,7 +174,7 @@ def test_report_section_diagram_and_byte_identical_rebuild(tmp_path):
     root = write_grid(tmp_path / "full", methods, PAIRS, SEEDS,
                       lambda m, p, s: better(m, p, s) if m != "fitnet" else better("vanilla", p, s) + 0.5
                       if not (p == PAIRS[5] and s == 2) else None)
-    text = build_report(root).read_text(encoding="utf-8")
+    text = build_report(root, catalogue=CATALOGUE).read_text(encoding="utf-8")
     sec = section9(text)
     assert sec.startswith("## 9. Is the gain real? (last epoch)")
     # 4 methods on 6 pairs, ranks crd 1, kd 2, fitnet 3, vanilla 4 everywhere: chi2 = N(k - 1) = 18 on 3 df
@@ -193,7 +194,7 @@ def test_report_section_diagram_and_byte_identical_rebuild(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and b"matplotlib" not in data and len(data) > 5000
     files = [root / "report.md", *sorted((root / "figures").glob("*.png"))]
     before = {f: f.read_bytes() for f in files}
-    build_report(root)
+    build_report(root, catalogue=CATALOGUE)
     assert {f: f.read_bytes() for f in files} == before
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from kdcore.records import record_path, run_id, write_json
-from methods import method_defaults
+from methods import CATALOGUE, method_defaults
 from reports import build_report
 from reports import aggregate as agg
 
@@ -128,7 +128,7 @@ def sub_table(sec: str, title: str) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = make_results(tmp_path_factory.mktemp("grid") / "unit")
-    path = build_report(root)
+    path = build_report(root, catalogue=CATALOGUE)
     return root, path.read_text(encoding="utf-8")
 
 
@@ -254,7 +254,7 @@ def published_text(root: Path, published=None) -> str:
     from reports import tables
     res = agg.load_results(root)
     return tables.published_section(res, agg.cell_stats(res, "top1_last"), agg.cell_stats(res, "top1_best"),
-                                    agg.teacher_top1(res), published)
+                                    agg.teacher_top1(res), published, CATALOGUE)
 
 
 def diff_rows(text: str) -> list[list[str]]:
@@ -406,7 +406,7 @@ def test_rebuild_is_byte_identical(built):
     root, _ = built
     files = [root / "report.md", *sorted((root / "figures").glob("*.png"))]
     before = {f: f.read_bytes() for f in files}
-    build_report(root)
+    build_report(root, catalogue=CATALOGUE)
     assert {f: f.read_bytes() for f in files} == before
 
 
@@ -496,7 +496,7 @@ def test_teacher_table_and_mixed_teacher_warning(tmp_path):
     assert warn == ["> **WARNING: pair resnet32x4 → resnet8x4 mixes 2 different teachers** (`t-main` (8 runs), "
                     "`t-other` (1 run)): its rows compare students distilled from different teachers, and its "
                     "numbers should not be read as one cell."]
-    text = reports.render_report(res)
+    text = reports.render_report(res, catalogue=CATALOGUE)
     assert warn[0] in text.split("## 1.")[0]  # at the top, before any table
     assert "**Teachers**" in text.split("## 1.")[0]
 
@@ -537,14 +537,14 @@ def test_method_colour_is_the_same_in_reports_with_different_method_sets(built, 
         (other / "runs" / f.name).write_bytes(f.read_bytes())
     write_json(other / "grid.json", {"name": "o", "preset": "test", "dataset": "cifar100", "methods": ["kd", "crd"],
                                      "pairs": [A, B], "seeds": SEEDS, "config": {}})
-    kd = _rgb(figures.method_color("kd"))
-    assert kd != _rgb(figures.method_color("crd")) and kd != _rgb(figures.method_color("vanilla"))
+    kd = _rgb(figures.method_color("kd", CATALOGUE))
+    assert kd != _rgb(figures.method_color("crd", CATALOGUE)) and kd != _rgb(figures.method_color("vanilla", CATALOGUE))
     seen = []
     with figures._style():
         for r in (root, other):
             res = agg.load_results(r)
             last = agg.cell_stats(res, "top1_last")
-            pal = figures.palette(agg.method_order(res.grid))
+            pal = figures.palette(agg.method_order(res.grid), CATALOGUE)
             bars = figures.bars_figure(res, last, agg.teacher_top1(res), pal)
             seen += [_rgb(p.get_facecolor()) for ax in bars.axes for p in ax.patches if p.get_gid() == "kd"]
             cost = figures.cost_figure(res, agg.mean_table(last), agg.cost_table(res), pal)
@@ -558,13 +558,13 @@ def test_registered_methods_and_compositions_never_share_a_colour():
     from reports import figures
     names = list_methods() + [f"{m}+kd" for m in list_methods() if m not in ("kd", "vanilla")] + ["crd+kd"]
     names += modified_methods()
-    colours = {n: _rgb(figures.method_color(n)) for n in names}
+    colours = {n: _rgb(figures.method_color(n, CATALOGUE)) for n in names}
     assert len(set(colours.values())) == len(set(names))
     # deterministic, and independent of which methods a grid lists
-    assert figures.palette(["kd"])["kd"] == figures.palette(["vanilla", "crd", "kd"])["kd"] == figures.method_color("kd")
+    assert figures.palette(["kd"], CATALOGUE)["kd"] == figures.palette(["vanilla", "crd", "kd"], CATALOGUE)["kd"] == figures.method_color("kd", CATALOGUE)
     # an unregistered name takes a colour no registered method holds
-    reserved = {_rgb(figures.method_color(n)) for n in list_methods()}
-    assert _rgb(figures.method_color("not-a-method-xyz")) not in reserved
+    reserved = {_rgb(figures.method_color(n, CATALOGUE)) for n in list_methods()}
+    assert _rgb(figures.method_color("not-a-method-xyz", CATALOGUE)) not in reserved
 
 
 def test_heatmap_scale_is_robust_and_annotates_the_clipped_cell():
@@ -637,3 +637,19 @@ def test_same_and_cross_architecture_follow_the_family():
     assert agg.is_same_arch("resnet32x4", "resnet8x4")
     assert not agg.is_same_arch("vgg13", "MobileNetV2")
     assert not agg.is_same_arch("timm:resnet18", "timm:efficientnet_b0")
+
+
+def test_a_report_built_without_the_method_registry_says_what_it_did_not_compare(tmp_path):
+    """``reports`` never imports ``methods``: a library user who builds a report without the catalogue gets every
+    table, and section 4 says that the methods' hyperparameters were not compared (instead of a silent match)."""
+    root = make_results(tmp_path / "g", config=published_config, grid_config=PUBLISHED_GRID_CONFIG,
+                        teacher_info=trained_teacher)
+    res = agg.load_results(root)
+    from reports import tables
+    sec = tables.published_section(res, agg.cell_stats(res, "top1_last"), agg.cell_stats(res, "top1_best"),
+                                   agg.teacher_top1(res), None)
+    rows = diff_rows(sec)
+    assert rows and all(r[1:3] == ["not compared", "registered defaults (the report was built without the method "
+                                   "registry)"] for r in rows), rows
+    assert {r[0] for r in rows} == {"`method.vanilla`", "`method.kd`", "`method.crd`"}
+    assert diff_rows(published_text(root)) == []  # with the registry: the same runs match the protocol
