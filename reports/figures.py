@@ -113,12 +113,18 @@ def make_palette(n: int) -> tuple[tuple[float, float, float], ...]:
     return tuple(tuple(float(c) for c in husl.husl_to_rgb(15 + 360 / n * i, 90, (50, 72)[i % 2])) for i in range(n))
 
 
-@lru_cache(maxsize=4)
 def reserved_names(catalogue: MethodCatalogue | None) -> frozenset[str]:
     """The names that must never share a colour: the catalogue's (every registered method, every
     ``<method>+kd``, every ``<method>+<modifier>`` it declares) and every composition a preset runs
-    (``crd+kd``). Without a catalogue, the presets' names alone."""
+    (``crd+kd``). Without a catalogue, the presets' names alone. Read on every call: a method registered
+    later in the process (a user's file, a guide's example) counts from then on."""
     names = set(catalogue.names()) if catalogue is not None else set()
+    return frozenset(names | _preset_method_names())
+
+
+@lru_cache(maxsize=1)
+def _preset_method_names() -> frozenset[str]:
+    names: set[str] = set()
     for preset in list_presets():
         try:
             names |= {str(m) for m in load_preset(preset).get("methods", [])}

@@ -653,3 +653,24 @@ def test_a_report_built_without_the_method_registry_says_what_it_did_not_compare
                                    "registry)"] for r in rows), rows
     assert {r[0] for r in rows} == {"`method.vanilla`", "`method.kd`", "`method.crd`"}
     assert diff_rows(published_text(root)) == []  # with the registry: the same runs match the protocol
+
+
+def test_colours_follow_the_registry_as_it_is_now_not_as_it_was_first_read():
+    """A method registered and removed again in one process (a guide's example, a user's file) leaves the
+    other colours as the registry now implies (the reserved names were once cached per catalogue object)."""
+    from reports import figures
+
+    class Growing:
+        extra: list[str] = []
+
+        def names(self):
+            return CATALOGUE.names() + self.extra
+
+        def reference_hparams(self, method, overrides):
+            return CATALOGUE.reference_hparams(method, overrides)
+
+    cat = Growing()
+    cat.extra = [f"user_method_{i}" for i in range(20)]  # 20 more reserved names: a larger palette
+    during = figures.method_color("kd", cat)
+    cat.extra = []
+    assert figures.method_color("kd", cat) == figures.method_color("kd", CATALOGUE) != during
