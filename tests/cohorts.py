@@ -2,6 +2,8 @@
 solo runs (bitwise). Runs are built by ``benchmarks.grid.build_student``, as the grid builds them."""
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 
 from kdcore.data import InMemoryData, load_dataset
@@ -45,3 +47,12 @@ def step_each_stage(run: StudentRun, x, y, index, teacher_out, data, teacher):
         run.begin_epoch(epoch)
         views = draw_views([run], index, data, CPU, epoch, 0, teacher, FastPaths().resolve(CPU), True, False)
         yield run.stage_at(epoch)[0], run.step(x, y, index, teacher_out, data, CPU, epoch, 0, views.get(run.seed))
+
+
+def import_file(path, name: str):
+    """The Python file at ``path`` imported as module ``name`` (a guide's example, a docs hook), run once:
+    whatever it registers is registered from now on (callers undo that)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -7,7 +7,6 @@ without being listed anywhere (in a fresh interpreter on a copy of the package).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ import pytest
 import torch
 
 from benchmarks.run import main
+from cohorts import import_file
 from kdcore.data import (DATASETS, DataError, InMemoryData, check_data_options, dataset_loader, list_datasets,
                          load_dataset, register_dataset, unregister_dataset)
 
@@ -30,9 +30,7 @@ BUILT_IN = ["digits", "cifar10", "cifar100", "imagefolder", "MNIST", "FashionMNI
 @pytest.fixture
 def blobs():
     """The guide's example module, imported by path (which registers ``blobs``); unregistered afterwards."""
-    spec = importlib.util.spec_from_file_location("dataset_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_file(EXAMPLE, "dataset_example")
     try:
         yield module
     finally:

@@ -6,7 +6,6 @@ runner; the registries are restored afterwards so no other test sees ``kd_tannea
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from benchmarks.run import main
 from kdcore import records
 from kdcore.models import list_models
 from kdcore.models import registry as model_registry
+from cohorts import import_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -31,9 +31,7 @@ TINY = ["--epochs", "1", "--set", "teacher_train.epochs=1", "--seeds", "0", "--q
 
 def load_example(name: str):
     path = DOCS / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"kdbench_docs_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_file(path, f"kdbench_docs_{name}")
     return module
 
 
@@ -138,9 +136,7 @@ def test_guides_include_their_examples():
 
 
 def _hooks():
-    spec = importlib.util.spec_from_file_location("kdbench_docs_hooks", DOCS / "hooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_file(DOCS / "hooks.py", "kdbench_docs_hooks")
     return module
 
 

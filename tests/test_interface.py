@@ -3,7 +3,6 @@ training progress, read access to the models at build time, batch coupling and n
 from __future__ import annotations
 
 import copy
-import importlib.util
 import re
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from kdcore.recipe import Recipe
 from methods import (BuildContext, Distiller, Progress, Range, batch_coupling, build_method, list_methods,
                      method_needs)
 from methods import base as methods_base
-from cohorts import digits_slice, make_run, random_teacher, train
+from cohorts import digits_slice, import_file, make_run, random_teacher, train
 from test_harness import assert_bitwise_equal  # the harness tests' bitwise cohort = solo check, not a copy
 
 CPU = torch.device("cpu")
@@ -32,9 +31,7 @@ def examples():
     saved = dict(methods_base._METHODS)
     modules = {}
     for path in sorted(EXAMPLES.glob("*.py")):
-        spec = importlib.util.spec_from_file_location(f"kdbench_example_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = import_file(path, f"kdbench_example_{path.stem}")
         modules[path.stem] = module
     yield modules
     methods_base._METHODS.clear()

@@ -4,7 +4,6 @@ test negative log-likelihood) is imported by path and must show up in all of the
 after each test."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from reports import tables
 from test_fidelity import CPU, LABELS, LN2, STUDENT, TEACHER, IndexData, Lookup, make_fidelity_results
 from test_reports import A, section, sub_table
 from test_resume import event_steps
+from cohorts import import_file
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "examples" / "metric_example.py"
@@ -35,9 +35,7 @@ BUILTIN = ["top1", "top5", "agreement", "kl_teacher", "ece"]
 def example_metric():
     """The guide's example imported by path (it registers ``nll``), unregistered on the way out."""
     before = [m.name for m in list_metrics()]
-    spec = importlib.util.spec_from_file_location("kdbench_metric_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_file(EXAMPLE, "kdbench_metric_example")
     try:
         yield module
     finally:

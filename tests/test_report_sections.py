@@ -7,7 +7,6 @@ Every section registered here is unregistered afterwards, so no other test sees 
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from kdcore.records import read_json, record_path, run_id, write_json
 from reports import aggregate as agg
 from reports import registered_sections, render_report, report_section, unregister_section
 from test_reports import A, make_results
+from cohorts import import_file
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "examples" / "report_section_example.py"
@@ -51,9 +51,7 @@ def registry():
 
 
 def load_example():
-    spec = importlib.util.spec_from_file_location("report_section_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_file(EXAMPLE, "report_section_example")
     return module
 
 
