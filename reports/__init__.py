@@ -19,8 +19,6 @@ __all__ = ["build_report", "render_report", "NoResultsError", "load_results", "r
            "unregister_section", "registered_sections", "ReportContext", "Section"]
 
 
-_header = sections.grid_header  # its old name
-
 
 def render_report(res: agg.Results, published=None, catalogue: MethodCatalogue | None = None) -> str:
     """The markdown text (and, as a side effect, the figures under results_dir/figures). ``catalogue``: the method

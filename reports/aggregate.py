@@ -41,7 +41,6 @@ __all__ = [
     "cost_table",
     "cohort_memory_table",
     "teacher_top1",
-    "teacher_ece",
     "FIDELITY_COLUMNS",
     "teacher_column",
     "method_order",
@@ -578,11 +577,6 @@ def teacher_top1(res: Results, column: str = "teacher_top1") -> dict[str, list[f
         vals = [float(v) for v in order[column].dropna()]
         out[p] = list(dict.fromkeys(round(v, 6) for v in vals))
     return out
-
-
-def teacher_ece(res: Results) -> dict[str, list[float]]:
-    """Per pair, the distinct teacher ECE values (percent) its records hold (none in older records)."""
-    return teacher_top1(res, "teacher_ece")
 
 
 def cost_table(res: Results) -> pd.DataFrame:

@@ -286,7 +286,7 @@ def inventory(ctx: ReportContext) -> str:
 
 @report_section(order=70, title="Fidelity to the teacher (last epoch)", number=7)
 def fidelity(ctx: ReportContext) -> str:
-    return tables.fidelity_section(ctx.res, ctx.fidelity, agg.teacher_ece(ctx.res))
+    return tables.fidelity_section(ctx.res, ctx.fidelity)
 
 
 @report_section(order=80, title="Figures", name="figures", number=8)

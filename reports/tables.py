@@ -170,17 +170,15 @@ def _stats_table(res: agg.Results, stats: pd.DataFrame, digits: int, teacher: di
     return md_table(headers, rows)
 
 
-def fidelity_section(res: agg.Results, stats: dict[str, pd.DataFrame], teacher_ece: dict[str, list[float]]) -> str:
+def fidelity_section(res: agg.Results, stats: dict[str, pd.DataFrame]) -> str:
     """Agreement, KL and ECE tables (methods x pairs, last epoch), then one per other registered metric with a
     report column (``fidelity_tables``); ``stats``: column -> ``cell_stats`` (computed here for a column it
-    lacks). A metric with ``teacher_info`` gets a teacher row: ``teacher_ece`` for the ECE's, the records'
-    ``teacher_info`` for another's."""
+    lacks). A metric with ``teacher_info`` (the ECE's ``"ece"``) gets a teacher row: each pair's values of
+    that key in its records' ``teacher_info``."""
     parts, more = [], []
     for m in fidelity_tables():
         teacher = None
-        if m.teacher_info == "ece":
-            teacher = teacher_ece
-        elif m.teacher_info is not None:
+        if m.teacher_info is not None:
             teacher = agg.teacher_top1(res, agg.teacher_column(m))
         table = stats[m.column] if m.column in stats else agg.cell_stats(res, m.column)
         parts.append(f"**{m.title}**\n\n" + _stats_table(res, table, m.digits, teacher))

@@ -502,7 +502,7 @@ def test_teacher_table_and_mixed_teacher_warning(tmp_path):
 
 
 def test_stale_records_are_counted_in_the_header(tmp_path):
-    import reports
+    from reports import sections
     root = make_results(tmp_path / "g")
     stale = root / "runs" / "stale"
     for rid in ("kd__resnet32x4-resnet8x4__s0", "crd__resnet32x4-resnet8x4__s0", "vanilla__vgg13-MobileNetV2__s1"):
@@ -511,14 +511,14 @@ def test_stale_records_are_counted_in_the_header(tmp_path):
     res = agg.load_results(root)
     assert res.stale == 3
     assert res.counts()["complete"] == 16  # the stale ones are in no table
-    head = reports._header(res)
+    head = sections.grid_header(res)
     assert ("- **3 records made under another protocol were moved to runs/stale/ and are not in this report**"
             in head)
     (stale / "kd__resnet32x4-resnet8x4__s0.json").unlink()
     (stale / "crd__resnet32x4-resnet8x4__s0.json").unlink()
-    assert "**1 record made under another protocol was moved to runs/stale/" in reports._header(agg.load_results(root))
+    assert "**1 record made under another protocol was moved to runs/stale/" in sections.grid_header(agg.load_results(root))
     (stale / "vanilla__vgg13-MobileNetV2__s1.json").unlink()
-    assert "stale" not in reports._header(agg.load_results(root))
+    assert "stale" not in sections.grid_header(agg.load_results(root))
 
 
 # ---------------------------------------------------------------------------- issue 19: figures
